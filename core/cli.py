@@ -1,0 +1,161 @@
+"""Command line: `python -m core train|predict|export|runs`. Same engine and config as the web UI.
+
+Every TrainConfig field is a flag (`--val-fraction 0.3`), generated from the dataclass so the CLI and the
+config cannot drift; `--config run.yaml` loads a file first and flags override it. Errors print one sentence
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from core.config import ConfigError, TrainConfig
+
+ALIASES = {"output_dir": ["--out"], "backbone": ["--model"]}
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a classifier from a folder/zip of labeled images",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML config file; flags given here override its values")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for f in dataclasses.fields(TrainConfig):
+        flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+        meta = f.metadata
+        kind = {"int": int, "float": float}.get(f.type, str)
+        p.add_argument(*flags, dest=f.name, type=kind, default=None, choices=meta.get("choices"),
+                       help=f"{meta['help']} (default: {f.default})")
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    base = TrainConfig.load(args.config).to_dict() if args.config else {}
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    return TrainConfig.from_dict({**base, **flags})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.train import train
+    cfg = build_config(args)
+    if not cfg.data:
+        raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
+    bar = [] if args.quiet else [ProgressBar()]
+    result = train(cfg, bar)
+    s = result.summary
+    print(f"\nrun: {result.run_dir}")
+    print(f"status: {result.status}")
+    if "val_accuracy" in s:
+        print(f"val_accuracy: {s['val_accuracy']:.4f}  macro_f1: {s['macro_f1']:.4f}  best_epoch: "
+              f"{s['best_epoch']}  train_seconds: {s['train_seconds']:.1f}")
+        for c, m in s["per_class"].items():
+            print(f"  {c:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}  "
+                  f"n={m['support']}")
+        print(f"bundle: {Path(result.run_dir) / 'bundle'}")
+    if s.get("skipped"):
+        print(f"skipped {len(s['skipped'])} file(s): " + ", ".join(Path(p).name for p in s["skipped"][:10]))
+    return 0 if result.status in ("completed", "stopped") else 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from core.data import IMG_EXTENSIONS
+    from core.export import load_bundle
+    paths: list[Path] = []
+    for item in map(Path, args.images):
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item} does not exist.")
+    if not paths:
+        raise ValueError("No image files found in what was given.")
+    model = load_bundle(args.bundle)
+    for p, top in zip(paths, model.predict(paths, topk=args.topk), strict=True):
+        if args.json:
+            print(json.dumps({"path": str(p), "top": [{"class": c, "prob": round(v, 5)} for c, v in top]}))
+        else:
+            print(f"{p}: " + ", ".join(f"{c} {v:.3f}" for c, v in top))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.export import export_zip
+    from core.runs import RunDir
+    run = RunDir(Path(args.run_dir))
+    if not run.config.exists():
+        raise FileNotFoundError(f"{args.run_dir} is not a run folder (no config.yaml).")
+    out = export_zip(run)
+    if args.out:
+        target = Path(args.out) / out.name if Path(args.out).is_dir() else Path(args.out)
+        out = out.replace(target)
+    print(out)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from core.runs import list_runs
+    for run in list_runs(args.out):
+        st, s = run.read_status(), run.read_summary() or {}
+        acc = f"{s['val_accuracy']:.3f}" if "val_accuracy" in s else "-"
+        print(f"{run.run_id}  {st.get('status', '?'):<11}  val_acc {acc}")
+    return 0
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (engine callback)."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def on_fit_start(self, info) -> None:
+        sys.stderr.write(f"{info.mode}: {info.trainable_params:,} of {info.total_params:,} parameters "
+                         f"trainable, {sum(info.counts['train'].values())} train / "
+                         f"{sum(info.counts['val'].values())} val images, {info.device}\n")
+
+    def on_phase(self, phase: str, done: int, total: int) -> None:
+        sys.stderr.write(f"\r{phase}: {done}/{total}   ")
+
+    def on_batch_end(self, m) -> None:
+        width = 24
+        frac = m.step / m.steps_per_epoch
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        sys.stderr.write(f"\repoch {m.epoch} [{bar}] loss {m.loss:.3f}  {m.images_per_sec:.0f} img/s  "
+                         f"ETA {m.eta:.0f}s   ")
+
+    def on_epoch_end(self, m) -> None:
+        sys.stderr.write(f"\repoch {m.epoch}: train loss {m.train_loss:.3f} acc {m.train_acc:.3f} | val loss "
+                         f"{m.val_loss:.3f} acc {m.val_acc:.3f} | {m.seconds:.1f}s{' ' * 20}\n")
+
+    def on_fit_end(self, result) -> None: ...
+    def on_exception(self, exc) -> None: ...
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    p = sub.add_parser("predict", help="top-k classes for images with an exported bundle")
+    p.add_argument("bundle", help="bundle folder or .zip")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = sub.add_parser("export", help="zip a run's bundle")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="where to put the zip (file or folder)")
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--out", default="runs", help="runs folder")
+    args = parser.parse_args(argv)
+    handler = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "runs": cmd_runs}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:  # all our errors are phrased for the user
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

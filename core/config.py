@@ -1,0 +1,184 @@
+"""The one run configuration: a frozen dataclass that drives the CLI, the web UI and the exported bundle.
+
+Defaults, allowed values, ranges and help texts live here and nowhere else; the UI and the CLI read them
+from each field's metadata. Unknown keys and out-of-range values are errors that name the field.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+WEIGHT_KEYWORDS = ("bundled", "hub", "random")
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the config."""
+
+
+def _f(default: Any, help: str, section: str, *, choices: tuple | None = None,
+       min: float | None = None, max: float | None = None, advanced: bool = False) -> Any:
+    meta = {"help": help, "section": section, "choices": choices, "min": min, "max": max, "advanced": advanced}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    data: str = _f("", "Dataset: a folder of class folders, a folder with train/ and val/ (optionally test/), "
+                       "or a .zip of either.", "data")
+    val_fraction: float = _f(0.2, "Share of each class held out for validation when the dataset has no val/ "
+                                  "folder (seeded, stratified).", "data", min=0.05, max=0.5)
+    seed: int = _f(0, "Random seed for the split, initialisation, augmentation and batch order.", "data",
+                   min=0, max=2**31 - 1)
+    # model
+    backbone: str = _f("efficientnet_lite0", "Pretrained network to start from (any timm model name).",
+                       "model")
+    weights: str = _f("bundled", "Where the pretrained weights come from: 'bundled' (offline ImageNet "
+                                 "weights for efficientnet_lite0), 'hub' (timm/Hugging Face download), "
+                                 "'random' (no pretraining), or a path to a .safetensors/.pth file.", "model")
+    freeze: str = _f("full", "What trains: 'probe' = only the new head (backbone frozen, fastest); "
+                             "'partial' = the last N stages and the head; 'full' = everything, the backbone "
+                             "at a lower learning rate; 'gradual' = head first, then stage by stage.", "model",
+                     choices=("probe", "partial", "full", "gradual"))
+    trainable_stages: int = _f(2, "With 'partial': how many of the last backbone stages train.", "model",
+                               min=1, max=20)
+    unfreeze_per_epoch: int = _f(2, "With 'gradual': backbone stages unfrozen after each epoch (the first "
+                                    "epoch trains the head only).", "model", min=1, max=20, advanced=True)
+    img_size: int = _f(0, "Input size in pixels; 0 takes the backbone's own pretrained size.", "model",
+                       min=0, max=1024, advanced=True)
+    # optimisation
+    epochs: int = _f(8, "Passes over the training images.", "optim", min=1, max=500)
+    batch_size: int = _f(16, "Images per training step.", "optim", min=1, max=1024)
+    lr: float = _f(1e-3, "Learning rate of the new head (peak of the schedule).", "optim", min=1e-6, max=1.0)
+    backbone_lr_mult: float = _f(0.1, "Backbone learning rate as a fraction of the head's (discriminative "
+                                      "learning rates).", "optim", min=0.0, max=1.0)
+    optimizer: str = _f("adamw", "Optimizer.", "optim", choices=("adamw", "sgd"))
+    scheduler: str = _f("cosine", "Learning-rate schedule: cosine with linear warm-up, one-cycle, step "
+                                  "(x0.1 at 1/2 and 3/4 of training), or constant.", "optim",
+                        choices=("cosine", "onecycle", "step", "constant"))
+    warmup_epochs: float = _f(1.0, "Linear warm-up length in epochs (cosine schedule).", "optim",
+                              min=0.0, max=50.0, advanced=True)
+    weight_decay: float = _f(0.01, "Weight decay (L2 regularisation).", "optim", min=0.0, max=1.0)
+    label_smoothing: float = _f(0.1, "Label smoothing of the cross-entropy loss.", "optim", min=0.0, max=0.5)
+    augmentation: str = _f("standard", "Training augmentation: 'none'; 'light' = horizontal flip; "
+                                       "'standard' = random resized crop + flip + mild colour jitter.",
+                           "optim", choices=("none", "light", "standard"))
+    early_stopping: int = _f(5, "Stop when the validation loss has not improved for this many epochs "
+                                "(0 = never).", "optim", min=0, max=100)
+    # hardware
+    device: str = _f("auto", "Where to train: auto picks CUDA when present, else CPU.", "hardware",
+                     choices=("auto", "cpu", "cuda"))
+    amp: str = _f("auto", "Mixed precision on CUDA: auto = bf16 where supported, else fp16. Ignored on CPU.",
+                  "hardware", choices=("auto", "off", "bf16", "fp16"), advanced=True)
+    threads: int = _f(0, "CPU threads for torch (0 = one per core).", "hardware", min=0, max=256,
+                      advanced=True)
+    # output
+    output_dir: str = _f("runs", "Folder that holds one sub-folder per run.", "output")
+    run_name: str = _f("", "Optional label for the run (shown in the run list).", "output")
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"A config must be a mapping of field: value, not {type(d).__name__}.")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"Unknown config key(s): {', '.join(unknown)}. "
+                              f"Allowed keys: {', '.join(known)}.")
+        values = {k: _coerce(known[k], v) for k, v in d.items()}
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def with_overrides(self, pairs: list[str]) -> TrainConfig:
+        """Apply `key=value` strings (CLI style); values are parsed as Python literals when possible."""
+        changes = {}
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if not sep:
+                raise ConfigError(f"Override '{pair}' is not of the form key=value.")
+            try:
+                changes[key.strip()] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                changes[key.strip()] = raw
+        return self.replace(**changes)
+
+    # ---- files --------------------------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "config") -> TrainConfig:
+        try:
+            data = yaml.safe_load(text)  # safe loader only: no Python tags, no object construction
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} is not valid YAML ({str(exc).splitlines()[0]}). Fix the file and "
+                              f"try again.") from None
+        return cls.from_dict(data or {})
+
+    def save(self, path: str | Path) -> None:
+        from core.runs import atomic_write_text
+        atomic_write_text(Path(path), self.to_yaml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist.")
+        return cls.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    # ---- checks -------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        problems = [p for f in dataclasses.fields(self) if (p := _check_field(f, getattr(self, f.name)))]
+        if self.weights not in WEIGHT_KEYWORDS and not self.weights.lower().endswith(WEIGHT_FILE_SUFFIXES):
+            problems.append(f"weights: '{self.weights}' is neither one of {', '.join(WEIGHT_KEYWORDS)} nor a "
+                            f"weights file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
+        if self.weights == "bundled" and self.backbone != "efficientnet_lite0":
+            problems.append(f"weights: 'bundled' weights exist only for efficientnet_lite0, not "
+                            f"'{self.backbone}'. Use weights=hub (needs network) or a weights file.")
+        if problems:
+            raise ConfigError("Invalid config: " + " ".join(problems))
+
+
+def field_meta(name: str) -> dict[str, Any]:
+    """Help text, section, choices and range of one field (for the UI and the CLI)."""
+    return dict(TrainConfig.__dataclass_fields__[name].metadata)
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    kind = typing.get_type_hints(TrainConfig)[f.name]
+    if isinstance(kind, types.UnionType):  # only simple scalar fields exist today
+        kind = typing.get_args(kind)[0]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{f.name}: expected {kind.__name__}, got {value!r} ({type(value).__name__}).")
+    return value
+
+
+def _check_field(f: dataclasses.Field, value: Any) -> str | None:
+    m = f.metadata
+    if m.get("choices") and value not in m["choices"]:
+        return f"{f.name}: '{value}' is not allowed; choose one of {', '.join(m['choices'])}."
+    lo, hi = m.get("min"), m.get("max")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        return f"{f.name}: {value} is out of range; allowed {lo} to {hi}."
+    return None

@@ -1,0 +1,381 @@
+"""Datasets of labeled image folders: find the classes, check every file, split, and decode images once.
+
+Reads (a) a folder of class folders, (b) a folder with train/ and val/ (optionally test/) of class folders,
+(c) a .zip of either. Files that are not usable images are skipped and listed with the reason; they never
+stop a run. Decoding happens once per image into a compact uint8 array (`decode_images`); augmentation and
+normalisation then work on tensors (see `core.augment`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import stat
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Same list as torchvision's ImageFolder: GIF is left out on purpose (animations and placeholders).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints"}
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+MIN_IMAGES_PER_CLASS = 5
+IMBALANCE_RATIO = 5.0
+MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger is refused as a possible decompression bomb
+ZIP_MAX_TOTAL_BYTES = 8 * 1024**3
+ZIP_MAX_RATIO = 200.0  # compressed -> uncompressed; real photos compress ~1:1, bombs by 1000s
+
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    root: str
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    layout: str = "folders"  # "folders" (split made here) or "splits" (train/val given)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for split in ("train", "val", "test"):
+            samples = getattr(self, split)
+            if split == "test" and not samples:
+                continue
+            out[split] = {c: 0 for c in self.classes}
+            for s in samples:
+                out[split][self.classes[s.label]] += 1
+        return out
+
+    def summary(self) -> dict:
+        return {"root": self.root, "layout": self.layout, "classes": self.classes, "counts": self.counts(),
+                "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+                "warnings": self.warnings}
+
+    def drop(self, failed: list[Skipped]) -> None:
+        """Remove samples that failed to decode later on and record why."""
+        bad = {s.path for s in failed}
+        for split in ("train", "val", "test"):
+            setattr(self, split, [s for s in getattr(self, split) if s.path not in bad])
+        self.skipped.extend(failed)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# opening images
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as RGB with its EXIF orientation applied, from any PIL mode."""
+    img = Image.open(path)
+    img = ImageOps.exif_transpose(img)
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit/float greyscale: scale the real range to 0..255 instead of clipping to white.
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent -> white
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def check_image(path: Path) -> str | None:
+    """Cheap header check; returns the reason a file is unusable, or None."""
+    if path.suffix.lower() not in IMG_EXTENSIONS:
+        if path.suffix.lower() == ".gif":
+            return "GIF files are not used for training (often animations or placeholders); convert to JPEG/PNG"
+        return f"not an image file type ({path.suffix or 'no extension'}); supported: {', '.join(IMG_EXTENSIONS)}"
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as img:
+            if img.format == "GIF":
+                return "GIF content (animations/placeholders are not used); convert to JPEG/PNG"
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError
+    except Image.DecompressionBombError:
+        return f"image is larger than {MAX_IMAGE_PIXELS // 1_000_000} megapixels (possible decompression bomb)"
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return f"not a readable image ({type(exc).__name__})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# finding the dataset
+
+def open_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0,
+                 extract_dir: str | Path | None = None) -> Dataset:
+    """Scan a dataset folder or zip and return its classes, samples per split and skipped files."""
+    src = Path(source).expanduser()
+    if not str(source):
+        raise DatasetError("No dataset given. Point to a folder of class folders or a .zip of one.")
+    if not src.exists():
+        raise DatasetError(f"Dataset path {src} does not exist.")
+    if src.is_file():
+        if src.suffix.lower() != ".zip":
+            raise DatasetError(f"{src.name} is a file but not a .zip. Give a folder of class folders or a zip.")
+        src = extract_zip(src, Path(extract_dir) if extract_dir else src.parent / f".{src.stem}-extracted")
+    root = _descend_single_folder(src)
+    splits = {SPLIT_NAMES[p.name.lower()]: p for p in _subdirs(root) if p.name.lower() in SPLIT_NAMES}
+    if "train" in splits:
+        return _open_split_layout(root, splits, val_fraction, seed)
+    return _open_folder_layout(root, val_fraction, seed)
+
+
+def _open_folder_layout(root: Path, val_fraction: float, seed: int) -> Dataset:
+    per_class, skipped = _scan_class_folders(root)
+    classes = sorted(per_class)
+    _require_classes(classes, root, per_class)
+    train, val = [], []
+    rng = random.Random(seed)
+    for label, name in enumerate(classes):
+        files = sorted(per_class[name])
+        rng.shuffle(files)
+        n_val = round(len(files) * val_fraction) if len(files) >= 2 else 0
+        n_val = max(n_val, 1) if len(files) >= 2 else 0
+        val += [Sample(str(p), label) for p in files[:n_val]]
+        train += [Sample(str(p), label) for p in files[n_val:]]
+    ds = Dataset(str(root), classes, train, val, skipped=skipped, layout="folders")
+    ds.warnings = _warnings(ds)
+    return ds
+
+
+def _open_split_layout(root: Path, splits: dict[str, Path], val_fraction: float, seed: int) -> Dataset:
+    scanned = {name: _scan_class_folders(path) for name, path in splits.items()}
+    classes = sorted(scanned["train"][0])
+    _require_classes(classes, splits["train"], scanned["train"][0])
+    skipped = [s for _, sk in scanned.values() for s in sk]
+    warnings = []
+    out: dict[str, list[Sample]] = {}
+    for name, (per_class, _) in scanned.items():
+        extra = sorted(set(per_class) - set(classes))
+        if extra:
+            warnings.append(f"{name}/ has class folders not in train/ ({', '.join(extra)}); they are ignored.")
+        out[name] = [Sample(str(p), classes.index(c)) for c in classes for p in sorted(per_class.get(c, []))]
+    if "val" not in out:  # train/ (and maybe test/) only: hold out part of train
+        sub = _open_folder_layout(splits["train"], val_fraction, seed)
+        out["train"], out["val"] = sub.train, sub.val
+    ds = Dataset(str(root), classes, out["train"], out["val"], out.get("test", []), skipped, warnings, "splits")
+    ds.warnings += _warnings(ds)
+    return ds
+
+
+def _scan_class_folders(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
+    per_class: dict[str, list[Path]] = {}
+    skipped: list[Skipped] = []
+    for class_dir in _subdirs(root):
+        files = per_class.setdefault(class_dir.name, [])
+        for path in sorted(class_dir.rglob("*")):
+            if _ignored(path.relative_to(root)) or not path.is_file() or path.is_symlink():
+                continue
+            reason = check_image(path)
+            if reason:
+                skipped.append(Skipped(str(path), reason))
+            else:
+                files.append(path)
+    loose = [p for p in root.iterdir() if p.is_file() and not _ignored(Path(p.name))]
+    for p in loose:
+        skipped.append(Skipped(str(p), "file is not inside a class folder; put images in <class>/ folders"))
+    return per_class, skipped
+
+
+def _require_classes(classes: list[str], root: Path, per_class: dict[str, list[Path]]) -> None:
+    with_images = [c for c in classes if per_class[c]]
+    if not classes:
+        raise DatasetError(f"No class folders found in {root}. Expected one folder per class, each holding "
+                           f"that class's images (e.g. {root}/cats/1.jpg, {root}/dogs/2.jpg).")
+    if not with_images:
+        raise DatasetError(f"No usable images found in the class folders of {root}. Supported types: "
+                           f"{', '.join(IMG_EXTENSIONS)}.")
+    if len(with_images) < 2:
+        raise DatasetError(f"Only one class ({with_images[0]}) has images in {root}. A classifier needs at "
+                           f"least two class folders with images.")
+
+
+def _warnings(ds: Dataset) -> list[str]:
+    out = []
+    counts = {c: n for c, n in ds.counts()["train"].items()}
+    for c, n in counts.items():
+        if n == 0:
+            out.append(f"Class '{c}' has no training images; the model cannot learn it.")
+        elif n < MIN_IMAGES_PER_CLASS:
+            out.append(f"Class '{c}' has only {n} training image(s); aim for at least {MIN_IMAGES_PER_CLASS}"
+                       f" (better 20+).")
+    nonzero = [n for n in counts.values() if n]
+    if nonzero and max(nonzero) / min(nonzero) >= IMBALANCE_RATIO:
+        big = max(counts, key=counts.get)
+        small = min((c for c in counts if counts[c]), key=counts.get)
+        out.append(f"Heavy class imbalance: '{big}' has {counts[big]} training images, '{small}' only "
+                   f"{counts[small]}. Accuracy will favour the large class; look at per-class recall.")
+    if not ds.val:
+        out.append("No validation images: accuracy cannot be measured. Add images or a val/ folder.")
+    return out
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink() and not _ignored(Path(p.name)))
+
+
+def _ignored(rel: Path) -> bool:
+    return any(part in IGNORED_NAMES or part.startswith(".") for part in rel.parts)
+
+
+def _descend_single_folder(root: Path) -> Path:
+    """A zip of `flowers/` holds one top folder: look inside it, as a person would."""
+    while True:
+        dirs = _subdirs(root)
+        files = [p for p in root.iterdir() if p.is_file() and not _ignored(Path(p.name))]
+        if len(dirs) == 1 and not files and dirs[0].name.lower() not in SPLIT_NAMES:
+            inner = _subdirs(dirs[0])
+            if inner:  # only descend when the single folder itself holds folders
+                root = dirs[0]
+                continue
+        return root
+
+
+# ---------------------------------------------------------------------------------------------------------
+# zips
+
+def extract_zip(zip_path: Path, dest: Path) -> Path:
+    """Safely extract a dataset zip into dest (reused when already extracted from the same bytes)."""
+    digest = file_digest(zip_path)
+    target = dest / digest[:16]
+    if (target / ".complete").exists():
+        return target
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile:
+        raise DatasetError(f"{zip_path.name} is not a valid zip archive (it may be truncated or another "
+                           f"format renamed to .zip). Re-create the zip and upload it again.") from None
+    with zf:
+        members = _safe_members(zf, zip_path.name)
+        tmp = dest / f".{digest[:16]}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for info, rel in members:
+            out = tmp.joinpath(*rel.parts)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        (tmp / ".complete").write_text("ok")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+def _safe_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    infos = zf.infolist()
+    if not any(not i.is_dir() for i in infos):
+        raise DatasetError(f"{name} is empty. Zip a folder that holds one folder per class.")
+    total = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos) or 1
+    if total > ZIP_MAX_TOTAL_BYTES or total / packed > ZIP_MAX_RATIO:
+        raise DatasetError(f"{name} would unpack to {total / 1e9:.1f} GB from {packed / 1e6:.1f} MB "
+                           f"(ratio {total / packed:.0f}:1); refused as a possible zip bomb. Limits: "
+                           f"{ZIP_MAX_TOTAL_BYTES / 1e9:.0f} GB and {ZIP_MAX_RATIO:.0f}:1.")
+    out = []
+    for info in infos:
+        raw = info.filename.replace("\\", "/")
+        rel = PurePosixPath(raw)
+        if raw.startswith("/") or ".." in rel.parts or (rel.parts and ":" in rel.parts[0]):
+            raise DatasetError(f"{name} contains an unsafe path '{info.filename}' (absolute or with '..'); "
+                               f"refused. Re-create the zip from the dataset folder itself.")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DatasetError(f"{name} contains a symbolic link '{info.filename}'; links are refused. "
+                               f"Zip the real files instead.")
+        if info.is_dir() or _ignored(Path(*rel.parts)):
+            continue
+        out.append((info, rel))
+    return out
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decode once
+
+def decode_one(path: str, resize: int, crop: int, interpolation: str = "bicubic") -> np.ndarray:
+    """Decode an image into a resize x resize uint8 HWC array around timm's eval centre crop.
+
+    The arithmetic copies torchvision's Resize(resize) + CenterCrop(crop) exactly, so the centre crop of
+    this array is bit-identical to what timm's eval transform feeds the model (export parity depends on it);
+    the margin around it is room for random-crop augmentation.
+    """
+    with Image.open(path) as img:
+        img = to_rgb(ImageOps.exif_transpose(img))
+        w, h = img.size
+        if w <= h:
+            nw, nh = resize, int(resize * h / w)
+        else:
+            nw, nh = int(resize * w / h), resize
+        img = img.resize((nw, nh), _RESAMPLE.get(interpolation, Image.BICUBIC))
+        margin = (resize - crop) // 2
+        left = min(max(int(round((nw - crop) / 2.0)) - margin, 0), nw - resize)
+        top = min(max(int(round((nh - crop) / 2.0)) - margin, 0), nh - resize)
+        return np.asarray(img.crop((left, top, left + resize, top + resize)), dtype=np.uint8)
+
+
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
+             "lanczos": Image.LANCZOS}
+
+
+def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: str = "bicubic",
+                  workers: int = 2, out: np.ndarray | None = None) -> tuple[np.ndarray, list[Skipped]]:
+    """Decode every sample once into an N x resize x resize x 3 uint8 array (or into `out`, e.g. a memmap).
+
+    Images that fail (truncated, corrupt) are left black and returned as Skipped so callers can drop them.
+    """
+    arr = out if out is not None else np.zeros((len(samples), resize, resize, 3), dtype=np.uint8)
+    failed: list[Skipped] = []
+
+    def work(i: int) -> None:
+        try:
+            arr[i] = decode_one(samples[i].path, resize, crop, interpolation)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            failed.append(Skipped(samples[i].path, f"could not be decoded ({type(exc).__name__}: {exc})"))
+
+    prev = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a half-grey training image
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
+            list(pool.map(work, range(len(samples))))
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = prev
+    return arr, failed

@@ -1,0 +1,146 @@
+"""Export bundle: a timm / Hugging Face Hub model folder anyone can load, plus the run's config and metrics.
+
+Layout (the same as a folder inside the run and as a zip):
+    config.json         timm's own (save_for_hf): architecture, num_classes, label_names, pretrained_cfg
+    model.safetensors   the fine-tuned weights
+    config.yaml         the TrainConfig that produced it (replay with `python -m core train --config`)
+    summary.json        final metrics
+    README.md           model card with the loading snippet
+Load it with `timm.create_model("local-dir:<folder>", pretrained=True)` or `load_bundle()` below.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from core.config import TrainConfig
+from core.data import load_image
+from core.runs import RunDir
+
+README = """---
+library_name: timm
+tags: [image-classification, timm, transferlab]
+---
+# {name}
+
+Fine-tuned with TransferLab from `{backbone}` ({weights} weights, freeze mode `{freeze}`).
+
+| metric | value |
+|---|---|
+| validation accuracy | {acc:.4f} |
+| macro F1 | {f1:.4f} |
+| classes | {classes} |
+
+## Load and predict
+```python
+import timm, torch
+from PIL import Image, ImageOps
+
+model = timm.create_model("local-dir:path/to/this/folder", pretrained=True).eval()
+cfg = timm.data.resolve_model_data_config(model)
+transform = timm.data.create_transform(**cfg)
+img = ImageOps.exif_transpose(Image.open("photo.jpg")).convert("RGB")
+probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]
+labels = model.pretrained_cfg["label_names"]
+print(labels[int(probs.argmax())], float(probs.max()))
+```
+`config.yaml` is the exact training configuration: `python -m core train --config config.yaml`.
+"""
+
+
+def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: TrainConfig, summary: dict,
+                 dest: Path) -> Path:
+    """Write the bundle folder atomically (a temp folder renamed into place)."""
+    dest = Path(dest)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        model = model.to("cpu").to(memory_format=torch.contiguous_format)
+        cfg_for_hf = {k: v for k, v in data_cfg.items() if k in ("input_size", "interpolation", "mean", "std",
+                                                                  "crop_pct", "crop_mode")}
+        timm.models.save_for_hf(model, tmp, model_config={"label_names": list(classes)},
+                                safe_serialization=True, data_config=cfg_for_hf)
+        (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(_card_summary(summary), indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(README.format(
+            name=cfg.run_name or f"{cfg.backbone} fine-tuned on {len(classes)} classes", backbone=cfg.backbone,
+            weights=cfg.weights if cfg.weights in ("bundled", "hub", "random") else "file", freeze=cfg.freeze,
+            acc=summary.get("val_accuracy", float("nan")), f1=summary.get("macro_f1", float("nan")),
+            classes=", ".join(classes)), encoding="utf-8")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _card_summary(summary: dict) -> dict:
+    drop = ("predictions", "misclassified")  # per-image details stay in the run folder
+    return {k: v for k, v in summary.items() if k not in drop}
+
+
+def export_zip(run: RunDir) -> Path:
+    """Zip the run's bundle folder into <run>/<run_id>-model.zip (written to a temp name, then renamed)."""
+    if not (run.bundle_dir / "model.safetensors").exists():
+        raise FileNotFoundError(f"Run {run.run_id} has no exported model yet (it did not finish training).")
+    out = run.path / f"{run.run_id}-model.zip"
+    tmp = out.with_suffix(".zip.partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(run.bundle_dir.iterdir()):
+            zf.write(f, f"{run.run_id}/{f.name}")
+    tmp.replace(out)
+    return out
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    classes: list[str]
+    data_cfg: dict
+    transform: object
+
+    @torch.inference_mode()
+    def predict(self, paths: list[str | Path], topk: int = 3, batch_size: int = 16) -> list[list[tuple]]:
+        """Top-k (class, probability) per image, with the bundle's own preprocessing."""
+        out = []
+        for i in range(0, len(paths), batch_size):
+            x = torch.stack([self.transform(load_image(p)) for p in paths[i:i + batch_size]])
+            probs = self.model(x).softmax(-1)
+            k = min(topk, probs.shape[1])
+            vals, idx = probs.topk(k, dim=1)
+            out += [[(self.classes[j], float(v)) for v, j in zip(vr, ir, strict=True)]
+                    for vr, ir in zip(vals.tolist(), idx.tolist(), strict=True)]
+        return out
+
+
+def load_bundle(path: str | Path, extract_to: str | Path | None = None) -> LoadedModel:
+    """Load a bundle folder or zip (as written above) with timm's own local-dir loader."""
+    folder = Path(path)
+    if folder.is_file() and folder.suffix == ".zip":
+        target = Path(extract_to or tempfile.mkdtemp(prefix="transferlab-bundle-"))
+        with zipfile.ZipFile(folder) as zf:
+            names = [n for n in zf.namelist() if n.endswith("config.json")]
+            if not names:
+                raise ValueError(f"{folder.name} is not a TransferLab model bundle (no config.json inside).")
+            for n in zf.namelist():  # only the known flat layout: <dir>/<file>
+                if ".." in Path(n).parts or n.startswith("/"):
+                    raise ValueError(f"{folder.name} holds an unsafe path {n}; refused.")
+            zf.extractall(target)
+        folder = target / Path(names[0]).parent
+    if not (folder / "config.json").exists():
+        raise ValueError(f"{folder} is not a model bundle: config.json is missing.")
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    classes = list(model.pretrained_cfg.get("label_names") or
+                   json.loads((folder / "config.json").read_text())["label_names"])
+    data_cfg = timm.data.resolve_model_data_config(model)
+    return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg))

@@ -1,0 +1,474 @@
+"""The training engine: dataset -> pretrained backbone -> fine-tuned classifier in a run folder.
+
+`train(cfg)` is the one entry point used by the CLI, the job registry (web UI) and the tests. It knows
+nothing about who watches: progress goes out through `Callback` hooks as plain floats, and a stop flag is
+checked after every batch. Two paths share one epoch loop:
+- probe: the frozen backbone runs once per image (features.py); the head trains on cached features;
+- partial / full / gradual: images are decoded once into a uint8 store; augmentation runs on batches.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from core import backbones
+from core.augment import Preprocessor
+from core.config import TrainConfig
+from core.data import Dataset, Sample, decode_images, open_dataset
+from core.device import autocast, pick_device, set_threads
+from core.features import VIEWS, Backbone, FeatureCache, extract_features, model_key
+from core.metrics import classification_report
+from core.runs import RunDir, atomic_write_bytes, atomic_write_json, create_run_dir
+
+REPORT_EVERY_S = 0.5
+EVAL_BATCH_CPU = 16  # small batches are faster per image on these CPUs (cache effects, measured)
+EVAL_BATCH_CUDA = 256
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    run_id: str
+    run_dir: str
+    mode: str
+    device: str
+    classes: list[str]
+    counts: dict
+    skipped: list[dict]
+    warnings: list[str]
+    trainable_params: int
+    total_params: int
+    epochs: int
+    steps_per_epoch: int
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    loss: float
+    lr: float
+    images_per_sec: float
+    elapsed: float
+    eta: float
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    images_per_sec: float
+    seconds: float
+    elapsed: float
+    eta: float
+    trainable_params: int
+
+
+@dataclass
+class FitResult:
+    status: str  # completed | stopped | failed
+    run_dir: str
+    summary: dict = field(default_factory=dict)
+
+
+class Callback:
+    """Base class with no-op hooks; override the ones you need. Hooks run in the training thread."""
+
+    def on_fit_start(self, info: FitInfo) -> None: ...
+    def on_phase(self, phase: str, done: int, total: int) -> None: ...
+    def on_batch_end(self, m: BatchMetrics) -> None: ...
+    def on_epoch_end(self, m: EpochMetrics) -> None: ...
+    def on_fit_end(self, result: FitResult) -> None: ...
+    def on_exception(self, exc: BaseException) -> None: ...
+
+
+class RunRecorder(Callback):
+    """Keeps the run folder current: status.json, metrics.jsonl (one line per epoch)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_fit_start(self, info: FitInfo) -> None:
+        self.run.write_status("running", epochs=info.epochs)
+
+    def on_epoch_end(self, m: EpochMetrics) -> None:
+        self.run.append_metrics(asdict(m))
+        self.run.write_status("running", epoch=m.epoch)
+
+    def on_fit_end(self, result: FitResult) -> None:
+        self.run.write_status(result.status)
+
+    def on_exception(self, exc: BaseException) -> None:
+        self.run.write_status("failed", error=str(exc), traceback=traceback.format_exc())
+
+
+@dataclass
+class _EvalResult:
+    loss: float
+    acc: float
+    probs: np.ndarray
+
+
+@dataclass
+class _Session:
+    cfg: TrainConfig
+    run: RunDir
+    callbacks: Sequence[Callback]
+    stop: threading.Event
+    device: torch.device = None
+    dataset: Dataset = None
+    model: nn.Module = None
+    data_cfg: dict = None
+    pre: Preprocessor = None
+    final_logits: Callable[[], torch.Tensor] = None  # the validation evaluation the summary reports
+    t0: float = field(default_factory=time.perf_counter)
+
+    def emit(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.output_dir) / "_cache"
+
+
+# -------------------------------------------------------------------------------------------------------
+# entry point
+
+def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.Event | None = None,
+          run: RunDir | None = None) -> FitResult:
+    """Train per cfg into a new run folder (or `run`); returns the final status and summary."""
+    cfg.validate()
+    run = run or create_run_dir(cfg.output_dir)
+    cfg.save(run.config)
+    s = _Session(cfg, run, [RunRecorder(run), *callbacks], stop or threading.Event())
+    try:
+        _prepare(s)
+        fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
+        status = fit(s)
+        result = _finish(s, status)
+    except BaseException as exc:
+        s.emit("on_exception", exc)
+        raise
+    s.emit("on_fit_end", result)
+    return result
+
+
+def _prepare(s: _Session) -> None:
+    cfg = s.cfg
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    s.device = pick_device(cfg.device)
+    s.dataset = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=s.cache_dir / "datasets")
+    s.model = backbones.create_model(cfg, len(s.dataset.classes)).to(s.device)
+    s.model = s.model.to(memory_format=torch.channels_last)
+    s.data_cfg = backbones.data_config(s.model, cfg.img_size)
+    s.pre = Preprocessor(s.data_cfg, s.device)
+    backbones.apply_freeze(s.model, cfg, epoch=0)
+
+
+def _fit_info(s: _Session, steps_per_epoch: int) -> FitInfo:
+    trainable, total = backbones.parameter_counts(s.model)
+    ds = s.dataset
+    return FitInfo(s.run.run_id, str(s.run.path), s.cfg.freeze, str(s.device), ds.classes, ds.counts(),
+                   [{"path": k.path, "reason": k.reason} for k in ds.skipped], ds.warnings, trainable, total,
+                   s.cfg.epochs, steps_per_epoch)
+
+
+# -------------------------------------------------------------------------------------------------------
+# probe: features once, head on the cache
+
+def _fit_probe(s: _Session) -> str:
+    cfg, ds = s.cfg, s.dataset
+    key = model_key(cfg.backbone, cfg.weights, _weights_digest(cfg), s.data_cfg)
+    backbone = Backbone(s.model, s.data_cfg, s.device, s.cache_dir / "onnx" / f"{key}.onnx", cfg.amp)
+    cache = FeatureCache(s.cache_dir / "features" / f"{key}.npz")
+    geom = backbones.geometry(s.data_cfg)
+
+    def feats(samples: list[Sample], views: int, phase: str) -> np.ndarray:
+        out, failed, ok = extract_features(samples, views, backbone, s.pre, geom, cache,
+                                           progress=lambda d, t: s.emit("on_phase", phase, d, t),
+                                           should_stop=s.stop.is_set)
+        ds.drop(failed)
+        return out[np.array(ok, dtype=bool)] if len(ok) else out
+    train_x = feats(ds.train, VIEWS[cfg.augmentation], "features (train)")
+    val_x = feats(ds.val, 1, "features (val)")[:, 0]
+    if s.stop.is_set():
+        return "stopped"
+    views = train_x.shape[1]
+    train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
+    train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
+    val_x, val_y = torch.from_numpy(val_x).to(s.device), _labels(ds.val, s.device)
+    head = s.model.get_classifier()
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(train_y), generator=g).to(s.device)
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            yield train_x[idx], train_y[idx]
+
+    def evaluate() -> _EvalResult:
+        with torch.inference_mode():
+            return _scores(head(val_x), val_y)
+    s.final_logits = lambda: head(val_x)
+    return _epoch_loop(s, head, batches, len(train_y), evaluate)
+
+
+# -------------------------------------------------------------------------------------------------------
+# partial / full / gradual: decode once, augment batches
+
+def _fit_finetune(s: _Session) -> str:
+    cfg, ds = s.cfg, s.dataset
+    geom = backbones.geometry(s.data_cfg)
+    s.emit("on_phase", "decoding images", 0, len(ds.train) + len(ds.val))
+    train_u8, failed_t = decode_images(ds.train, *geom)
+    val_u8, failed_v = decode_images(ds.val, *geom)
+    train_u8, val_u8 = _drop_rows(train_u8, ds.train, failed_t), _drop_rows(val_u8, ds.val, failed_v)
+    ds.drop(failed_t + failed_v)
+    s.emit("on_phase", "decoding images", len(ds.train) + len(ds.val), len(ds.train) + len(ds.val))
+    train_y, val_y = _labels(ds.train, torch.device("cpu")), _labels(ds.val, s.device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    bs = cfg.batch_size
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(train_y), generator=g)
+        n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
+        for i in range(0, n, bs):
+            idx = order[i:i + bs].sort().values  # sorted: sequential reads from a memory-mapped store
+            x = s.pre.train_view(torch.from_numpy(train_u8[idx.numpy()]), cfg.augmentation, g)
+            yield x, train_y[idx].to(s.device, non_blocking=True)
+
+    def evaluate() -> _EvalResult:
+        return _scores(_predict_logits(s, val_u8), val_y)
+    s.final_logits = lambda: _predict_logits(s, val_u8)
+    return _epoch_loop(s, s.model, batches, len(train_y), evaluate)
+
+
+def _predict_logits(s: _Session, images_u8: np.ndarray) -> torch.Tensor:
+    s.model.eval()
+    bs = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
+    out = []
+    with torch.inference_mode(), autocast(s.device, s.cfg.amp):
+        for i in range(0, len(images_u8), bs):
+            out.append(s.model(s.pre.eval_view(torch.from_numpy(images_u8[i:i + bs]))).float())
+    return torch.cat(out) if out else torch.zeros(0, len(s.dataset.classes), device=s.device)
+
+
+# -------------------------------------------------------------------------------------------------------
+# the shared epoch loop
+
+def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator], n_train: int,
+                evaluate: Callable[[], _EvalResult]) -> str:
+    cfg = s.cfg
+    steps = max(1, math.ceil(n_train / cfg.batch_size))
+    opt = _optimizer(s, net)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES[cfg.scheduler](cfg, steps * cfg.epochs))
+    scaler = torch.amp.GradScaler(enabled=s.device.type == "cuda" and cfg.amp == "fp16")
+    s.emit("on_fit_start", _fit_info(s, steps))
+    best, since_best, t_fit = None, 0, time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        if cfg.freeze == "gradual":
+            backbones.apply_freeze(s.model, cfg, epoch=epoch - 1)
+        t_ep = time.perf_counter()
+        train_loss, train_acc, seen = _train_one_epoch(s, net, opt, sched, scaler, batches(epoch), epoch, steps,
+                                                       t_fit)
+        if seen == 0:  # stopped before a single batch of this epoch finished
+            break
+        ev = evaluate()
+        _check_finite(train_loss, epoch, cfg)
+        secs = time.perf_counter() - t_ep
+        elapsed = time.perf_counter() - t_fit
+        m = EpochMetrics(epoch, train_loss, train_acc, ev.loss, ev.acc, opt.param_groups[0]["lr"], seen / secs,
+                         secs, elapsed, elapsed / epoch * (cfg.epochs - epoch),
+                         backbones.parameter_counts(s.model)[0])
+        if best is None or (ev.acc, -ev.loss) > best:
+            best, since_best = (ev.acc, -ev.loss), 0
+            _save_weights(s.model, s.run.best_weights)
+        elif -ev.loss <= best[1]:
+            since_best += 1
+        s.emit("on_epoch_end", m)
+        if s.stop.is_set():
+            break
+        if cfg.early_stopping and since_best >= cfg.early_stopping:
+            break
+    if best is None:  # stopped inside the first epoch: keep what exists so the run is still usable
+        _save_weights(s.model, s.run.best_weights)
+    return "stopped" if s.stop.is_set() else "completed"
+
+
+def _train_one_epoch(s: _Session, net: nn.Module, opt, sched, scaler, batch_iter: Iterator, epoch: int,
+                     steps: int, t_fit: float) -> tuple[float, float, int]:
+    cfg = s.cfg
+    backbones.set_train_mode(s.model) if net is s.model else net.train()
+    loss_sum = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
+    seen, t_ep, last_report = 0, time.perf_counter(), 0.0
+    for step, (x, y) in enumerate(batch_iter, start=1):
+        with autocast(s.device, cfg.amp):
+            logits = net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        now = time.perf_counter()
+        if now - last_report >= REPORT_EVERY_S or step == steps:
+            last_report = now
+            loss_val = loss.item()  # the only sync point in the loop
+            _check_finite(loss_val, epoch, cfg, step)
+            done = (epoch - 1) * steps + step
+            elapsed = now - t_fit
+            s.emit("on_batch_end", BatchMetrics(epoch, step, steps, loss_val, opt.param_groups[0]["lr"],
+                                                seen / (now - t_ep), elapsed,
+                                                elapsed / done * (cfg.epochs * steps - done)))
+        if s.stop.is_set():
+            break
+    return (loss_sum / max(seen, 1)).item(), (correct.float() / max(seen, 1)).item(), seen
+
+
+def _optimizer(s: _Session, net: nn.Module) -> torch.optim.Optimizer:
+    """Head at lr, backbone at lr * backbone_lr_mult; no weight decay on biases and norm weights."""
+    cfg = s.cfg
+    head = {id(p) for p in backbones.head_parameters(s.model)}
+    groups = []
+    for is_head, lr in ((True, cfg.lr), (False, cfg.lr * cfg.backbone_lr_mult)):
+        params = [p for p in net.parameters() if (id(p) in head) == is_head]
+        if net is not s.model and not is_head:
+            continue
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr, "weight_decay": cfg.weight_decay if decay else 0.0})
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _cosine(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    warm = min(int(cfg.warmup_epochs / max(cfg.epochs, 1) * total), total // 2)
+    return lambda t: (t + 1) / (warm + 1) if t < warm else \
+        0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
+
+
+def _onecycle(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    up = max(1, int(0.25 * total))
+    return lambda t: 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * t / up)) if t < up else \
+        1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * (t - up) / max(1, total - up)))
+
+
+SCHEDULES = {
+    "cosine": _cosine,
+    "onecycle": _onecycle,
+    "step": lambda cfg, total: lambda t: 0.1 ** ((t >= total // 2) + (t >= 3 * total // 4)),
+    "constant": lambda cfg, total: lambda t: 1.0,
+}
+
+
+# -------------------------------------------------------------------------------------------------------
+# results
+
+def _finish(s: _Session, status: str) -> FitResult:
+    """Reload the best weights, evaluate, write summary.json and the export bundle."""
+    from core.export import write_bundle
+    if not s.run.best_weights.exists():
+        summary = {"status": status, "train_seconds": time.perf_counter() - s.t0, "note": "stopped before "
+                   "any training happened; nothing to export"}
+        atomic_write_json(s.run.summary_file, summary)
+        return FitResult(status, str(s.run.path), summary)
+    s.model.load_state_dict(load_file(str(s.run.best_weights)))
+    with torch.inference_mode():
+        probs = F.softmax(s.final_logits().float(), dim=1).cpu().numpy()
+    summary = build_summary(s, probs, status)
+    atomic_write_json(s.run.dataset_file, s.dataset.summary())
+    atomic_write_json(s.run.summary_file, summary)
+    write_bundle(s.model, s.data_cfg, s.dataset.classes, s.cfg, summary, s.run.bundle_dir)
+    return FitResult(status, str(s.run.path), summary)
+
+
+def build_summary(s: _Session, probs: np.ndarray, status: str) -> dict:
+    ds = s.dataset
+    y_true = np.array([x.label for x in ds.val], dtype=np.int64)
+    y_pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
+    report = classification_report(y_true, y_pred, ds.classes)
+    history = s.run.read_metrics()
+    best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"])) if history else None
+    wrong = [{"path": x.path, "true": ds.classes[x.label], "pred": ds.classes[int(p.argmax())],
+              "confidence": float(p.max())} for x, p in zip(ds.val, probs, strict=True) if p.argmax() != x.label]
+    return {
+        "status": status, "val_accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+        "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
+        "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
+        "classes": ds.classes, "best_epoch": best["epoch"] if best else None,
+        "epochs_run": len(history), "train_seconds": time.perf_counter() - s.t0,
+        "num_train": len(ds.train), "num_val": len(ds.val), "skipped": [k.path for k in ds.skipped],
+        "misclassified": wrong, "predictions": [int(i) for i in y_pred], "device": str(s.device),
+        "freeze": s.cfg.freeze, "backbone": s.cfg.backbone,
+    }
+
+
+def _save_weights(model: nn.Module, path: Path) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, safetensors_bytes(state))
+
+
+def _scores(logits: torch.Tensor, y: torch.Tensor) -> _EvalResult:
+    if len(y) == 0:
+        return _EvalResult(float("nan"), float("nan"), np.zeros((0, logits.shape[1])))
+    loss = F.cross_entropy(logits.float(), y).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return _EvalResult(loss, acc, F.softmax(logits.float(), 1).cpu().numpy())
+
+
+def _labels(samples: list[Sample], device: torch.device) -> torch.Tensor:
+    return torch.tensor([x.label for x in samples], dtype=torch.long, device=device)
+
+
+def _drop_rows(arr: np.ndarray, samples: list[Sample], failed) -> np.ndarray:
+    bad = {f.path for f in failed}
+    return arr[[i for i, x in enumerate(samples) if x.path not in bad]] if bad else arr
+
+
+def _check_finite(loss: float, epoch: int, cfg: TrainConfig, step: int | None = None) -> None:
+    if not math.isfinite(loss):
+        where = f"epoch {epoch}" + (f", step {step}" if step else "")
+        raise TrainingError(f"The training loss became {loss} at {where}: training diverged. Lower the "
+                            f"learning rate (now {cfg.lr:g}, try {cfg.lr / 10:g}) and start again.")
+
+
+def _weights_digest(cfg: TrainConfig) -> str:
+    if cfg.weights == "bundled":
+        return backbones.bundled_weights_path().name
+    if cfg.weights == "random":
+        return f"random-seed{cfg.seed}"
+    if cfg.weights == "hub":
+        return "hub"
+    from core.data import file_digest
+    return file_digest(Path(cfg.weights))
+
+
