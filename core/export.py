@@ -85,7 +85,7 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
 
 
 def _card_summary(summary: dict) -> dict:
-    drop = ("predictions", "misclassified")  # per-image details stay in the run folder
+    drop = ("predictions",)  # per-image details stay in the run folder
     return {k: v for k, v in summary.items() if k not in drop}
 
 

@@ -418,8 +418,8 @@ def build_summary(s: _Session, probs: np.ndarray, status: str) -> dict:
     report = classification_report(y_true, y_pred, ds.classes)
     history = s.run.read_metrics()
     best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"])) if history else None
-    wrong = [{"path": x.path, "true": ds.classes[x.label], "pred": ds.classes[int(p.argmax())],
-              "confidence": float(p.max())} for x, p in zip(ds.val, probs, strict=True) if p.argmax() != x.label]
+    predictions = [{"path": x.path, "true": ds.classes[x.label], "pred": ds.classes[int(p.argmax())],
+                    "confidence": float(p.max())} for x, p in zip(ds.val, probs, strict=True)]
     return {
         "status": status, "val_accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
         "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
@@ -427,7 +427,7 @@ def build_summary(s: _Session, probs: np.ndarray, status: str) -> dict:
         "classes": ds.classes, "best_epoch": best["epoch"] if best else None,
         "epochs_run": len(history), "train_seconds": time.perf_counter() - s.t0,
         "num_train": len(ds.train), "num_val": len(ds.val), "skipped": [k.path for k in ds.skipped],
-        "misclassified": wrong, "predictions": [int(i) for i in y_pred], "device": str(s.device),
+        "predictions": predictions, "device": str(s.device),
         "freeze": s.cfg.freeze, "backbone": s.cfg.backbone,
     }
 

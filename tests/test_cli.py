@@ -1,0 +1,48 @@
+"""The CLI as a user runs it: a subprocess, real files, exit codes and one-sentence errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_train_predict_export(tiny_folder, tmp_path):
+    out = tmp_path / "runs"
+    p = cli("train", "--data", tiny_folder, "--backbone", "test_efficientnet", "--weights", "random",
+            "--img-size", "64", "--epochs", "2", "--freeze", "probe", "--batch-size", "4", "--out", out)
+    assert p.returncode == 0, p.stderr
+    run_dir = next(line.split(": ", 1)[1] for line in p.stdout.splitlines() if line.startswith("run: "))
+    assert "val_accuracy:" in p.stdout
+    p = cli("predict", Path(run_dir) / "bundle", tiny_folder / "red", "--topk", "2")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.strip().splitlines()) == 8
+    p = cli("export", run_dir, "--out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert Path(p.stdout.strip()).is_file() and p.stdout.strip().endswith("-model.zip")
+
+
+def test_config_file_and_flags(tiny_folder, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"data: {tiny_folder}\nbackbone: test_efficientnet\nweights: random\nimg_size: 64\n"
+                   f"epochs: 5\nfreeze: probe\noutput_dir: {tmp_path / 'runs'}\n")
+    p = cli("train", "--config", cfg, "--epochs", "1", "--quiet")
+    assert p.returncode == 0, p.stderr
+    run_dir = next(line.split(": ", 1)[1] for line in p.stdout.splitlines() if line.startswith("run: "))
+    assert "epochs: 1" in (Path(run_dir) / "config.yaml").read_text()
+
+
+def test_errors_are_one_sentence_and_exit_2(tmp_path):
+    p = cli("train", "--data", tmp_path / "nope", "--out", tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"error: Dataset path {tmp_path / 'nope'} does not exist."
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    p = cli("train", "--config", bad)
+    assert p.returncode == 2 and "Unknown config key(s): learning_rate" in p.stderr
+    assert "Traceback" not in p.stderr

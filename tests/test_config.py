@@ -1,0 +1,53 @@
+import pytest
+
+from core.config import ConfigError, TrainConfig, field_meta
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = TrainConfig(data="d", freeze="partial", trainable_stages=3, lr=3e-4, augmentation="light")
+    cfg.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == cfg
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="Unknown config key.*learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_out_of_range_names_field_and_range():
+    with pytest.raises(ConfigError, match=r"lr: 5.0 is out of range; allowed 1e-06 to 1.0"):
+        TrainConfig.from_dict({"lr": 5.0})
+
+
+def test_bad_choice_lists_allowed_values():
+    with pytest.raises(ConfigError, match="freeze: 'frozen' is not allowed; choose one of probe, partial, full"):
+        TrainConfig.from_dict({"freeze": "frozen"})
+
+
+def test_wrong_type_is_refused():
+    with pytest.raises(ConfigError, match="epochs: expected int"):
+        TrainConfig.from_dict({"epochs": "ten"})
+
+
+def test_overrides_are_typed():
+    cfg = TrainConfig().with_overrides(["lr=3e-4", "epochs=4", "freeze=probe"])
+    assert (cfg.lr, cfg.epochs, cfg.freeze) == (3e-4, 4, "probe")
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig().with_overrides(["batch_size=0"])
+
+
+def test_yaml_python_tag_is_refused():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        TrainConfig.from_yaml("lr: !!python/object/apply:os.system ['echo hacked']")
+
+
+def test_bundled_weights_only_for_lite0():
+    with pytest.raises(ConfigError, match="bundled' weights exist only for efficientnet_lite0"):
+        TrainConfig(backbone="resnet50").validate()
+
+
+def test_every_field_has_help_and_section():
+    import dataclasses
+    for f in dataclasses.fields(TrainConfig):
+        meta = field_meta(f.name)
+        assert meta["help"] and meta["section"] in ("data", "model", "optim", "hardware", "output"), f.name

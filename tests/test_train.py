@@ -1,0 +1,131 @@
+"""Engine behaviour: hooks, freezing, stopping, run files; and real accuracy on the sample data."""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.backbones import backbone_stages, create_model
+from core.config import TrainConfig
+from core.train import Callback, train
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_fit_start(self, info):
+        self.events.append("fit_start")
+
+    def on_batch_end(self, m):
+        self.events.append("batch")
+
+    def on_epoch_end(self, m):
+        self.events.append(f"epoch{m.epoch}")
+
+    def on_fit_end(self, result):
+        self.events.append(f"fit_end:{result.status}")
+
+
+@pytest.mark.parametrize("freeze", ["probe", "full"])
+def test_tiny_run_writes_a_complete_run_folder(tiny_config, freeze):
+    rec = Recorder()
+    result = train(tiny_config.replace(freeze=freeze), [rec])
+    assert result.status == "completed"
+    assert rec.events[0] == "fit_start" and rec.events[-1] == "fit_end:completed"
+    assert [e for e in rec.events if e.startswith("epoch")] == ["epoch1", "epoch2"]
+    run = result.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "status.json", "summary.json", "best.safetensors",
+                 "bundle/model.safetensors", "bundle/config.json", "bundle/config.yaml", "bundle/README.md"):
+        assert (Path(run) / name).exists(), name
+    summary = json.loads((Path(run) / "summary.json").read_text())
+    assert set(summary) >= {"val_accuracy", "macro_f1", "per_class", "confusion_matrix", "train_seconds"}
+    assert len(summary["predictions"]) == summary["num_val"]
+    assert TrainConfig.load(Path(run) / "config.yaml") == tiny_config.replace(freeze=freeze)
+
+
+def test_colours_are_learned(tiny_config):
+    result = train(tiny_config.replace(freeze="full", epochs=6, augmentation="none", lr=3e-3,
+                                       backbone_lr_mult=1.0))
+    assert result.summary["val_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("freeze,trainable", [("probe", 0), ("partial", 2)])
+def test_frozen_weights_stay_bit_identical(tiny_config, freeze, trainable):
+    cfg = tiny_config.replace(freeze=freeze, trainable_stages=2, epochs=2, seed=3)
+    torch.manual_seed(cfg.seed)  # train() seeds the same way before building the model
+    before = create_model(cfg, 3).state_dict()
+    result = train(cfg)
+    after = load_file(f"{result.run_dir}/best.safetensors")
+    model = create_model(cfg, 3)
+    stages = backbone_stages(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    frozen = [names[id(p)] for s in stages[: len(stages) - trainable] for p in s]
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    bn_stats = [k for k in before if "running_mean" in k and any(k.startswith(n.rsplit(".", 1)[0]) for n in
+                                                                frozen)]
+    assert bn_stats and all(torch.equal(before[k], after[k]) for k in bn_stats)
+    trained = [n for n in after if n.startswith("classifier")]
+    assert not all(torch.equal(before[n], after[n]) for n in trained)
+
+
+def test_stop_ends_within_one_batch_with_a_usable_checkpoint(tiny_config):
+    stop = threading.Event()
+
+    class StopAfterFirstBatch(Recorder):
+        def on_batch_end(self, m):
+            super().on_batch_end(m)
+            stop.set()
+    rec = StopAfterFirstBatch()
+    cfg = tiny_config.replace(freeze="full", epochs=50)
+    result = train(cfg, [rec], stop=stop)
+    assert result.status == "stopped"
+    assert rec.events.count("batch") == 1
+    assert json.loads((Path(result.run_dir) / "status.json").read_text())["status"] == \
+        "stopped"
+    from core.export import load_bundle
+    preds = load_bundle(f"{result.run_dir}/bundle").predict([cfg.data + "/red/red_0.png"])
+    assert preds[0][0][0] in ("red", "green", "blue")
+
+
+@pytest.mark.slow
+def test_probe_on_sample_data_reaches_93_percent(hymenoptera, tmp_path):
+    result = train(TrainConfig(data=str(hymenoptera), freeze="probe", output_dir=str(tmp_path)))
+    assert result.summary["val_accuracy"] >= 0.93
+    assert [p.rsplit("/", 1)[-1] for p in result.summary["skipped"]] == ["imageNotFound.gif"]
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_on_sample_data_reaches_93_percent(hymenoptera, tmp_path):
+    result = train(TrainConfig(data=str(hymenoptera), freeze="full", epochs=2, batch_size=8,
+                               output_dir=str(tmp_path)))
+    assert result.summary["val_accuracy"] >= 0.93
+
+
+@pytest.mark.slow
+def test_exported_bundle_matches_run_in_a_fresh_process(hymenoptera, tmp_path):
+    """timm's own local-dir loader + the bundle's pretrained_cfg preprocessing give the run's top-1."""
+    result = train(TrainConfig(data=str(hymenoptera), freeze="probe", output_dir=str(tmp_path)))
+    preds = result.summary["predictions"]
+    script = f"""
+import json, sys, timm, torch
+from PIL import Image
+model = timm.create_model("local-dir:{result.run_dir}/bundle", pretrained=True).eval()
+tf = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+labels = model.pretrained_cfg["label_names"]
+paths = json.load(sys.stdin)
+with torch.no_grad():
+    out = [labels[int(model(tf(Image.open(p).convert("RGB"))[None]).argmax())] for p in paths]
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps([p["path"] for p in preds]),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    fresh = json.loads(proc.stdout)
+    assert fresh == [p["pred"] for p in preds]
+    assert len(fresh) == 153
