@@ -21,17 +21,18 @@ JITTER = 0.2
 class Preprocessor:
     """Turns uint8 NHWC batches into normalised float NCHW (channels_last) model inputs."""
 
-    def __init__(self, data_cfg: dict, device: torch.device):
+    def __init__(self, data_cfg: dict, device: torch.device, channels_last: bool = True):
         self.size = int(data_cfg["input_size"][-1])
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         mean = torch.tensor(data_cfg["mean"], device=device).view(1, 3, 1, 1)
         std = torch.tensor(data_cfg["std"], device=device).view(1, 3, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * std), mean / std
         self.device = device
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC -> float NCHW in channels_last memory (the permute is free: NHWC already is)."""
+        """uint8 NHWC -> normalised float NCHW; channels_last memory is free (NHWC already is)."""
         x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        return x.mul_(self.scale).sub_(self.shift).contiguous(memory_format=torch.channels_last)
+        return x.mul_(self.scale).sub_(self.shift).contiguous(memory_format=self.memory_format)
 
     def eval_view(self, x: torch.Tensor) -> torch.Tensor:
         s, o = x.shape[1], (x.shape[1] - self.size) // 2
@@ -72,3 +73,19 @@ class Preprocessor:
         grey = out.mean(dim=1, keepdim=True)
         out = (out - grey) * jitter[:, 2].view(n, 1, 1, 1) + grey  # saturation
         return out.contiguous(memory_format=torch.channels_last)
+
+
+def preview(paths: list[str], data_cfg: dict, preset: str, per_image: int = 3, seed: int = 0) -> list:
+    """A few augmented views of each image as uint8 HWC arrays, exactly as training would see them."""
+    import numpy as np
+
+    from core.backbones import geometry
+    from core.data import decode_one
+    pre = Preprocessor(data_cfg, torch.device("cpu"))
+    g = torch.Generator().manual_seed(seed)
+    u8 = torch.from_numpy(np.stack([decode_one(p, *geometry(data_cfg)) for p in paths]))
+    u8 = u8.repeat_interleave(per_image, dim=0)
+    with torch.no_grad():
+        x = pre.train_view(u8, preset, g).float()
+    x = (x + pre.shift) / pre.scale  # back to 0..255
+    return [a for a in x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()]

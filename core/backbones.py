@@ -214,6 +214,15 @@ def set_train_mode(model: nn.Module) -> None:
             m.eval()
 
 
+def describe_freeze(cfg: TrainConfig, num_classes: int = 2) -> dict:
+    """Trainable / total parameters and stage count for a config, before training (builds the model once)."""
+    model = timm.create_model(cfg.backbone, pretrained=False, num_classes=num_classes)
+    n_stages = apply_freeze(model, cfg, epoch=0)
+    trainable, total = parameter_counts(model)
+    return {"trainable": trainable, "total": total, "trainable_stages": n_stages,
+            "stages": len(backbone_stages(model))}
+
+
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -53,13 +53,16 @@ class TrainConfig:
                                min=1, max=20)
     unfreeze_per_epoch: int = _f(2, "With 'gradual': backbone stages unfrozen after each epoch (the first "
                                     "epoch trains the head only).", "model", min=1, max=20, advanced=True)
+    probe_views: int = _f(1, "With 'probe': backbone passes per training image. 2 adds a mirrored copy of "
+                             "each image (more robust head, about 60% more feature time).", "model", min=1,
+                          max=2, advanced=True)
     img_size: int = _f(0, "Input size in pixels; 0 takes the backbone's own pretrained size.", "model",
                        min=0, max=1024, advanced=True)
     # optimisation
     epochs: int = _f(8, "Passes over the training images.", "optim", min=1, max=500)
     batch_size: int = _f(16, "Images per training step.", "optim", min=1, max=1024)
     lr: float = _f(1e-3, "Learning rate of the new head (peak of the schedule).", "optim", min=1e-6, max=1.0)
-    backbone_lr_mult: float = _f(0.1, "Backbone learning rate as a fraction of the head's (discriminative "
+    backbone_lr_mult: float = _f(0.3, "Backbone learning rate as a fraction of the head's (discriminative "
                                       "learning rates).", "optim", min=0.0, max=1.0)
     optimizer: str = _f("adamw", "Optimizer.", "optim", choices=("adamw", "sgd"))
     scheduler: str = _f("cosine", "Learning-rate schedule: cosine with linear warm-up, one-cycle, step "
@@ -69,8 +72,9 @@ class TrainConfig:
                               min=0.0, max=50.0, advanced=True)
     weight_decay: float = _f(0.01, "Weight decay (L2 regularisation).", "optim", min=0.0, max=1.0)
     label_smoothing: float = _f(0.1, "Label smoothing of the cross-entropy loss.", "optim", min=0.0, max=0.5)
-    augmentation: str = _f("standard", "Training augmentation: 'none'; 'light' = horizontal flip; "
-                                       "'standard' = random resized crop + flip + mild colour jitter.",
+    augmentation: str = _f("standard", "Training augmentation when the backbone trains: 'none'; 'light' = "
+                                       "horizontal flip; 'standard' = random resized crop + flip + mild colour "
+                                       "jitter. ('probe' uses probe_views instead.)",
                            "optim", choices=("none", "light", "standard"))
     early_stopping: int = _f(5, "Stop when the validation loss has not improved for this many epochs "
                                 "(0 = never).", "optim", min=0, max=100)

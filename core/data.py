@@ -71,8 +71,11 @@ class Dataset:
                 out[split][self.classes[s.label]] += 1
         return out
 
-    def summary(self) -> dict:
+    def summary(self, examples: int = 6) -> dict:
+        """Plain-JSON description: classes, counts per split, a few example paths per class, problems."""
+        ex = {c: [s.path for s in self.train if s.label == i][:examples] for i, c in enumerate(self.classes)}
         return {"root": self.root, "layout": self.layout, "classes": self.classes, "counts": self.counts(),
+                "examples": ex,
                 "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
                 "warnings": self.warnings}
 
@@ -379,3 +382,30 @@ def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: 
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = prev
     return arr, failed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# uploads
+
+def save_uploaded_files(files: list[tuple[str, bytes]], dest: Path) -> Path:
+    """Write browser folder-upload files (relative names like `ds/cat/1.jpg`) under dest, safely.
+
+    The names come from the browser and are never trusted as paths: only plain relative parts survive;
+    anything with '..', an absolute path, a drive letter or a backslash is refused with its name.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for name, data in files:
+        rel = PurePosixPath(name)
+        if "\\" in name or rel.is_absolute() or ".." in rel.parts or (rel.parts and ":" in rel.parts[0]):
+            raise DatasetError(f"Uploaded file name '{name}' is not a plain relative path; refused.")
+        if _ignored(Path(*rel.parts)):
+            continue
+        out = dest.joinpath(*rel.parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        written += 1
+    if not written:
+        raise DatasetError("The upload held no usable files (only hidden or system files).")
+    return dest

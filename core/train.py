@@ -29,7 +29,7 @@ from core.augment import Preprocessor
 from core.config import TrainConfig
 from core.data import Dataset, Sample, decode_images, open_dataset
 from core.device import autocast, pick_device, set_threads
-from core.features import VIEWS, Backbone, FeatureCache, extract_features, model_key
+from core.features import Backbone, FeatureCache, extract_features, model_key
 from core.metrics import classification_report
 from core.runs import RunDir, atomic_write_bytes, atomic_write_json, create_run_dir
 
@@ -206,13 +206,16 @@ def _fit_probe(s: _Session) -> str:
     cache = FeatureCache(s.cache_dir / "features" / f"{key}.npz")
     geom = backbones.geometry(s.data_cfg)
 
+    # ONNX Runtime wants plain NCHW; torch on CUDA is fastest with channels_last
+    pre = Preprocessor(s.data_cfg, s.device, channels_last=backbone.session is None)
+
     def feats(samples: list[Sample], views: int, phase: str) -> np.ndarray:
-        out, failed, ok = extract_features(samples, views, backbone, s.pre, geom, cache,
+        out, failed, ok = extract_features(samples, views, backbone, pre, geom, cache,
                                            progress=lambda d, t: s.emit("on_phase", phase, d, t),
                                            should_stop=s.stop.is_set)
         ds.drop(failed)
         return out[np.array(ok, dtype=bool)] if len(ok) else out
-    train_x = feats(ds.train, VIEWS[cfg.augmentation], "features (train)")
+    train_x = feats(ds.train, cfg.probe_views, "features (train)")
     val_x = feats(ds.val, 1, "features (val)")[:, 0]
     if s.stop.is_set():
         return "stopped"
@@ -287,7 +290,8 @@ def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator],
     sched = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES[cfg.scheduler](cfg, steps * cfg.epochs))
     scaler = torch.amp.GradScaler(enabled=s.device.type == "cuda" and cfg.amp == "fp16")
     s.emit("on_fit_start", _fit_info(s, steps))
-    best, since_best, t_fit = None, 0, time.perf_counter()
+    best, best_state, since_best, t_fit = None, None, 0, time.perf_counter()
+    write_each_best = net is s.model  # long epochs: keep the best on disk as it happens; probe: at the end
     for epoch in range(1, cfg.epochs + 1):
         if cfg.freeze == "gradual":
             backbones.apply_freeze(s.model, cfg, epoch=epoch - 1)
@@ -305,7 +309,9 @@ def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator],
                          backbones.parameter_counts(s.model)[0])
         if best is None or (ev.acc, -ev.loss) > best:
             best, since_best = (ev.acc, -ev.loss), 0
-            _save_weights(s.model, s.run.best_weights)
+            best_state = _state_copy(s.model)
+            if write_each_best:
+                _save_weights(best_state, s.run.best_weights)
         elif -ev.loss <= best[1]:
             since_best += 1
         s.emit("on_epoch_end", m)
@@ -313,8 +319,10 @@ def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator],
             break
         if cfg.early_stopping and since_best >= cfg.early_stopping:
             break
-    if best is None:  # stopped inside the first epoch: keep what exists so the run is still usable
-        _save_weights(s.model, s.run.best_weights)
+    if best_state is None:  # stopped inside the first epoch: keep what exists so the run is still usable
+        best_state = _state_copy(s.model)
+    if not write_each_best or best is None:
+        _save_weights(best_state, s.run.best_weights)
     return "stopped" if s.stop.is_set() else "completed"
 
 
@@ -432,8 +440,11 @@ def build_summary(s: _Session, probs: np.ndarray, status: str) -> dict:
     }
 
 
-def _save_weights(model: nn.Module, path: Path) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     atomic_write_bytes(path, safetensors_bytes(state))
 
 

@@ -1,0 +1,40 @@
+"""TransferLab web app: the router. Pages live in pages/; all ML lives in core/."""
+
+import streamlit as st
+
+from pages._ui import get_registry, init_session
+
+st.set_page_config(page_title="TransferLab", page_icon=":material/model_training:", layout="wide")
+init_session()
+
+pages = [
+    st.Page("pages/data.py", title="Data", icon=":material/folder_open:", url_path="data", default=True),
+    st.Page("pages/model.py", title="Model", icon=":material/tune:", url_path="model"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:", url_path="export"),
+]
+nav = st.navigation(pages)
+
+
+@st.cache_resource
+def device_label() -> str:
+    from core.device import describe_device
+    return describe_device()
+
+
+with st.sidebar:
+    st.caption(f"Device · {device_label()}")
+    summary = st.session_state.get("dataset_summary")
+    if summary:
+        n = sum(sum(c.values()) for c in summary["counts"].values())
+        st.caption(f"Dataset · {len(summary['classes'])} classes, {n} images")
+    else:
+        st.caption("Dataset · none chosen yet")
+    active = get_registry().active_job()
+    if active:
+        snap = active.snapshot()
+        st.caption(f"Training · run {snap.job_id} ({snap.progress:.0%})")
+
+nav.run()

@@ -1,0 +1,46 @@
+"""Plotly figure builders: plain data in, figure out (no st.* here, so they are easy to test)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+LAYOUT = {"height": 300, "margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "legend": {"orientation": "h"}}
+
+
+def counts_bar(summary: dict) -> go.Figure:
+    fig = go.Figure([go.Bar(name=split, x=list(c), y=list(c.values())) for split, c in summary["counts"].items()])
+    fig.update_layout(barmode="group", title="Images per class", **LAYOUT)
+    return fig
+
+
+def curves(epochs: list[dict], metric: str) -> go.Figure:
+    """Train and validation `metric` ('loss' or 'acc') per epoch."""
+    x = [e["epoch"] for e in epochs]
+    fig = go.Figure([go.Scatter(x=x, y=[e[f"train_{metric}"] for e in epochs], name="train", mode="lines+markers"),
+                     go.Scatter(x=x, y=[e[f"val_{metric}"] for e in epochs], name="validation",
+                                mode="lines+markers")])
+    fig.update_layout(title={"loss": "Loss", "acc": "Accuracy"}[metric], xaxis_title="epoch", **LAYOUT)
+    return fig
+
+
+def batch_curve(points: list[dict], field: str, title: str) -> go.Figure:
+    """A per-batch series (loss or learning rate) against fractional epoch."""
+    x = [p["epoch"] - 1 + p["step"] / p["steps_per_epoch"] for p in points]
+    fig = go.Figure(go.Scatter(x=x, y=[p[field] for p in points], mode="lines", name=field))
+    fig.update_layout(title=title, xaxis_title="epoch", **LAYOUT)
+    return fig
+
+
+def confusion(cm: list[list[int]], classes: list[str]) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=cm, x=classes, y=classes, colorscale="Blues", text=cm, texttemplate="%{text}",
+                               hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"))
+    fig.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", **{**LAYOUT, "height": 120 + 40 * len(classes)})
+    return fig
+
+
+def overlay(runs: dict[str, list[dict]], metric: str) -> go.Figure:
+    fig = go.Figure([go.Scatter(x=[e["epoch"] for e in rows], y=[e[metric] for e in rows], name=name,
+                                mode="lines+markers") for name, rows in runs.items()])
+    fig.update_layout(title=f"{metric} by run", xaxis_title="epoch", **LAYOUT)
+    return fig

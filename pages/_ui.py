@@ -1,0 +1,116 @@
+"""Streamlit-only helpers shared by the pages: session state, the process-wide job registry, config widgets.
+
+Not a page (st.navigation lists the pages explicitly). Settings live in plain session-state keys, not in
+widget keys, so they survive page switches; widgets are re-seeded from them on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core.config import ConfigError, TrainConfig, field_meta
+from core.jobs import JobRegistry
+
+APP_DIR = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = APP_DIR / "assets" / "sample_data"
+
+
+def workspace() -> Path:
+    """Everything the app writes (uploads, runs, caches) goes under this one folder."""
+    root = Path(os.environ.get("TRANSFERLAB_WORKSPACE", APP_DIR / "workspace")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def runs_dir() -> Path:
+    return workspace() / "runs"
+
+
+def allowed_roots() -> list[Path]:
+    """Server folders a user may train from: the bundled sample, the workspace, and what the operator lists
+    in TRANSFERLAB_DATA_ROOTS (os.pathsep-separated)."""
+    extra = [Path(p).resolve() for p in os.environ.get("TRANSFERLAB_DATA_ROOTS", "").split(os.pathsep) if p]
+    return [SAMPLE_DATA.resolve(), workspace(), *extra]
+
+
+@st.cache_resource
+def get_registry() -> JobRegistry:
+    """One registry per server process: the device is a process-wide resource; sessions share it."""
+    return JobRegistry(output_dir=str(runs_dir()))
+
+
+def init_session() -> None:
+    ss = st.session_state
+    ss.setdefault("cfg", TrainConfig(output_dir=str(runs_dir())).to_dict())
+    ss.setdefault("dataset_summary", None)
+    ss.setdefault("run_id", None)
+
+
+def get_cfg() -> TrainConfig:
+    init_session()
+    return TrainConfig(**st.session_state["cfg"])
+
+
+def set_cfg(**changes) -> str | None:
+    """Apply changes; returns the validation message instead of raising (shown with st.error)."""
+    try:
+        cfg = get_cfg().replace(**changes)
+    except ConfigError as exc:
+        return str(exc)
+    st.session_state["cfg"] = cfg.to_dict()
+    return None
+
+
+def config_widget(name: str, label: str | None = None, *, container=st, **kwargs):
+    """One widget for one TrainConfig field: default, range, choices and help come from the dataclass."""
+    meta = field_meta(name)
+    value = getattr(get_cfg(), name)
+    label = label or name.replace("_", " ").capitalize()
+    key = f"w_{name}"
+    common = {"help": meta["help"], "key": key, **kwargs}
+    if meta["choices"]:
+        return container.selectbox(label, meta["choices"], index=list(meta["choices"]).index(value), **common)
+    if isinstance(value, bool):
+        return container.checkbox(label, value=value, **common)
+    if isinstance(value, int):
+        return container.number_input(label, int(meta["min"]), int(meta["max"]), value, step=1, **common)
+    if isinstance(value, float):
+        return container.number_input(label, float(meta["min"]), float(meta["max"]), value,
+                                      format="%g", step=None, **common)
+    return container.text_input(label, value=value, **common)
+
+
+def config_fields(section: str, advanced: bool) -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)
+            if field_meta(f.name)["section"] == section and field_meta(f.name)["advanced"] == advanced]
+
+
+def current_run_id() -> str | None:
+    """The run this session watches: session state first, then ?run=<id> (a reopened tab re-attaches)."""
+    from core.runs import is_valid_run_id
+    run_id = st.session_state.get("run_id") or st.query_params.get("run")
+    return run_id if run_id and is_valid_run_id(run_id) else None
+
+
+def run_picker(label: str = "Run", key: str = "run_pick", finished_only: bool = True):
+    """Select box over runs on disk (newest first); returns a RunDir or None."""
+    from core.runs import list_runs
+    runs = [r for r in list_runs(runs_dir()) if not finished_only or r.read_summary()]
+    if not runs:
+        st.info("No finished runs yet. Train a model on the Train page first.")
+        return None
+    ids = [r.run_id for r in runs]
+    current = current_run_id()
+    index = ids.index(current) if current in ids else 0
+
+    def describe(run_id: str) -> str:
+        s = next(r for r in runs if r.run_id == run_id).read_summary() or {}
+        acc = f" · acc {s['val_accuracy']:.3f}" if "val_accuracy" in s else ""
+        return f"{run_id} · {s.get('backbone', '')} {s.get('freeze', '')}{acc} · {s.get('status', '')}"
+    chosen = st.selectbox(label, ids, index=index, format_func=describe, key=key)
+    st.session_state["run_id"] = chosen
+    return next(r for r in runs if r.run_id == chosen)

@@ -1,0 +1,120 @@
+"""Model page: backbone, weights, what to freeze, hyperparameters, augmentation preview, config file."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core.backbones import CATALOGUE, WeightsError, create_model, describe_freeze
+from core.config import ConfigError, TrainConfig
+from pages._ui import config_fields, config_widget, get_cfg, init_session, set_cfg, workspace
+
+init_session()
+st.header("2 · Model")
+
+FREEZE_TEXT = {
+    "probe": "**Probe** – the pretrained network is frozen and only a new final layer learns. Fastest by far "
+             "(each image goes through the network once), good when your photos look like everyday photos.",
+    "partial": "**Partial** – the last few stages of the network adapt as well. A middle ground.",
+    "full": "**Full** – the whole network adapts, the pretrained part at a lower learning rate. Slowest, and "
+            "usually the most accurate, especially for images unlike everyday photos (scans, satellite, "
+            "microscopy, textures).",
+    "gradual": "**Gradual** – the new layer learns first, then the network is unfrozen stage by stage "
+               "(fastai-style). Gentle on small datasets.",
+}
+
+
+@st.cache_data(show_spinner=False)
+def freeze_counts(backbone: str, freeze: str, stages: int, num_classes: int) -> dict:
+    return describe_freeze(TrainConfig(backbone=backbone, freeze=freeze, trainable_stages=stages), num_classes)
+
+
+st.subheader("Backbone")
+st.dataframe([{"name": b.name, "parameters (M)": b.params_m, "input": f"{b.input_size} px",
+               "weights": ", ".join(b.weight_sources), "offline": "yes" if "bundled" in b.weight_sources else
+               "needs download", "notes": b.note} for b in CATALOGUE], hide_index=True)
+cfg = get_cfg()
+names = [b.name for b in CATALOGUE]
+c1, c2 = st.columns(2)
+backbone = c1.selectbox("Backbone", names + ([cfg.backbone] if cfg.backbone not in names else []),
+                        index=(names + [cfg.backbone]).index(cfg.backbone), key="w_backbone",
+                        help="Any timm model name also works from the CLI.")
+sources = ["bundled", "hub", "file"] if backbone == "efficientnet_lite0" else ["hub", "file"]
+current_source = cfg.weights if cfg.weights in ("bundled", "hub") else "file"
+source = c2.radio("Pretrained weights", sources, horizontal=True, key="w_weights_source",
+                  index=sources.index(current_source) if current_source in sources else 0,
+                  help="bundled: ships with the app (offline). hub: downloaded from Hugging Face (needs network)."
+                       " file: your own .safetensors/.pth.")
+weights = source
+if source == "file":
+    up = st.file_uploader("Weights file", type=["safetensors", "pth", "pt"], key="weights_up")
+    weights = cfg.weights if cfg.weights.endswith((".safetensors", ".pth", ".pt")) else None
+    if up is not None:
+        path = workspace() / "weights" / Path(up.name).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(up.getvalue())
+        try:  # check now, so a wrong file is a sentence here and not a failed training later
+            create_model(TrainConfig(backbone=backbone, weights=str(path)), 2)
+            weights = str(path)
+            st.success(f"{up.name} fits {backbone}.")
+        except WeightsError as exc:
+            st.error(str(exc))
+            weights = None
+    if weights is None:
+        st.info("Upload a weights file, or choose another source.")
+err = set_cfg(backbone=backbone, weights=weights) if weights else None
+if err:
+    st.error(err)
+
+st.subheader("What to train")
+cfg = get_cfg()
+freeze = st.radio("Freezing", list(FREEZE_TEXT), index=list(FREEZE_TEXT).index(cfg.freeze), horizontal=True,
+                  key="w_freeze")
+st.markdown(FREEZE_TEXT[freeze])
+stages = config_widget("trainable_stages", "Trainable stages") if freeze == "partial" else cfg.trainable_stages
+summary = st.session_state.get("dataset_summary")
+n_classes = len(summary["classes"]) if summary else 2
+counts = freeze_counts(backbone, freeze, int(stages), n_classes)
+st.caption(f"{counts['trainable']:,} of {counts['total']:,} parameters train "
+           f"({counts['trainable'] / counts['total']:.1%}); {counts['trainable_stages']} of {counts['stages']} "
+           f"backbone stages" + (" at the start, more each epoch" if freeze == "gradual" else "") + ".")
+changes = {"freeze": freeze, "trainable_stages": int(stages)}
+
+st.subheader("Hyperparameters")
+cols = st.columns(4)
+for i, name in enumerate(config_fields("optim", advanced=False)):
+    changes[name] = config_widget(name, container=cols[i % 4])
+with st.expander("Advanced"):
+    cols = st.columns(3)
+    advanced = [n for s in ("data", "model", "optim", "hardware") for n in config_fields(s, advanced=True)]
+    for i, name in enumerate(["val_fraction", "seed", *advanced]):
+        if name != "trainable_stages":
+            changes[name] = config_widget(name, container=cols[i % 3])
+err = set_cfg(**changes)
+if err:
+    st.error(err)
+
+st.subheader("Augmentation preview")
+if summary and st.button("Show augmented samples", key="aug_preview"):
+    from core.augment import preview
+    from core.backbones import data_config
+    paths = [p for ex in summary["examples"].values() for p in ex[:1]][:4]
+    model = create_model(TrainConfig(backbone=get_cfg().backbone, weights="random"), 2)
+    images = preview(paths, data_config(model, get_cfg().img_size), get_cfg().augmentation, per_image=4)
+    st.image(images, width=130, caption=[Path(p).parent.name for p in paths for _ in range(4)])
+elif not summary:
+    st.caption("Choose a dataset on the Data page to preview augmentation.")
+
+st.subheader("Config file")
+c1, c2 = st.columns(2)
+c1.download_button("Download config (YAML)", data=get_cfg().to_yaml(), file_name="transferlab.yaml",
+                   mime="application/x-yaml", key="cfg_dl", on_click="ignore")
+loaded = c2.file_uploader("Load a config", type=["yaml", "yml"], key="cfg_up")
+if loaded is not None and st.session_state.get("cfg_loaded") != loaded.file_id:
+    try:
+        new = TrainConfig.from_yaml(loaded.getvalue().decode("utf-8", "replace"), source=loaded.name)
+        st.session_state["cfg"] = new.replace(output_dir=get_cfg().output_dir).to_dict()
+        st.session_state["cfg_loaded"] = loaded.file_id
+        st.rerun()
+    except ConfigError as exc:
+        st.error(str(exc))
+st.page_link("pages/train.py", label="Next: train", icon=":material/arrow_forward:")

@@ -1,0 +1,46 @@
+"""Predict page: top-k classes for uploaded or camera images with a trained run's model."""
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from core.data import IMG_EXTENSIONS, check_image
+from core.export import load_bundle
+from pages._ui import init_session, run_picker
+
+init_session()
+st.header("5 · Predict")
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def loaded_model(bundle_dir: str):
+    return load_bundle(bundle_dir)
+
+
+run = run_picker()
+if run is None or not (run.bundle_dir / "model.safetensors").exists():
+    st.stop()
+model = loaded_model(str(run.bundle_dir))
+k = st.slider("How many classes to show", 1, max(1, len(model.classes)), min(3, len(model.classes)), key="topk")
+files = st.file_uploader("Images", accept_multiple_files=True, type=[e.lstrip(".") for e in IMG_EXTENSIONS],
+                         key="predict_up")
+shot = st.camera_input("…or take a photo", key="camera")
+items = [(f.name, f.getvalue()) for f in files or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
+if not items:
+    st.stop()
+with tempfile.TemporaryDirectory() as tmp:
+    paths, bad = [], []
+    for i, (name, data) in enumerate(items):
+        p = Path(tmp) / f"{i}{Path(name).suffix.lower() or '.jpg'}"
+        p.write_bytes(data)
+        reason = check_image(p)
+        (bad.append((name, reason)) if reason else paths.append((name, p)))
+    for name, reason in bad:
+        st.error(f"{name}: {reason}")
+    results = model.predict([p for _, p in paths], topk=k) if paths else []
+    for (name, p), top in zip(paths, results, strict=True):
+        c1, c2 = st.columns([1, 3])
+        c1.image(p.read_bytes(), width=160)
+        c2.markdown(f"**{name}** → **{top[0][0]}** ({top[0][1]:.1%})")
+        c2.dataframe([{"class": c, "probability": round(v, 4)} for c, v in top], hide_index=True)

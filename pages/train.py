@@ -1,0 +1,104 @@
+"""Train page: start/stop, and a live panel polling the job's snapshot while it runs."""
+
+from dataclasses import asdict
+
+import streamlit as st
+
+from core.runs import RunDir
+from pages._charts import batch_curve, curves
+from pages._ui import current_run_id, get_cfg, get_registry, init_session, runs_dir
+
+init_session()
+st.header("3 · Train")
+registry = get_registry()
+cfg = get_cfg()
+
+if not cfg.data:
+    st.info("Choose a dataset on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/folder_open:")
+    st.stop()
+
+st.caption(f"Dataset `{cfg.data}` · `{cfg.backbone}` ({cfg.weights} weights) · freeze **{cfg.freeze}** · "
+           f"{cfg.epochs} epochs · batch {cfg.batch_size} · lr {cfg.lr:g} · augmentation {cfg.augmentation}")
+c1, c2, _ = st.columns([1, 1, 4])
+if c1.button("Start training", key="start", type="primary"):
+    busy = registry.active_job()
+    job = registry.submit(cfg)
+    st.session_state["run_id"] = job.job_id
+    st.query_params["run"] = job.job_id
+    if busy:
+        st.info(f"Another training (run {busy.job_id}) is using the device; yours is queued and starts when it "
+                f"ends.")
+
+run_id = current_run_id()
+if run_id:
+    st.session_state["run_id"] = run_id
+    st.query_params["run"] = run_id
+job = registry.get(run_id)
+if c2.button("Stop", key="stop", disabled=job is None or not job.snapshot().active):
+    job.request_stop()
+    st.toast("Stopping after the current batch…")
+
+polling = job is not None and job.snapshot().active
+
+
+@st.fragment(run_every=1.0 if polling else None)
+def live_panel() -> None:
+    if run_id is None:
+        st.info("No training yet. Press Start.")
+        return
+    snap = registry.snapshot(run_id)
+    if snap is None:  # not in this server process (e.g. after a restart): show what the run folder holds
+        show_from_disk(run_id)
+        return
+    if snap.status == "queued":
+        st.info(f"Queued (position {snap.queue_position}); waiting for the device.")
+    elif snap.status == "running":
+        b = snap.last_batch
+        if b is None:
+            frac = snap.phase_done / snap.phase_total if snap.phase_total else 0.0
+            st.progress(min(frac, 1.0), text=f"{snap.phase} {snap.phase_done}/{snap.phase_total}")
+        else:
+            st.progress(snap.progress, text=f"epoch {b.epoch}/{snap.info.epochs} · batch {b.step}/"
+                        f"{b.steps_per_epoch} · {b.images_per_sec:.0f} images/s · ETA {b.eta:.0f} s")
+    elif snap.status == "failed":
+        st.error(f"Training failed: {snap.error}")
+        with st.expander("Details for a bug report"):
+            st.code(snap.traceback or "")
+    else:
+        s = snap.summary or {}
+        acc = f" · validation accuracy {s['val_accuracy']:.1%}" if "val_accuracy" in s else ""
+        st.success(f"Training {snap.status}{acc}")
+    if snap.info:
+        st.caption(f"{snap.info.trainable_params:,} of {snap.info.total_params:,} parameters trainable · "
+                   f"{sum(snap.info.counts['train'].values())} train / {sum(snap.info.counts['val'].values())} "
+                   f"val images · {snap.info.device}")
+    draw_curves([asdict(e) for e in snap.epochs], [asdict(b) for b in snap.batches])
+    if polling and not snap.active:
+        st.rerun()  # full rerun: the fragment is re-defined without run_every, so polling stops
+    if not snap.active and snap.summary and "val_accuracy" in snap.summary:
+        st.page_link("pages/results.py", label="See the results", icon=":material/insights:")
+
+
+def draw_curves(epochs: list[dict], batches: list[dict]) -> None:
+    left, right = st.columns(2)
+    if epochs:
+        left.plotly_chart(curves(epochs, "loss"), key="loss_chart")
+        right.plotly_chart(curves(epochs, "acc"), key="acc_chart")
+    if batches:
+        left.plotly_chart(batch_curve(batches, "loss", "Loss per batch"), key="batch_loss_chart")
+        right.plotly_chart(batch_curve(batches, "lr", "Learning rate"), key="lr_chart")
+
+
+def show_from_disk(run_id: str) -> None:
+    run = RunDir(runs_dir() / run_id)
+    if not run.path.is_dir():
+        st.warning(f"Run {run_id} was not found.")
+        return
+    status = run.read_status().get("status")
+    st.info(f"Run {run_id}: {status}." + (" The server stopped while it was training." if status ==
+                                          "interrupted" else ""))
+    draw_curves(run.read_metrics(), [])
+
+
+live_panel()

@@ -1,0 +1,100 @@
+"""Every page under Streamlit's AppTest: real core, real (tiny) training, no browser."""
+
+import io
+import json
+import time
+import zipfile
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from core.config import TrainConfig
+from tests.conftest import COLORS, make_image
+
+APP = "../app.py"  # AppTest resolves this against this test file's folder
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "ws"))
+    st.cache_resource.clear()  # the job registry is process-global
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def zip_of(folder):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(folder.rglob("*.png")):
+            zf.write(p, f"colors/{p.relative_to(folder)}")
+    return buf.getvalue()
+
+
+def tiny_cfg(app, data):
+    return TrainConfig(data=str(data), backbone="test_efficientnet", weights="random", img_size=64, epochs=3,
+                       batch_size=4, freeze="full", early_stopping=0,
+                       output_dir=app.session_state["cfg"]["output_dir"]).to_dict()
+
+
+def test_data_page_zip_upload_shows_summary(app, tiny_folder):
+    app.file_uploader(key="zip_up").set_value(("colors.zip", zip_of(tiny_folder), "application/zip")).run()
+    assert not app.exception and not app.error
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Classes"] == "3" and metrics["train images"] == "18" and metrics["val images"] == "6"
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert [t["name"] for t in spec["data"]] == ["train", "val"]
+
+
+def test_data_page_bad_zip_is_a_sentence(app):
+    app.file_uploader(key="zip_up").set_value(("data.zip", b"this is not a zip", "application/zip")).run()
+    assert not app.exception
+    assert "not a valid zip archive" in app.error[0].value
+
+
+def test_sample_data_button(app):
+    app.button(key="use_sample").click().run()
+    assert not app.exception
+    assert {m.label: m.value for m in app.metric}["Classes"] == "2"
+
+
+def test_model_page_shows_parameter_counts(app):
+    app.switch_page("pages/model.py").run()
+    assert not app.exception
+    assert any("parameters train" in c.value for c in app.caption)
+    app.radio(key="w_freeze").set_value("probe").run()
+    assert app.session_state["cfg"]["freeze"] == "probe"
+    assert any("2,562 of 3,373,570 parameters train" in c.value for c in app.caption)
+
+
+def test_train_results_export_predict(app, tiny_folder):
+    app.session_state["cfg"] = tiny_cfg(app, tiny_folder)
+    app.switch_page("pages/train.py").run()
+    app.button(key="start").click().run()
+    for _ in range(300):
+        time.sleep(0.2)
+        app.run()
+        if any("Training completed" in s.value for s in app.success):
+            break
+    assert not app.exception
+    assert any("Training completed" in s.value for s in app.success)
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+              for c in app.get("plotly_chart")}
+    assert len(charts["Loss"]["data"][0]["y"]) == 3  # one point per epoch
+    assert app.query_params["run"] == app.session_state["run_id"]
+
+    app.switch_page("pages/results.py").run()
+    assert not app.exception
+    assert "Accuracy" in {m.label for m in app.metric}
+
+    app.switch_page("pages/export.py").run()
+    assert not app.exception
+    assert app.get("download_button")
+
+    app.switch_page("pages/predict.py").run()
+    img = make_image(tiny_folder.parent / "query.png", COLORS["red"])
+    app.file_uploader(key="predict_up").set_value([("query.png", img.read_bytes(), "image/png")]).run()
+    assert not app.exception
+    assert any("query.png" in m.value for m in app.markdown)
