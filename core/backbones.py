@@ -142,6 +142,10 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path.name} does not hold a state dict of tensors.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"{path.name} holds NaN or infinite values in {len(bad)} tensor(s) (e.g. {bad[0]}); "
+                           f"the file is damaged or came from a diverged training. Use another file.")
     return state
 
 

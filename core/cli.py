@@ -24,6 +24,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", help="YAML config file; flags given here override its values")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch")
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
         meta = f.metadata
@@ -40,12 +41,19 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.runs import RunDir
     from core.train import train
-    cfg = build_config(args)
-    if not cfg.data:
-        raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
     bar = [] if args.quiet else [ProgressBar()]
-    result = train(cfg, bar)
+    if args.resume:
+        run = RunDir(Path(args.resume))
+        if not run.config.exists():
+            raise FileNotFoundError(f"{args.resume} is not a run folder (no config.yaml).")
+        result = train(TrainConfig.load(run.config), bar, run=run, resume=True)
+    else:
+        cfg = build_config(args)
+        if not cfg.data:
+            raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
+        result = train(cfg, bar)
     s = result.summary
     print(f"\nrun: {result.run_dir}")
     print(f"status: {result.status}")

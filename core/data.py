@@ -116,6 +116,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def check_image(path: Path) -> str | None:
     """Cheap header check; returns the reason a file is unusable, or None."""
     if path.suffix.lower() not in IMG_EXTENSIONS:
+        if path.suffix.lower() == ".zip":
+            return "a zip inside the dataset is not opened; unzip it into its class folder first"
         if path.suffix.lower() == ".gif":
             return "GIF files are not used for training (often animations or placeholders); convert to JPEG/PNG"
         return f"not an image file type ({path.suffix or 'no extension'}); supported: {', '.join(IMG_EXTENSIONS)}"
@@ -158,8 +160,9 @@ def open_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0,
 
 def _open_folder_layout(root: Path, val_fraction: float, seed: int) -> Dataset:
     per_class, skipped = _scan_class_folders(root)
-    classes = sorted(per_class)
-    _require_classes(classes, root, per_class)
+    _require_classes(sorted(per_class), root, per_class)
+    empty = sorted(c for c in per_class if not per_class[c])
+    classes = sorted(c for c in per_class if per_class[c])
     train, val = [], []
     rng = random.Random(seed)
     for label, name in enumerate(classes):
@@ -170,14 +173,14 @@ def _open_folder_layout(root: Path, val_fraction: float, seed: int) -> Dataset:
         val += [Sample(str(p), label) for p in files[:n_val]]
         train += [Sample(str(p), label) for p in files[n_val:]]
     ds = Dataset(str(root), classes, train, val, skipped=skipped, layout="folders")
-    ds.warnings = _warnings(ds)
+    ds.warnings = [f"Class folder '{c}' holds no usable images and is left out." for c in empty] + _warnings(ds)
     return ds
 
 
 def _open_split_layout(root: Path, splits: dict[str, Path], val_fraction: float, seed: int) -> Dataset:
     scanned = {name: _scan_class_folders(path) for name, path in splits.items()}
-    classes = sorted(scanned["train"][0])
-    _require_classes(classes, splits["train"], scanned["train"][0])
+    _require_classes(sorted(scanned["train"][0]), splits["train"], scanned["train"][0])
+    classes = sorted(c for c, files in scanned["train"][0].items() if files)
     skipped = [s for _, sk in scanned.values() for s in sk]
     warnings = []
     out: dict[str, list[Sample]] = {}
@@ -287,7 +290,7 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for info, rel in members:
-            out = tmp.joinpath(*rel.parts)
+            out = tmp.joinpath(*map(safe_component, rel.parts))
             out.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
@@ -303,10 +306,16 @@ def _safe_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo,
         raise DatasetError(f"{name} is empty. Zip a folder that holds one folder per class.")
     total = sum(i.file_size for i in infos)
     packed = sum(i.compress_size for i in infos) or 1
-    if total > ZIP_MAX_TOTAL_BYTES or total / packed > ZIP_MAX_RATIO:
-        raise DatasetError(f"{name} would unpack to {total / 1e9:.1f} GB from {packed / 1e6:.1f} MB "
-                           f"(ratio {total / packed:.0f}:1); refused as a possible zip bomb. Limits: "
-                           f"{ZIP_MAX_TOTAL_BYTES / 1e9:.0f} GB and {ZIP_MAX_RATIO:.0f}:1.")
+    # one highly compressed big member among real photos is a bomb too, even if the whole ratio looks fine
+    worst = max(infos, key=lambda i: i.file_size / max(i.compress_size, 1))
+    member_bomb = worst.file_size > 10_000_000 and worst.file_size / max(worst.compress_size, 1) > ZIP_MAX_RATIO
+    if total > ZIP_MAX_TOTAL_BYTES or total / packed > ZIP_MAX_RATIO or member_bomb:
+        raise DatasetError(f"{name} would unpack to {total / 1024**3:.2f} GiB from {packed / 1024**2:.1f} MiB "
+                           f"(ratio {total / packed:.0f}:1"
+                           + (f"; {worst.filename} alone {worst.file_size / max(worst.compress_size, 1):.0f}:1"
+                              if member_bomb else "")
+                           + f"); refused as a possible zip bomb. Limits: {ZIP_MAX_TOTAL_BYTES / 1024**3:.0f} GiB "
+                             f"and {ZIP_MAX_RATIO:.0f}:1.")
     out = []
     for info in infos:
         raw = info.filename.replace("\\", "/")
@@ -321,6 +330,17 @@ def _safe_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo,
             continue
         out.append((info, rel))
     return out
+
+
+def safe_component(name: str, limit: int = 200) -> str:
+    """File systems refuse names over 255 bytes: shorten long ones, keeping the extension and uniqueness."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    stem, suffix = Path(name).stem, Path(name).suffix[:16]
+    tag = hashlib.blake2b(name.encode("utf-8"), digest_size=4).hexdigest()
+    while len((stem + tag + suffix).encode("utf-8")) > limit - 1:
+        stem = stem[:-8]
+    return f"{stem}-{tag}{suffix}"
 
 
 def file_digest(path: Path) -> str:
@@ -402,7 +422,7 @@ def save_uploaded_files(files: list[tuple[str, bytes]], dest: Path) -> Path:
             raise DatasetError(f"Uploaded file name '{name}' is not a plain relative path; refused.")
         if _ignored(Path(*rel.parts)):
             continue
-        out = dest.joinpath(*rel.parts)
+        out = dest.joinpath(*map(safe_component, rel.parts))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
         written += 1

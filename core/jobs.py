@@ -58,8 +58,8 @@ class JobSnapshot:
 class Job(Callback):
     """One training request; also the callback that records the engine's progress into its state."""
 
-    def __init__(self, cfg: TrainConfig, run: RunDir):
-        self.cfg, self.run = cfg, run
+    def __init__(self, cfg: TrainConfig, run: RunDir, resume: bool = False):
+        self.cfg, self.run, self.resume = cfg, run, resume
         self.job_id = run.run_id
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
@@ -121,7 +121,7 @@ class Job(Callback):
             return
         self._set(status="running")
         try:
-            result: FitResult = train(self.cfg, [self], stop=self.stop_event, run=self.run)
+            result: FitResult = train(self.cfg, [self], stop=self.stop_event, run=self.run, resume=self.resume)
             self._set(status=result.status, summary=result.summary)
         except BaseException as exc:  # recorded for the UI; the run folder's status.json says failed too
             self._set(status="failed", error=(_one_line(exc), traceback.format_exc()))
@@ -143,7 +143,13 @@ class JobRegistry:
     def submit(self, cfg: TrainConfig) -> Job:
         """Queue a training; it starts when the device is free. Returns at once."""
         cfg.validate()
-        job = Job(cfg, create_run_dir(cfg.output_dir))
+        return self._enqueue(Job(cfg, create_run_dir(cfg.output_dir)))
+
+    def resume(self, run: RunDir) -> Job:
+        """Queue an interrupted run to go on from its last finished epoch, in the same run folder."""
+        return self._enqueue(Job(TrainConfig.load(run.config), run, resume=True))
+
+    def _enqueue(self, job: Job) -> Job:
         with self._lock:
             self._jobs[job.job_id] = job
             self._queue.append(job)

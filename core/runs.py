@@ -75,7 +75,7 @@ class RunDir:
     status_file = property(lambda self: self.path / "status.json")
     summary_file = property(lambda self: self.path / "summary.json")
     best_weights = property(lambda self: self.path / "best.safetensors")
-    last_checkpoint = property(lambda self: self.path / "last.ckpt.safetensors")
+    last_checkpoint = property(lambda self: self.path / "last.ckpt")
     bundle_dir = property(lambda self: self.path / "bundle")
     dataset_file = property(lambda self: self.path / "dataset.json")
 
@@ -107,6 +107,11 @@ class RunDir:
             except json.JSONDecodeError:  # a line cut by a kill mid-write
                 break
         return rows
+
+    def keep_metrics(self, last_epoch: int) -> None:
+        """Drop metric lines after last_epoch (a resumed run redoes those epochs)."""
+        rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
 
     def read_summary(self) -> dict[str, Any] | None:
         return _read_json(self.summary_file)

@@ -9,6 +9,7 @@ checked after every batch. Two paths share one epoch loop:
 
 from __future__ import annotations
 
+import io
 import math
 import threading
 import time
@@ -142,6 +143,10 @@ class _Session:
     data_cfg: dict = None
     pre: Preprocessor = None
     final_logits: Callable[[], torch.Tensor] = None  # the validation evaluation the summary reports
+    resume: bool = False
+    batch_size: int = 0
+    gen: torch.Generator = None  # batch order and augmentation: part of the checkpoint
+    notes: list[str] = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)
 
     def emit(self, hook: str, *args) -> None:
@@ -157,12 +162,17 @@ class _Session:
 # entry point
 
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.Event | None = None,
-          run: RunDir | None = None) -> FitResult:
-    """Train per cfg into a new run folder (or `run`); returns the final status and summary."""
+          run: RunDir | None = None, resume: bool = False) -> FitResult:
+    """Train per cfg into a new run folder (or `run`); returns the final status and summary.
+
+    With resume=True, `run` is an earlier run of the same cfg: training goes on after its last finished
+    epoch (from last.ckpt) and ends with the same number of epochs as an uninterrupted run.
+    """
     cfg.validate()
     run = run or create_run_dir(cfg.output_dir)
-    cfg.save(run.config)
-    s = _Session(cfg, run, [RunRecorder(run), *callbacks], stop or threading.Event())
+    if not resume:
+        cfg.save(run.config)
+    s = _Session(cfg, run, [RunRecorder(run), *callbacks], stop or threading.Event(), resume=resume)
     try:
         _prepare(s)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
@@ -179,6 +189,8 @@ def _prepare(s: _Session) -> None:
     cfg = s.cfg
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    s.gen = torch.Generator().manual_seed(cfg.seed)
+    s.batch_size = cfg.batch_size
     s.device = pick_device(cfg.device)
     s.dataset = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=s.cache_dir / "datasets")
     s.model = backbones.create_model(cfg, len(s.dataset.classes)).to(s.device)
@@ -224,12 +236,11 @@ def _fit_probe(s: _Session) -> str:
     train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
     val_x, val_y = torch.from_numpy(val_x).to(s.device), _labels(ds.val, s.device)
     head = s.model.get_classifier()
-    g = torch.Generator().manual_seed(cfg.seed)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(train_y), generator=g).to(s.device)
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
+        order = torch.randperm(len(train_y), generator=s.gen).to(s.device)
+        for i in range(0, len(order), s.batch_size):
+            idx = order[i:i + s.batch_size]
             yield train_x[idx], train_y[idx]
 
     def evaluate() -> _EvalResult:
@@ -252,10 +263,8 @@ def _fit_finetune(s: _Session) -> str:
     ds.drop(failed_t + failed_v)
     s.emit("on_phase", "decoding images", len(ds.train) + len(ds.val), len(ds.train) + len(ds.val))
     train_y, val_y = _labels(ds.train, torch.device("cpu")), _labels(ds.val, s.device)
-    g = torch.Generator().manual_seed(cfg.seed)
-    bs = cfg.batch_size
-
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        bs, g = s.batch_size, s.gen
         order = torch.randperm(len(train_y), generator=g)
         n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
         for i in range(0, n, bs):
@@ -282,48 +291,107 @@ def _predict_logits(s: _Session, images_u8: np.ndarray) -> torch.Tensor:
 # -------------------------------------------------------------------------------------------------------
 # the shared epoch loop
 
+@dataclass
+class _LoopState:
+    """What the epoch loop carries from one epoch to the next (and across a resume)."""
+
+    epoch: int = 0
+    best_acc: float = -1.0
+    best_acc_loss: float = math.inf
+    best_loss: float = math.inf
+    since_improved: int = 0
+
+
 def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator], n_train: int,
                 evaluate: Callable[[], _EvalResult]) -> str:
     cfg = s.cfg
-    steps = max(1, math.ceil(n_train / cfg.batch_size))
+    steps = max(1, math.ceil(n_train / s.batch_size))
     opt = _optimizer(s, net)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES[cfg.scheduler](cfg, steps * cfg.epochs))
     scaler = torch.amp.GradScaler(enabled=s.device.type == "cuda" and cfg.amp == "fp16")
+    loop = _restore_checkpoint(s, opt, sched) if s.resume else _LoopState()
     s.emit("on_fit_start", _fit_info(s, steps))
-    best, best_state, since_best, t_fit = None, None, 0, time.perf_counter()
+    best_state, t_fit = None, time.perf_counter()
     write_each_best = net is s.model  # long epochs: keep the best on disk as it happens; probe: at the end
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(loop.epoch + 1, cfg.epochs + 1):
         if cfg.freeze == "gradual":
             backbones.apply_freeze(s.model, cfg, epoch=epoch - 1)
         t_ep = time.perf_counter()
-        train_loss, train_acc, seen = _train_one_epoch(s, net, opt, sched, scaler, batches(epoch), epoch, steps,
-                                                       t_fit)
+        train_loss, train_acc, seen = _train_epoch_with_oom_retry(s, net, opt, sched, scaler, batches, epoch,
+                                                                  n_train, t_fit)
         if seen == 0:  # stopped before a single batch of this epoch finished
             break
         ev = evaluate()
         _check_finite(train_loss, epoch, cfg)
         secs = time.perf_counter() - t_ep
         elapsed = time.perf_counter() - t_fit
+        done = epoch - loop.epoch if s.resume else epoch
         m = EpochMetrics(epoch, train_loss, train_acc, ev.loss, ev.acc, opt.param_groups[0]["lr"], seen / secs,
-                         secs, elapsed, elapsed / epoch * (cfg.epochs - epoch),
+                         secs, elapsed, elapsed / max(done, 1) * (cfg.epochs - epoch),
                          backbones.parameter_counts(s.model)[0])
-        if best is None or (ev.acc, -ev.loss) > best:
-            best, since_best = (ev.acc, -ev.loss), 0
+        if (ev.acc, -ev.loss) > (loop.best_acc, -loop.best_acc_loss):  # best = accuracy, then lower loss
+            loop.best_acc, loop.best_acc_loss = ev.acc, ev.loss
             best_state = _state_copy(s.model)
             if write_each_best:
                 _save_weights(best_state, s.run.best_weights)
-        elif -ev.loss <= best[1]:
-            since_best += 1
+        if ev.loss < loop.best_loss - 1e-4:  # early stopping watches the validation loss
+            loop.best_loss, loop.since_improved = ev.loss, 0
+        else:
+            loop.since_improved += 1
+        loop.epoch = epoch
+        if write_each_best:
+            _save_checkpoint(s, opt, sched, loop)
         s.emit("on_epoch_end", m)
-        if s.stop.is_set():
+        if s.stop.is_set() or (cfg.early_stopping and loop.since_improved >= cfg.early_stopping):
             break
-        if cfg.early_stopping and since_best >= cfg.early_stopping:
-            break
-    if best_state is None:  # stopped inside the first epoch: keep what exists so the run is still usable
+    if best_state is None and not s.run.best_weights.exists():  # stopped in epoch 1: keep what exists
         best_state = _state_copy(s.model)
-    if not write_each_best or best is None:
+    if best_state is not None and (not write_each_best or not s.run.best_weights.exists()):
         _save_weights(best_state, s.run.best_weights)
     return "stopped" if s.stop.is_set() else "completed"
+
+
+def _train_epoch_with_oom_retry(s: _Session, net, opt, sched, scaler, batches, epoch: int, n_train: int,
+                                t_fit: float) -> tuple[float, float, int]:
+    """On CUDA out-of-memory, halve the batch size and run the epoch again (and say so)."""
+    while True:
+        steps = max(1, math.ceil(n_train / s.batch_size))
+        try:
+            return _train_one_epoch(s, net, opt, sched, scaler, batches(epoch), epoch, steps, t_fit)
+        except torch.cuda.OutOfMemoryError:
+            if s.batch_size <= 1:
+                raise TrainingError("The GPU ran out of memory even with batch size 1. Choose a smaller "
+                                    "backbone or a smaller image size.") from None
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            s.batch_size //= 2
+            s.notes.append(f"GPU out of memory in epoch {epoch}: batch size halved to {s.batch_size}.")
+            s.emit("on_phase", s.notes[-1], 0, 0)
+
+
+def _save_checkpoint(s: _Session, opt, sched, loop: _LoopState) -> None:
+    """Everything needed to resume after the last finished epoch (read back with weights_only=True)."""
+    buf = io.BytesIO()
+    torch.save({"model": s.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "loop": asdict(loop), "rng": torch.get_rng_state(), "batch_rng": s.gen.get_state(),
+                "batch_size": s.batch_size}, buf)
+    atomic_write_bytes(s.run.last_checkpoint, buf.getvalue())
+
+
+def _restore_checkpoint(s: _Session, opt, sched) -> _LoopState:
+    if not s.run.last_checkpoint.exists():  # nothing finished (or a probe run): start over in the same run
+        s.run.keep_metrics(0)
+        return _LoopState()
+    ck = torch.load(s.run.last_checkpoint, map_location=s.device, weights_only=True)
+    s.model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"].cpu())
+    s.gen.set_state(ck["batch_rng"].cpu())
+    s.batch_size = ck["batch_size"]
+    loop = _LoopState(**ck["loop"])
+    s.run.keep_metrics(loop.epoch)
+    return loop
 
 
 def _train_one_epoch(s: _Session, net: nn.Module, opt, sched, scaler, batch_iter: Iterator, epoch: int,
@@ -435,7 +503,7 @@ def build_summary(s: _Session, probs: np.ndarray, status: str) -> dict:
         "classes": ds.classes, "best_epoch": best["epoch"] if best else None,
         "epochs_run": len(history), "train_seconds": time.perf_counter() - s.t0,
         "num_train": len(ds.train), "num_val": len(ds.val), "skipped": [k.path for k in ds.skipped],
-        "predictions": predictions, "device": str(s.device),
+        "predictions": predictions, "device": str(s.device), "batch_size": s.batch_size, "notes": s.notes,
         "freeze": s.cfg.freeze, "backbone": s.cfg.backbone,
     }
 

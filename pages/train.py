@@ -96,8 +96,11 @@ def show_from_disk(run_id: str) -> None:
         st.warning(f"Run {run_id} was not found.")
         return
     status = run.read_status().get("status")
-    st.info(f"Run {run_id}: {status}." + (" The server stopped while it was training." if status ==
-                                          "interrupted" else ""))
+    st.info(f"Run {run_id}: {status}." + (" The server stopped while it was training; it can go on from its "
+                                          "last finished epoch." if status == "interrupted" else ""))
+    if status == "interrupted" and st.button("Resume training", key="resume"):
+        registry.resume(run)
+        st.rerun()
     draw_curves(run.read_metrics(), [])
 
 

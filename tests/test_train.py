@@ -102,8 +102,7 @@ def test_probe_on_sample_data_reaches_93_percent(hymenoptera, tmp_path):
 
 @pytest.mark.slow
 def test_full_fine_tuning_on_sample_data_reaches_93_percent(hymenoptera, tmp_path):
-    result = train(TrainConfig(data=str(hymenoptera), freeze="full", epochs=2, batch_size=8,
-                               output_dir=str(tmp_path)))
+    result = train(TrainConfig(data=str(hymenoptera), freeze="full", epochs=3, output_dir=str(tmp_path)))
     assert result.summary["val_accuracy"] >= 0.93
 
 
