@@ -176,8 +176,9 @@ class JobRegistry:
             return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
 
     def active_job(self) -> Job | None:
+        """The job that holds the device or is about to (the oldest queued/running one), if any."""
         with self._lock:
-            return next((j for j in self._jobs.values() if j.snapshot().status == "running"), None)
+            return self._queue[0] if self._queue else None
 
     def stop(self, job_id: str) -> bool:
         job = self.get(job_id)

@@ -37,6 +37,7 @@ from core.runs import RunDir, atomic_write_bytes, atomic_write_json, create_run_
 REPORT_EVERY_S = 0.5
 EVAL_BATCH_CPU = 16  # small batches are faster per image on these CPUs (cache effects, measured)
 EVAL_BATCH_CUDA = 256
+MEMMAP_ABOVE_BYTES = 2 * 1024**3  # decoded images beyond this go to a memory-mapped file, not RAM
 
 
 class TrainingError(RuntimeError):
@@ -257,34 +258,47 @@ def _fit_finetune(s: _Session) -> str:
     cfg, ds = s.cfg, s.dataset
     geom = backbones.geometry(s.data_cfg)
     s.emit("on_phase", "decoding images", 0, len(ds.train) + len(ds.val))
-    train_u8, failed_t = decode_images(ds.train, *geom)
-    val_u8, failed_v = decode_images(ds.val, *geom)
-    train_u8, val_u8 = _drop_rows(train_u8, ds.train, failed_t), _drop_rows(val_u8, ds.val, failed_v)
+    train_u8, failed_t = decode_images(ds.train, *geom, out=_image_store(s, "train", len(ds.train), geom[0]))
+    val_u8, failed_v = decode_images(ds.val, *geom, out=_image_store(s, "val", len(ds.val), geom[0]))
+    # rows of images that decoded; indices instead of copies, so a memory-mapped store stays on disk
+    train_rows, val_rows = _good_rows(ds.train, failed_t), _good_rows(ds.val, failed_v)
     ds.drop(failed_t + failed_v)
     s.emit("on_phase", "decoding images", len(ds.train) + len(ds.val), len(ds.train) + len(ds.val))
     train_y, val_y = _labels(ds.train, torch.device("cpu")), _labels(ds.val, s.device)
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs, g = s.batch_size, s.gen
         order = torch.randperm(len(train_y), generator=g)
         n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
         for i in range(0, n, bs):
             idx = order[i:i + bs].sort().values  # sorted: sequential reads from a memory-mapped store
-            x = s.pre.train_view(torch.from_numpy(train_u8[idx.numpy()]), cfg.augmentation, g)
+            x_u8 = torch.from_numpy(train_u8[train_rows[idx.numpy()]])
+            if s.device.type == "cuda":
+                x_u8 = x_u8.pin_memory()  # lets the copy to the GPU overlap with compute (non_blocking)
+            x = s.pre.train_view(x_u8, cfg.augmentation, g)
             yield x, train_y[idx].to(s.device, non_blocking=True)
 
     def evaluate() -> _EvalResult:
-        return _scores(_predict_logits(s, val_u8), val_y)
-    s.final_logits = lambda: _predict_logits(s, val_u8)
+        return _scores(_predict_logits(s, val_u8, val_rows), val_y)
+    s.final_logits = lambda: _predict_logits(s, val_u8, val_rows)
     return _epoch_loop(s, s.model, batches, len(train_y), evaluate)
 
 
-def _predict_logits(s: _Session, images_u8: np.ndarray) -> torch.Tensor:
+def _image_store(s: _Session, split: str, n: int, size: int) -> np.ndarray:
+    """In memory for normal sets; a memory-mapped file in the run folder past MEMMAP_ABOVE_BYTES."""
+    if n * size * size * 3 <= MEMMAP_ABOVE_BYTES:
+        return np.zeros((n, size, size, 3), dtype=np.uint8)
+    path = s.run.path / f"decoded-{split}.npy"  # removed when the run ends (_finish)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+
+
+def _predict_logits(s: _Session, images_u8: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     s.model.eval()
     bs = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
     out = []
     with torch.inference_mode(), autocast(s.device, s.cfg.amp):
-        for i in range(0, len(images_u8), bs):
-            out.append(s.model(s.pre.eval_view(torch.from_numpy(images_u8[i:i + bs]))).float())
+        for i in range(0, len(rows), bs):
+            out.append(s.model(s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))).float())
     return torch.cat(out) if out else torch.zeros(0, len(s.dataset.classes), device=s.device)
 
 
@@ -484,6 +498,8 @@ def _finish(s: _Session, status: str) -> FitResult:
     atomic_write_json(s.run.dataset_file, s.dataset.summary())
     atomic_write_json(s.run.summary_file, summary)
     write_bundle(s.model, s.data_cfg, s.dataset.classes, s.cfg, summary, s.run.bundle_dir)
+    for store in s.run.path.glob("decoded-*.npy"):  # memory-mapped image stores of large sets
+        store.unlink()
     return FitResult(status, str(s.run.path), summary)
 
 
@@ -528,9 +544,9 @@ def _labels(samples: list[Sample], device: torch.device) -> torch.Tensor:
     return torch.tensor([x.label for x in samples], dtype=torch.long, device=device)
 
 
-def _drop_rows(arr: np.ndarray, samples: list[Sample], failed) -> np.ndarray:
+def _good_rows(samples: list[Sample], failed) -> np.ndarray:
     bad = {f.path for f in failed}
-    return arr[[i for i, x in enumerate(samples) if x.path not in bad]] if bad else arr
+    return np.array([i for i, x in enumerate(samples) if x.path not in bad], dtype=np.int64)
 
 
 def _check_finite(loss: float, epoch: int, cfg: TrainConfig, step: int | None = None) -> None:

@@ -1,6 +1,7 @@
 """Train page: start/stop, and a live panel polling the job's snapshot while it runs."""
 
 from dataclasses import asdict
+from pathlib import Path
 
 import streamlit as st
 
@@ -41,6 +42,19 @@ if c2.button("Stop", key="stop", disabled=job is None or not job.snapshot().acti
 
 polling = job is not None and job.snapshot().active
 
+others = [j for j in registry.jobs() if j.job_id != run_id]
+if others:
+    with st.expander(f"Other trainings on this server ({len(others)})"):
+        for other in others:
+            snap = other.snapshot()
+            c1, c2 = st.columns([4, 1])
+            c1.write(f"Run `{snap.job_id}` · {snap.config.freeze} on `{Path(snap.config.data).name}` · "
+                     f"**{snap.status}** {snap.progress:.0%}")
+            if c2.button("Watch", key=f"watch_{snap.job_id}"):
+                st.session_state["run_id"] = snap.job_id
+                st.query_params["run"] = snap.job_id
+                st.rerun()
+
 
 @st.fragment(run_every=1.0 if polling else None)
 def live_panel() -> None:
@@ -73,21 +87,34 @@ def live_panel() -> None:
         st.caption(f"{snap.info.trainable_params:,} of {snap.info.total_params:,} parameters trainable · "
                    f"{sum(snap.info.counts['train'].values())} train / {sum(snap.info.counts['val'].values())} "
                    f"val images · {snap.info.device}")
-    draw_curves([asdict(e) for e in snap.epochs], [asdict(b) for b in snap.batches])
+    draw_figures(live_figures(snap.job_id, len(snap.epochs), len(snap.batches), snap))
     if polling and not snap.active:
         st.rerun()  # full rerun: the fragment is re-defined without run_every, so polling stops
     if not snap.active and snap.summary and "val_accuracy" in snap.summary:
         st.page_link("pages/results.py", label="See the results", icon=":material/insights:")
 
 
-def draw_curves(epochs: list[dict], batches: list[dict]) -> None:
-    left, right = st.columns(2)
+@st.cache_resource(max_entries=64, show_spinner=False)
+def live_figures(run_id: str, n_epochs: int, n_batches: int, _snap) -> dict:
+    """Figures for one state of a job, built once and shared by every session watching it (building plotly
+    figures is most of a poll's cost; bench/polling.py measures the effect of many watchers)."""
+    return figures([asdict(e) for e in _snap.epochs], [asdict(b) for b in _snap.batches])
+
+
+def figures(epochs: list[dict], batches: list[dict]) -> dict:
+    out = {}
     if epochs:
-        left.plotly_chart(curves(epochs, "loss"), key="loss_chart")
-        right.plotly_chart(curves(epochs, "acc"), key="acc_chart")
+        out["loss_chart"], out["acc_chart"] = curves(epochs, "loss"), curves(epochs, "acc")
     if batches:
-        left.plotly_chart(batch_curve(batches, "loss", "Loss per batch"), key="batch_loss_chart")
-        right.plotly_chart(batch_curve(batches, "lr", "Learning rate"), key="lr_chart")
+        out["batch_loss_chart"] = batch_curve(batches, "loss", "Loss per batch")
+        out["lr_chart"] = batch_curve(batches, "lr", "Learning rate")
+    return out
+
+
+def draw_figures(figs: dict) -> None:
+    cols = st.columns(2)
+    for i, (key, fig) in enumerate(figs.items()):
+        cols[i % 2].plotly_chart(fig, key=key)
 
 
 def show_from_disk(run_id: str) -> None:
@@ -101,7 +128,7 @@ def show_from_disk(run_id: str) -> None:
     if status == "interrupted" and st.button("Resume training", key="resume"):
         registry.resume(run)
         st.rerun()
-    draw_curves(run.read_metrics(), [])
+    draw_figures(figures(run.read_metrics(), []))
 
 
 live_panel()

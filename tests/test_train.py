@@ -128,3 +128,21 @@ print(json.dumps(out))
     fresh = json.loads(proc.stdout)
     assert fresh == [p["pred"] for p in preds]
     assert len(fresh) == 153
+
+
+def test_large_sets_decode_into_a_memory_mapped_store(tiny_config, monkeypatch):
+    import core.train
+    monkeypatch.setattr(core.train, "MEMMAP_ABOVE_BYTES", 0)  # treat the tiny set as "does not fit"
+    seen = []
+
+    class Look(Callback):
+        def on_epoch_end(self, m):
+            seen.append(sorted(p.name for p in Path(run_dir[0]).glob("decoded-*.npy")))
+
+        def on_fit_start(self, info):
+            run_dir.append(info.run_dir)
+    run_dir = []
+    result = train(tiny_config.replace(freeze="full"), [Look()])
+    assert result.status == "completed"
+    assert seen[0] == ["decoded-train.npy", "decoded-val.npy"]
+    assert not list(Path(result.run_dir).glob("decoded-*.npy"))

@@ -78,3 +78,48 @@ def test_upload_train_download_predict(app_url, page, hymenoptera, tmp_path):
     page.locator(".st-key-predict_up input[type=file]").set_input_files(str(query))
     page.get_by_text(re.compile(r"→ (ants|bees)")).wait_for(timeout=60000)
     shot(page, shots, "5-predict")
+
+
+def set_number(page, key: str, value: int) -> None:
+    box = page.locator(f".st-key-{key} input")
+    box.click()
+    box.press("Control+A")
+    box.type(str(value))
+    box.press("Enter")
+    page.wait_for_timeout(500)
+
+
+def test_two_sessions_queue_and_both_complete(app_url, browser, tmp_path):
+    """Session A trains; session B's Start queues behind it; both finish; B can watch A's run."""
+    sessions = []
+    for freeze, epochs in (("full", 3), ("probe", 5)):
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = ctx.new_page()
+        page.goto(app_url)
+        page.get_by_role("button", name="Use the sample data").click()
+        page.get_by_text("Dataset · sample: ants vs bees").wait_for(timeout=60000)
+        go(page, "Model")
+        page.locator(".st-key-w_freeze").get_by_text(freeze, exact=True).click()
+        page.wait_for_timeout(500)
+        set_number(page, "w_epochs", epochs)
+        go(page, "Train")
+        page.get_by_role("button", name="Start training").click()
+        sessions.append((ctx, page))
+    (ctx_a, a), (ctx_b, b) = sessions
+    try:
+        b.get_by_text(re.compile(r"yours is queued|Queued \(position")).first.wait_for(timeout=30000)
+        for page in (a, b):
+            page.get_by_text("Training completed").wait_for(timeout=240000)
+    except Exception:
+        a.screenshot(path=str(tmp_path / "fail-a.png"), full_page=True)
+        b.screenshot(path=str(tmp_path / "fail-b.png"), full_page=True)
+        raise
+    run_a = re.search(r"run=([\w-]+)", a.url).group(1)
+    run_b = re.search(r"run=([\w-]+)", b.url).group(1)
+    assert run_a != run_b
+    b.get_by_text("Other trainings on this server").click()
+    b.locator(f".st-key-watch_{run_a} button").click()
+    b.wait_for_url(re.compile(f"run={run_a}"), timeout=30000)
+    b.get_by_text("Training completed").wait_for(timeout=30000)
+    ctx_a.close()
+    ctx_b.close()
