@@ -25,6 +25,7 @@ run: install
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 test: install browser
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 test-fast: install

@@ -254,7 +254,7 @@ def main() -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--epochs", type=int, default=3, help="full fine-tuning epochs, engine and tutorial")
     p.add_argument("--tutorial-epochs", type=int, default=3, help="frozen tutorial epochs timed (scaled to 25)")
-    p.add_argument("--batch", type=int, default=8, help="training batch of the engine and of the reference")
+    p.add_argument("--batch", type=int, default=16, help="training batch of the engine and of the reference")
     p.add_argument("--probe-epochs", type=int, default=20, help="head epochs on cached features (~25 ms each)")
     p.add_argument("--probe-only", action="store_true")
     p.add_argument("--memory", action="store_true", help="peak-memory run on synthetic images instead")

@@ -45,11 +45,11 @@ class TrainConfig:
     weights: str = _f("bundled", "Where the pretrained weights come from: 'bundled' (offline ImageNet "
                                  "weights for efficientnet_lite0), 'hub' (timm/Hugging Face download), "
                                  "'random' (no pretraining), or a path to a .safetensors/.pth file.", "model")
-    freeze: str = _f("full", "What trains: 'probe' = only the new head (backbone frozen, fastest); "
+    freeze: str = _f("partial", "What trains: 'probe' = only the new head (backbone frozen, fastest); "
                              "'partial' = the last N stages and the head; 'full' = everything, the backbone "
                              "at a lower learning rate; 'gradual' = head first, then stage by stage.", "model",
                      choices=("probe", "partial", "full", "gradual"))
-    trainable_stages: int = _f(2, "With 'partial': how many of the last backbone stages train.", "model",
+    trainable_stages: int = _f(3, "With 'partial': how many of the last backbone stages train.", "model",
                                min=1, max=20)
     unfreeze_per_epoch: int = _f(2, "With 'gradual': backbone stages unfrozen after each epoch (the first "
                                     "epoch trains the head only).", "model", min=1, max=20, advanced=True)

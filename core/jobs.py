@@ -11,7 +11,7 @@ import collections
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.config import TrainConfig
 from core.runs import RunDir, create_run_dir

@@ -14,15 +14,14 @@ st.header("3 · Train")
 registry = get_registry()
 cfg = get_cfg()
 
-if not cfg.data:
-    st.info("Choose a dataset on the Data page first.")
+if cfg.data:
+    st.caption(f"Dataset `{cfg.data}` · `{cfg.backbone}` ({cfg.weights} weights) · freeze **{cfg.freeze}** · "
+               f"{cfg.epochs} epochs · batch {cfg.batch_size} · lr {cfg.lr:g} · augmentation {cfg.augmentation}")
+else:  # no st.stop(): a tab opened on ?run=<id> must still show that run
+    st.info("Choose a dataset on the Data page to start a training.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/folder_open:")
-    st.stop()
-
-st.caption(f"Dataset `{cfg.data}` · `{cfg.backbone}` ({cfg.weights} weights) · freeze **{cfg.freeze}** · "
-           f"{cfg.epochs} epochs · batch {cfg.batch_size} · lr {cfg.lr:g} · augmentation {cfg.augmentation}")
 c1, c2, _ = st.columns([1, 1, 4])
-if c1.button("Start training", key="start", type="primary"):
+if c1.button("Start training", key="start", type="primary", disabled=not cfg.data):
     busy = registry.active_job()
     job = registry.submit(cfg)
     st.session_state["run_id"] = job.job_id
@@ -56,15 +55,14 @@ if others:
                 st.rerun()
 
 
-@st.fragment(run_every=1.0 if polling else None)
-def live_panel() -> None:
-    if run_id is None:
-        st.info("No training yet. Press Start.")
-        return
+# Two polls: the status line every 2 s, the charts every 4 s (re-sending four charts is most of a
+# poll's cost; bench/polling.py measures what watching tabs cost a training).
+STATUS_EVERY_S, CHARTS_EVERY_S = 2.0, 4.0
+
+
+@st.fragment(run_every=STATUS_EVERY_S if polling else None)
+def live_status() -> None:
     snap = registry.snapshot(run_id)
-    if snap is None:  # not in this server process (e.g. after a restart): show what the run folder holds
-        show_from_disk(run_id)
-        return
     if snap.status == "queued":
         st.info(f"Queued (position {snap.queue_position}); waiting for the device.")
     elif snap.status == "running":
@@ -87,11 +85,16 @@ def live_panel() -> None:
         st.caption(f"{snap.info.trainable_params:,} of {snap.info.total_params:,} parameters trainable · "
                    f"{sum(snap.info.counts['train'].values())} train / {sum(snap.info.counts['val'].values())} "
                    f"val images · {snap.info.device}")
-    draw_figures(live_figures(snap.job_id, len(snap.epochs), len(snap.batches), snap))
     if polling and not snap.active:
-        st.rerun()  # full rerun: the fragment is re-defined without run_every, so polling stops
+        st.rerun()  # full rerun: both fragments are re-defined without run_every, so polling stops
     if not snap.active and snap.summary and "val_accuracy" in snap.summary:
         st.page_link("pages/results.py", label="See the results", icon=":material/insights:")
+
+
+@st.fragment(run_every=CHARTS_EVERY_S if polling else None)
+def live_charts() -> None:
+    snap = registry.snapshot(run_id)
+    draw_figures(live_figures(snap.job_id, len(snap.epochs), len(snap.batches), snap))
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -131,4 +134,10 @@ def show_from_disk(run_id: str) -> None:
     draw_figures(figures(run.read_metrics(), []))
 
 
-live_panel()
+if run_id is None:
+    st.info("No training yet. Press Start.")
+elif registry.get(run_id) is None:  # not in this server process (e.g. after a restart): the run folder
+    show_from_disk(run_id)
+else:
+    live_status()
+    live_charts()

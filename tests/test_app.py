@@ -98,3 +98,34 @@ def test_train_results_export_predict(app, tiny_folder):
     app.file_uploader(key="predict_up").set_value([("query.png", img.read_bytes(), "image/png")]).run()
     assert not app.exception
     assert any("query.png" in m.value for m in app.markdown)
+
+
+def test_data_page_folder_upload_and_unsafe_names(app, tiny_folder):
+    files = [(f"colors/{p.relative_to(tiny_folder)}", p.read_bytes(), "image/png")
+             for p in sorted(tiny_folder.rglob("*.png"))]
+    app.file_uploader(key="dir_up").set_value(files).run()
+    assert not app.exception and not app.error
+    assert {m.label: m.value for m in app.metric}["Classes"] == "3"
+    evil = files[:3] + [("colors/../../escape/red/x.png", files[0][1], "image/png")]
+    app.file_uploader(key="dir_up").set_value(evil).run()
+    assert "is not a plain relative path; refused" in app.error[0].value
+    assert not (tiny_folder.parent.parent / "escape").exists()
+
+
+def test_a_new_session_reattaches_to_a_run_by_url(app, tiny_folder):
+    app.session_state["cfg"] = tiny_cfg(app, tiny_folder)
+    app.switch_page("pages/train.py").run()
+    app.button(key="start").click().run()
+    run_id = app.session_state["run_id"]
+    fresh = AppTest.from_file(APP, default_timeout=60)
+    fresh.query_params["run"] = run_id  # a reopened tab: new session, no dataset chosen, only the URL
+    fresh.run()
+    fresh.switch_page("pages/train.py").run()
+    for _ in range(300):
+        if any("Training completed" in s.value for s in fresh.success):
+            break
+        time.sleep(0.2)
+        fresh.run()
+    assert not fresh.exception
+    assert any("Training completed" in s.value for s in fresh.success)
+    assert fresh.get("plotly_chart")
