@@ -5,6 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+# loopback by default: the app has no login; `make run ADDRESS=0.0.0.0` serves the network
+ADDRESS ?= 127.0.0.1
 
 .PHONY: install run test test-fast bench browser lint clean
 
@@ -22,7 +24,8 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 run: install
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) \
+	  --browser.gatherUsageStats false
 
 test: install browser
 	$(VENV)/bin/ruff check .

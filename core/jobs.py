@@ -13,9 +13,10 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from core.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult
 from core.config import TrainConfig
 from core.runs import RunDir, create_run_dir
-from core.train import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, train
+from core.train import train
 
 ACTIVE = ("queued", "running")
 MAX_BATCH_POINTS = 2000

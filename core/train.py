@@ -13,7 +13,6 @@ import io
 import math
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,12 +26,16 @@ from torch import nn
 
 from core import backbones
 from core.augment import Preprocessor
+from core.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.config import TrainConfig
 from core.data import Dataset, Sample, decode_images, open_dataset
 from core.device import autocast, pick_device, set_threads
 from core.features import Backbone, FeatureCache, extract_features, model_key
 from core.metrics import classification_report
+from core.optim import SCHEDULES, build_optimizer
 from core.runs import RunDir, atomic_write_bytes, atomic_write_json, create_run_dir
+
+__all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
 
 REPORT_EVERY_S = 0.5
 EVAL_BATCH_CPU = 16  # small batches are faster per image on these CPUs (cache effects, measured)
@@ -42,87 +45,6 @@ MEMMAP_ABOVE_BYTES = 2 * 1024**3  # decoded images beyond this go to a memory-ma
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what to change."""
-
-
-@dataclass(frozen=True)
-class FitInfo:
-    run_id: str
-    run_dir: str
-    mode: str
-    device: str
-    classes: list[str]
-    counts: dict
-    skipped: list[dict]
-    warnings: list[str]
-    trainable_params: int
-    total_params: int
-    epochs: int
-    steps_per_epoch: int
-
-
-@dataclass(frozen=True)
-class BatchMetrics:
-    epoch: int
-    step: int
-    steps_per_epoch: int
-    loss: float
-    lr: float
-    images_per_sec: float
-    elapsed: float
-    eta: float
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    images_per_sec: float
-    seconds: float
-    elapsed: float
-    eta: float
-    trainable_params: int
-
-
-@dataclass
-class FitResult:
-    status: str  # completed | stopped | failed
-    run_dir: str
-    summary: dict = field(default_factory=dict)
-
-
-class Callback:
-    """Base class with no-op hooks; override the ones you need. Hooks run in the training thread."""
-
-    def on_fit_start(self, info: FitInfo) -> None: ...
-    def on_phase(self, phase: str, done: int, total: int) -> None: ...
-    def on_batch_end(self, m: BatchMetrics) -> None: ...
-    def on_epoch_end(self, m: EpochMetrics) -> None: ...
-    def on_fit_end(self, result: FitResult) -> None: ...
-    def on_exception(self, exc: BaseException) -> None: ...
-
-
-class RunRecorder(Callback):
-    """Keeps the run folder current: status.json, metrics.jsonl (one line per epoch)."""
-
-    def __init__(self, run: RunDir):
-        self.run = run
-
-    def on_fit_start(self, info: FitInfo) -> None:
-        self.run.write_status("running", epochs=info.epochs)
-
-    def on_epoch_end(self, m: EpochMetrics) -> None:
-        self.run.append_metrics(asdict(m))
-        self.run.write_status("running", epoch=m.epoch)
-
-    def on_fit_end(self, result: FitResult) -> None:
-        self.run.write_status(result.status)
-
-    def on_exception(self, exc: BaseException) -> None:
-        self.run.write_status("failed", error=str(exc), traceback=traceback.format_exc())
 
 
 @dataclass
@@ -320,7 +242,7 @@ def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator],
                 evaluate: Callable[[], _EvalResult]) -> str:
     cfg = s.cfg
     steps = max(1, math.ceil(n_train / s.batch_size))
-    opt = _optimizer(s, net)
+    opt = build_optimizer(s.cfg, s.model, net)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES[cfg.scheduler](cfg, steps * cfg.epochs))
     scaler = torch.amp.GradScaler(enabled=s.device.type == "cuda" and cfg.amp == "fp16")
     loop = _restore_checkpoint(s, opt, sched) if s.resume else _LoopState()
@@ -440,44 +362,6 @@ def _train_one_epoch(s: _Session, net: nn.Module, opt, sched, scaler, batch_iter
         if s.stop.is_set():
             break
     return (loss_sum / max(seen, 1)).item(), (correct.float() / max(seen, 1)).item(), seen
-
-
-def _optimizer(s: _Session, net: nn.Module) -> torch.optim.Optimizer:
-    """Head at lr, backbone at lr * backbone_lr_mult; no weight decay on biases and norm weights."""
-    cfg = s.cfg
-    head = {id(p) for p in backbones.head_parameters(s.model)}
-    groups = []
-    for is_head, lr in ((True, cfg.lr), (False, cfg.lr * cfg.backbone_lr_mult)):
-        params = [p for p in net.parameters() if (id(p) in head) == is_head]
-        if net is not s.model and not is_head:
-            continue
-        for decay in (True, False):
-            chosen = [p for p in params if (p.ndim > 1) == decay]
-            if chosen:
-                groups.append({"params": chosen, "lr": lr, "weight_decay": cfg.weight_decay if decay else 0.0})
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _cosine(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    warm = min(int(cfg.warmup_epochs / max(cfg.epochs, 1) * total), total // 2)
-    return lambda t: (t + 1) / (warm + 1) if t < warm else \
-        0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
-
-
-def _onecycle(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    up = max(1, int(0.25 * total))
-    return lambda t: 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * t / up)) if t < up else \
-        1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * (t - up) / max(1, total - up)))
-
-
-SCHEDULES = {
-    "cosine": _cosine,
-    "onecycle": _onecycle,
-    "step": lambda cfg, total: lambda t: 0.1 ** ((t >= total // 2) + (t >= 3 * total // 4)),
-    "constant": lambda cfg, total: lambda t: 1.0,
-}
 
 
 # -------------------------------------------------------------------------------------------------------
