@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -140,7 +141,8 @@ def main() -> None:
     server, port = start_server(workspace)
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
+            chromium = shutil.which("chromium") or "/usr/bin/chromium"
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
             ratios = []
             for _ in range(args.repeats):  # alternate, so drift of the machine hits both sides alike

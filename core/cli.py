@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.callbacks import Callback
 from core.config import ConfigError, TrainConfig
 
 ALIASES = {"output_dir": ["--out"], "backbone": ["--model"]}
@@ -114,7 +115,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-class ProgressBar:
+class ProgressBar(Callback):
     """A one-line text progress bar on stderr (engine callback)."""
 
     def __init__(self):
@@ -139,8 +140,6 @@ class ProgressBar:
         sys.stderr.write(f"\repoch {m.epoch}: train loss {m.train_loss:.3f} acc {m.train_acc:.3f} | val loss "
                          f"{m.val_loss:.3f} acc {m.val_acc:.3f} | {m.seconds:.1f}s{' ' * 20}\n")
 
-    def on_fit_end(self, result) -> None: ...
-    def on_exception(self, exc) -> None: ...
 
 
 def main(argv: list[str] | None = None) -> int:

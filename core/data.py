@@ -13,6 +13,7 @@ import random
 import shutil
 import stat
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +30,7 @@ IMBALANCE_RATIO = 5.0
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger is refused as a possible decompression bomb
 ZIP_MAX_TOTAL_BYTES = 8 * 1024**3
 ZIP_MAX_RATIO = 200.0  # compressed -> uncompressed; real photos compress ~1:1, bombs by 1000s
+PROGRESS_EVERY = 256  # images decoded between progress reports
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
@@ -231,7 +233,7 @@ def _require_classes(classes: list[str], root: Path, per_class: dict[str, list[P
 
 def _warnings(ds: Dataset) -> list[str]:
     out = []
-    counts = {c: n for c, n in ds.counts()["train"].items()}
+    counts = ds.counts()["train"]
     for c, n in counts.items():
         if n == 0:
             out.append(f"Class '{c}' has no training images; the model cannot learn it.")
@@ -285,7 +287,7 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
         raise DatasetError(f"{zip_path.name} is not a valid zip archive (it may be truncated or another "
                            f"format renamed to .zip). Re-create the zip and upload it again.") from None
     with zf:
-        members = _safe_members(zf, zip_path.name)
+        members = safe_zip_members(zf, zip_path.name)
         tmp = dest / f".{digest[:16]}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -300,7 +302,8 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
     return target
 
 
-def _safe_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+def safe_zip_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """Members that are safe to extract (hidden entries dropped); raises on slip paths, links and bombs."""
     infos = zf.infolist()
     if not any(not i.is_dir() for i in infos):
         raise DatasetError(f"{name} is empty. Zip a folder that holds one folder per class.")
@@ -380,7 +383,8 @@ _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Im
 
 
 def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: str = "bicubic",
-                  workers: int = 2, out: np.ndarray | None = None) -> tuple[np.ndarray, list[Skipped]]:
+                  workers: int = 2, out: np.ndarray | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[Skipped]]:
     """Decode every sample once into an N x resize x resize x 3 uint8 array (or into `out`, e.g. a memmap).
 
     Images that fail (truncated, corrupt) are left black and returned as Skipped so callers can drop them.
@@ -398,7 +402,10 @@ def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: 
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a half-grey training image
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
-            list(pool.map(work, range(len(samples))))
+            for start in range(0, len(samples), PROGRESS_EVERY):  # chunks, so long decodes report progress
+                list(pool.map(work, range(start, min(start + PROGRESS_EVERY, len(samples)))))
+                if progress:
+                    progress(min(start + PROGRESS_EVERY, len(samples)), len(samples))
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = prev
     return arr, failed

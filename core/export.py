@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from core.config import TrainConfig
-from core.data import load_image
+from core.data import load_image, safe_zip_members
 from core.runs import RunDir
 
 README = """---
@@ -128,14 +128,19 @@ def load_bundle(path: str | Path, extract_to: str | Path | None = None) -> Loade
     folder = Path(path)
     if folder.is_file() and folder.suffix == ".zip":
         target = Path(extract_to or tempfile.mkdtemp(prefix="transferlab-bundle-"))
-        with zipfile.ZipFile(folder) as zf:
-            names = [n for n in zf.namelist() if n.endswith("config.json")]
+        try:
+            zf = zipfile.ZipFile(folder)
+        except zipfile.BadZipFile:
+            raise ValueError(f"{folder.name} is not a valid zip archive.") from None
+        with zf:
+            members = safe_zip_members(zf, folder.name)  # the dataset zips' checks: slips, links, bombs
+            names = [str(rel) for _, rel in members if rel.name == "config.json"]
             if not names:
                 raise ValueError(f"{folder.name} is not a TransferLab model bundle (no config.json inside).")
-            for n in zf.namelist():  # only the known flat layout: <dir>/<file>
-                if ".." in Path(n).parts or n.startswith("/"):
-                    raise ValueError(f"{folder.name} holds an unsafe path {n}; refused.")
-            zf.extractall(target)
+            for info, rel in members:
+                out = target.joinpath(*rel.parts)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(zf.read(info))
         folder = target / Path(names[0]).parent
     if not (folder / "config.json").exists():
         raise ValueError(f"{folder} is not a model bundle: config.json is missing.")

@@ -179,9 +179,13 @@ def _fit_probe(s: _Session) -> str:
 def _fit_finetune(s: _Session) -> str:
     cfg, ds = s.cfg, s.dataset
     geom = backbones.geometry(s.data_cfg)
-    s.emit("on_phase", "decoding images", 0, len(ds.train) + len(ds.val))
-    train_u8, failed_t = decode_images(ds.train, *geom, out=_image_store(s, "train", len(ds.train), geom[0]))
-    val_u8, failed_v = decode_images(ds.val, *geom, out=_image_store(s, "val", len(ds.val), geom[0]))
+    total = len(ds.train) + len(ds.val)
+    s.emit("on_phase", "decoding images", 0, total)
+    train_u8, failed_t = decode_images(ds.train, *geom, out=_image_store(s, "train", len(ds.train), geom[0]),
+                                       progress=lambda d, _: s.emit("on_phase", "decoding images", d, total))
+    val_u8, failed_v = decode_images(ds.val, *geom, out=_image_store(s, "val", len(ds.val), geom[0]),
+                                     progress=lambda d, _: s.emit("on_phase", "decoding images",
+                                                                  len(ds.train) + d, total))
     # rows of images that decoded; indices instead of copies, so a memory-mapped store stays on disk
     train_rows, val_rows = _good_rows(ds.train, failed_t), _good_rows(ds.val, failed_v)
     ds.drop(failed_t + failed_v)
@@ -333,7 +337,10 @@ def _restore_checkpoint(s: _Session, opt, sched) -> _LoopState:
 def _train_one_epoch(s: _Session, net: nn.Module, opt, sched, scaler, batch_iter: Iterator, epoch: int,
                      steps: int, t_fit: float) -> tuple[float, float, int]:
     cfg = s.cfg
-    backbones.set_train_mode(s.model) if net is s.model else net.train()
+    if net is s.model:
+        backbones.set_train_mode(s.model)  # frozen BatchNorm layers stay in eval mode
+    else:
+        net.train()
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen, t_ep, last_report = 0, time.perf_counter(), 0.0

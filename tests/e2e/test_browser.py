@@ -54,7 +54,7 @@ def test_upload_train_download_predict(app_url, page, hymenoptera, tmp_path):
 
     go(page, "Train")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile(r"Training completed")).wait_for(timeout=180000)
+    page.get_by_text(re.compile(r"Training completed")).first.wait_for(timeout=180000)
     points = page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].y.length")
     assert points >= 1
     shot(page, shots, "3-train")
@@ -109,7 +109,7 @@ def test_two_sessions_queue_and_both_complete(app_url, browser, tmp_path):
     try:
         b.get_by_text(re.compile(r"yours is queued|Queued \(position")).first.wait_for(timeout=30000)
         for page in (a, b):
-            page.get_by_text("Training completed").wait_for(timeout=240000)
+            page.get_by_text("Training completed").first.wait_for(timeout=240000)
     except Exception:
         a.screenshot(path=str(tmp_path / "fail-a.png"), full_page=True)
         b.screenshot(path=str(tmp_path / "fail-b.png"), full_page=True)
@@ -120,6 +120,6 @@ def test_two_sessions_queue_and_both_complete(app_url, browser, tmp_path):
     b.get_by_text("Other trainings on this server").click()
     b.locator(f".st-key-watch_{run_a} button").click()
     b.wait_for_url(re.compile(f"run={run_a}"), timeout=30000)
-    b.get_by_text("Training completed").wait_for(timeout=30000)
+    b.get_by_text("Training completed").first.wait_for(timeout=30000)
     ctx_a.close()
     ctx_b.close()
