@@ -80,10 +80,10 @@ def preview(paths: list[str], data_cfg: dict, preset: str, per_image: int = 3, s
     import numpy as np
 
     from core.backbones import geometry
-    from core.data import decode_one
+    from core.images import decode_one
     pre = Preprocessor(data_cfg, torch.device("cpu"))
     g = torch.Generator().manual_seed(seed)
-    u8 = torch.from_numpy(np.stack([decode_one(p, *geometry(data_cfg)) for p in paths]))
+    u8 = torch.from_numpy(np.stack([decode_one(p, *geometry(data_cfg), exact=False) for p in paths]))
     u8 = u8.repeat_interleave(per_image, dim=0)
     with torch.no_grad():
         x = pre.train_view(u8, preset, g).float()

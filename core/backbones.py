@@ -16,6 +16,7 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.config import TrainConfig
@@ -242,3 +243,42 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# frozen prefix (partial freezing): computed once, cached like features
+
+def split_frozen_prefix(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(prefix, rest) where prefix is the frozen start of the network and rest(prefix(x)) == model(x).
+
+    Only for timm's EfficientNet family (the bundled Lite0, MobileNet-style nets), whose forward is a plain
+    chain; None for other models, or when no whole block is frozen. The prefix must then run in eval mode,
+    which is what training does with it anyway: all its BatchNorm layers are frozen (see set_train_mode).
+    """
+    if not isinstance(model, timm.models.efficientnet.EfficientNet) or model.grad_checkpointing:
+        return None
+    frozen = lambda m: all(not p.requires_grad for p in m.parameters())  # noqa: E731
+    if not (frozen(model.conv_stem) and frozen(model.bn1)):
+        return None
+    k = 0
+    while k < len(model.blocks) and frozen(model.blocks[k]):
+        k += 1
+    if k == 0:
+        return None
+    return nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:k]), _Rest(model, k)
+
+
+class _Rest(nn.Module):
+    """The EfficientNet after its first k blocks: timm's forward_features tail + forward_head, same modules."""
+
+    def __init__(self, model: nn.Module, k: int):
+        super().__init__()
+        self.blocks = nn.Sequential(*model.blocks[k:])
+        self.conv_head, self.bn2, self.global_pool = model.conv_head, model.bn2, model.global_pool
+        self.classifier, self.drop_rate = model.classifier, model.drop_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.global_pool(self.bn2(self.conv_head(self.blocks(x))))
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return self.classifier(x)

@@ -1,9 +1,8 @@
-"""Datasets of labeled image folders: find the classes, check every file, split, and decode images once.
+"""Datasets of labeled image folders: find the classes, check every file, split; zips and uploads.
 
 Reads (a) a folder of class folders, (b) a folder with train/ and val/ (optionally test/) of class folders,
 (c) a .zip of either. Files that are not usable images are skipped and listed with the reason; they never
-stop a run. Decoding happens once per image into a compact uint8 array (`decode_images`); augmentation and
-normalisation then work on tensors (see `core.augment`).
+stop a run. Decoding images into arrays is in `core.images`.
 """
 
 from __future__ import annotations
@@ -13,13 +12,10 @@ import random
 import shutil
 import stat
 import zipfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # Same list as torchvision's ImageFolder: GIF is left out on purpose (animations and placeholders).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -30,7 +26,6 @@ IMBALANCE_RATIO = 5.0
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger is refused as a possible decompression bomb
 ZIP_MAX_TOTAL_BYTES = 8 * 1024**3
 ZIP_MAX_RATIO = 200.0  # compressed -> uncompressed; real photos compress ~1:1, bombs by 1000s
-PROGRESS_EVERY = 256  # images decoded between progress reports
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
@@ -90,30 +85,7 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# opening images
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB with its EXIF orientation applied, from any PIL mode."""
-    img = Image.open(path)
-    img = ImageOps.exif_transpose(img)
-    return to_rgb(img)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit/float greyscale: scale the real range to 0..255 instead of clipping to white.
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent -> white
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
+# checking files
 
 def check_image(path: Path) -> str | None:
     """Cheap header check; returns the reason a file is unusable, or None."""
@@ -352,63 +324,6 @@ def file_digest(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# decode once
-
-def decode_one(path: str, resize: int, crop: int, interpolation: str = "bicubic") -> np.ndarray:
-    """Decode an image into a resize x resize uint8 HWC array around timm's eval centre crop.
-
-    The arithmetic copies torchvision's Resize(resize) + CenterCrop(crop) exactly, so the centre crop of
-    this array is bit-identical to what timm's eval transform feeds the model (export parity depends on it);
-    the margin around it is room for random-crop augmentation.
-    """
-    with Image.open(path) as img:
-        img = to_rgb(ImageOps.exif_transpose(img))
-        w, h = img.size
-        if w <= h:
-            nw, nh = resize, int(resize * h / w)
-        else:
-            nw, nh = int(resize * w / h), resize
-        img = img.resize((nw, nh), _RESAMPLE.get(interpolation, Image.BICUBIC))
-        margin = (resize - crop) // 2
-        left = min(max(int(round((nw - crop) / 2.0)) - margin, 0), nw - resize)
-        top = min(max(int(round((nh - crop) / 2.0)) - margin, 0), nh - resize)
-        return np.asarray(img.crop((left, top, left + resize, top + resize)), dtype=np.uint8)
-
-
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-             "lanczos": Image.LANCZOS}
-
-
-def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: str = "bicubic",
-                  workers: int = 2, out: np.ndarray | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[Skipped]]:
-    """Decode every sample once into an N x resize x resize x 3 uint8 array (or into `out`, e.g. a memmap).
-
-    Images that fail (truncated, corrupt) are left black and returned as Skipped so callers can drop them.
-    """
-    arr = out if out is not None else np.zeros((len(samples), resize, resize, 3), dtype=np.uint8)
-    failed: list[Skipped] = []
-
-    def work(i: int) -> None:
-        try:
-            arr[i] = decode_one(samples[i].path, resize, crop, interpolation)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            failed.append(Skipped(samples[i].path, f"could not be decoded ({type(exc).__name__}: {exc})"))
-
-    prev = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a half-grey training image
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
-            for start in range(0, len(samples), PROGRESS_EVERY):  # chunks, so long decodes report progress
-                list(pool.map(work, range(start, min(start + PROGRESS_EVERY, len(samples)))))
-                if progress:
-                    progress(min(start + PROGRESS_EVERY, len(samples)), len(samples))
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = prev
-    return arr, failed
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from core.config import TrainConfig
-from core.data import load_image, safe_zip_members
+from core.data import safe_zip_members
+from core.images import load_image
 from core.runs import RunDir
 
 README = """---

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import warnings
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +24,14 @@ from torch import nn
 
 from core.augment import Preprocessor
 from core.backbones import FeatureExtractor
-from core.data import Sample, Skipped, decode_one
+from core.data import Sample, Skipped
 from core.device import autocast
+from core.images import decode_one, strict_truncation
 from core.runs import atomic_write_bytes
 
 ORT_BATCH = 16  # fastest ONNX Runtime batch measured on the 2-core machines (bench: 146 vs 131 img/s at 4)
-CHUNK = 32  # images decoded and pushed through the backbone at a time (bounds memory for huge sets)
+CHUNK = 32  # images decoded and pushed through the backbone at a time
+PREFETCH = 8  # chunks decoded ahead of the backbone (bounds memory: 8 x 32 x 192 KB at 224 px)
 
 
 def content_hashes(samples: list[Sample], workers: int = 2) -> list[str]:
@@ -70,36 +74,53 @@ class FeatureCache:
 
 
 class Backbone:
-    """Runs the frozen feature extractor on normalised batches: ONNX Runtime on CPU, torch on CUDA."""
+    """Runs the frozen feature extractor on normalised batches: ONNX Runtime on CPU, torch on CUDA.
+
+    On CPU, `start()` exports the ONNX model (cached on disk) and opens the session in a background thread, so
+    images decode meanwhile: the export is mostly Python on one core, and decoding releases the GIL.
+    """
 
     def __init__(self, model: nn.Module, data_cfg: dict, device: torch.device, onnx_path: Path,
                  amp: str = "auto"):
         self.extractor = FeatureExtractor(model).eval()
         self.device, self.amp = device, amp
-        self.session = None
-        if device.type == "cpu":
-            self.session = self._ort_session(onnx_path, int(data_cfg["input_size"][-1]))
+        self.uses_ort = device.type == "cpu"
+        self.onnx_path, self.size = onnx_path, int(data_cfg["input_size"][-1])
+        self._session: Future | None = None
 
-    def _ort_session(self, path: Path, size: int):
+    def start(self) -> None:
+        if self.uses_ort and self._session is None:
+            starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-session")
+            self._session = starter.submit(self._ort_session)
+            starter.shutdown(wait=False)
+
+    def wait_ready(self) -> None:
+        self.start()
+        if self._session is not None:
+            self._session.result()  # re-raises an export error here, in the caller's thread
+
+    def _ort_session(self):
         import onnxruntime as ort
-        if not path.exists():
+        if not self.onnx_path.exists():
             buf = io.BytesIO()
-            x = torch.zeros(1, 3, size, size)
+            x = torch.zeros(1, 3, self.size, self.size)
             with warnings.catch_warnings():  # legacy TorchScript exporter: deprecated, but measured 0.75 s here
                 warnings.simplefilter("ignore")
                 torch.onnx.export(self.extractor, (x,), buf, input_names=["x"], output_names=["features"],
                                   dynamic_axes={"x": {0: "b"}, "features": {0: "b"}}, dynamo=False)
-            atomic_write_bytes(path, buf.getvalue())
+            atomic_write_bytes(self.onnx_path, buf.getvalue())
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.intra_op_num_threads = torch.get_num_threads()
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
-        if self.session is not None:  # small batches are fastest per image on CPU (measured: 4 > 16)
+        if self.uses_ort:
+            self.wait_ready()
+            session = self._session.result()
             x = x.contiguous().numpy()
-            return np.concatenate([self.session.run(None, {"x": x[i:i + ORT_BATCH]})[0]
+            return np.concatenate([session.run(None, {"x": x[i:i + ORT_BATCH]})[0]
                                    for i in range(0, len(x), ORT_BATCH)])
         with autocast(self.device, self.amp):
             return self.extractor(x).float().cpu().numpy()
@@ -110,52 +131,82 @@ def model_key(cfg_backbone: str, weights: str, weights_digest: str, data_cfg: di
     return hashlib.blake2b(desc.encode(), digest_size=10).hexdigest()
 
 
-def extract_features(samples: list[Sample], views: int, backbone: Backbone, pre: Preprocessor,
-                     geometry: tuple[int, int, str], cache: FeatureCache,
+def extract_features(samples: list[Sample], views: list[int], exact: list[bool], backbone: Backbone,
+                     pre: Preprocessor, geometry: tuple[int, int, str], cache: FeatureCache,
                      progress: Callable[[int, int], None] | None = None,
                      should_stop: Callable[[], bool] = lambda: False,
-                     ) -> tuple[np.ndarray, list[Skipped], list[bool]]:
-    """Features of shape N x views x D (rows of failed images are zero; they are reported as Skipped)."""
+                     ) -> tuple[list[np.ndarray | None], list[Skipped]]:
+    """Features of each sample, views[i] x D (view 1 is the mirror image), or None where it failed to decode.
+
+    exact[i] asks for the exact (export-parity) decode: validation images. Training images take the fast
+    decode, or reuse exact features already cached. Decoding runs PREFETCH chunks ahead of the backbone.
+    """
     hashes = content_hashes(samples)
-    todo = [i for i, h in enumerate(hashes) if any(cache.get(f"{h}/{v}") is None for v in range(views))]
+    found = [_cached(cache, h, v, x) for h, v, x in zip(hashes, views, exact, strict=True)]
+    todo = [i for i, f in enumerate(found) if f is None]
     failed: list[Skipped] = []
-    chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        def submit(idx: list[int]):
-            return [pool.submit(_try_decode, samples[i], geometry) for i in idx]
-        pending = submit(chunks[0]) if chunks else []
-        for n, idx in enumerate(chunks):
-            if should_stop():
-                break
-            decoded = [f.result() for f in pending]
-            # decode the next chunk while the backbone runs on this one (both release the GIL)
-            pending = submit(chunks[n + 1]) if n + 1 < len(chunks) else []
-            ok = [(i, a) for i, a in zip(idx, decoded, strict=True) if not isinstance(a, Skipped)]
+    chunks = iter([todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)])
+    done = 0
+    if todo:
+        backbone.start()
+    with strict_truncation(), ThreadPoolExecutor(max_workers=2) as pool:
+        def submit(idx: list[int]) -> tuple[list[int], list[Future]]:
+            return idx, [pool.submit(_try_decode, samples[i], geometry, exact[i]) for i in idx]
+        ahead = deque(submit(idx) for idx in itertools.islice(chunks, PREFETCH))
+
+        def refill() -> None:
+            if (nxt := next(chunks, None)) is not None:
+                ahead.append(submit(nxt))
+        while ahead and not should_stop():
+            idx, futures = ahead.popleft()
+            decoded = [f.result() for f in futures]
+            if backbone.uses_ort:
+                # On CPU, decoding and the backbone share the same cores, and ORT's threads wait for the
+                # slowest: overlapping them measured slower than taking turns. So the read-ahead only runs
+                # while the session is being built, and then each chunk decodes, then computes.
+                backbone.wait_ready()
+                wait([f for _, fs in ahead for f in fs])
+            else:
+                refill()  # on a GPU the next chunk decodes while the GPU computes
             failed += [a for a in decoded if isinstance(a, Skipped)]
+            ok = [(i, a) for i, a in zip(idx, decoded, strict=True) if not isinstance(a, Skipped)]
             if ok:
                 batch = pre.eval_view(torch.from_numpy(np.stack([a for _, a in ok])))
-                for v in range(views):
-                    feats = backbone(batch if v == 0 else batch.flip(-1))
-                    for (i, _), f in zip(ok, feats, strict=True):
-                        cache.put(f"{hashes[i]}/{v}", f.astype(np.float32))
+                for v in range(max(views[i] for i, _ in ok)):
+                    rows = [n for n, (i, _) in enumerate(ok) if views[i] > v]
+                    part = batch[rows] if len(rows) < len(ok) else batch
+                    feats = backbone(part if v == 0 else part.flip(-1))
+                    for n, f in zip(rows, feats, strict=True):
+                        i = ok[n][0]
+                        cache.put(_key(hashes[i], v, exact[i]), f.astype(np.float32))
+                for i, _ in ok:
+                    found[i] = _cached(cache, hashes[i], views[i], exact[i])
+            if backbone.uses_ort:
+                refill()
+            done += len(idx)
             if progress:
-                progress(min((n + 1) * CHUNK, len(todo)), len(todo))
+                progress(done, len(todo))
+        pool.shutdown(cancel_futures=True)  # stopped: drop the read-ahead
     cache.save()
-    bad = {s.path for s in failed}
-    dim = next((len(v) for v in cache.table.values()), 0)
-    out = np.zeros((len(samples), views, dim), dtype=np.float32)
-    ok_mask = []
-    for i, h in enumerate(hashes):
-        rows = [cache.get(f"{h}/{v}") for v in range(views)]
-        good = samples[i].path not in bad and all(r is not None for r in rows)
-        if good:
-            out[i] = np.stack(rows)
-        ok_mask.append(good)
-    return out, failed, ok_mask
+    return found, failed
 
 
-def _try_decode(sample: Sample, geometry: tuple[int, int, str]) -> np.ndarray | Skipped:
+def _key(content_hash: str, view: int, exact: bool) -> str:
+    return f"{content_hash}/{view}" if exact else f"{content_hash}/{view}/fast"
+
+
+def _cached(cache: FeatureCache, content_hash: str, views: int, exact: bool) -> np.ndarray | None:
+    """Cached features of all views, or None. Exact features also serve training images; fast ones don't
+    serve validation images (their accuracy must match the exported model's)."""
+    for ex in (True,) if exact else (True, False):
+        rows = [cache.get(_key(content_hash, v, ex)) for v in range(views)]
+        if all(r is not None for r in rows):
+            return np.stack(rows)
+    return None
+
+
+def _try_decode(sample: Sample, geometry: tuple[int, int, str], exact: bool) -> np.ndarray | Skipped:
     try:
-        return decode_one(sample.path, *geometry)
+        return decode_one(sample.path, *geometry, exact=exact)
     except Exception as exc:  # any undecodable file is reported and skipped, never fatal
         return Skipped(sample.path, f"could not be decoded ({type(exc).__name__}: {exc})")

@@ -15,14 +15,12 @@ from core.config import TrainConfig
 def build_optimizer(cfg: TrainConfig, model: nn.Module, net: nn.Module) -> torch.optim.Optimizer:
     """Head at lr, backbone at lr * backbone_lr_mult; no weight decay on biases and norm weights.
 
-    `net` is what trains: the whole model, or only its head (probe mode, on cached features).
+    `net` is what trains: the whole model, the part after a cached frozen prefix, or only the head (probe).
     """
     head = {id(p) for p in backbones.head_parameters(model)}
     groups = []
     for is_head, lr in ((True, cfg.lr), (False, cfg.lr * cfg.backbone_lr_mult)):
         params = [p for p in net.parameters() if (id(p) in head) == is_head]
-        if net is not model and not is_head:
-            continue
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim > 1) == decay]
             if chosen:

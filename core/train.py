@@ -28,9 +28,10 @@ from core import backbones
 from core.augment import Preprocessor
 from core.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.config import TrainConfig
-from core.data import Dataset, Sample, decode_images, open_dataset
+from core.data import Dataset, Sample, open_dataset
 from core.device import autocast, pick_device, set_threads
 from core.features import Backbone, FeatureCache, extract_features, model_key
+from core.images import decode_images
 from core.metrics import classification_report
 from core.optim import SCHEDULES, build_optimizer
 from core.runs import RunDir, atomic_write_bytes, atomic_write_json, create_run_dir
@@ -41,6 +42,7 @@ REPORT_EVERY_S = 0.5
 EVAL_BATCH_CPU = 16  # small batches are faster per image on these CPUs (cache effects, measured)
 EVAL_BATCH_CUDA = 256
 MEMMAP_ABOVE_BYTES = 2 * 1024**3  # decoded images beyond this go to a memory-mapped file, not RAM
+PREFIX_CACHE_MAX_BYTES = 1024**3  # cached frozen-prefix outputs (Lite0, 224 px: 63 KB per image)
 
 
 class TrainingError(RuntimeError):
@@ -142,18 +144,22 @@ def _fit_probe(s: _Session) -> str:
     geom = backbones.geometry(s.data_cfg)
 
     # ONNX Runtime wants plain NCHW; torch on CUDA is fastest with channels_last
-    pre = Preprocessor(s.data_cfg, s.device, channels_last=backbone.session is None)
-
-    def feats(samples: list[Sample], views: int, phase: str) -> np.ndarray:
-        out, failed, ok = extract_features(samples, views, backbone, pre, geom, cache,
-                                           progress=lambda d, t: s.emit("on_phase", phase, d, t),
-                                           should_stop=s.stop.is_set)
-        ds.drop(failed)
-        return out[np.array(ok, dtype=bool)] if len(ok) else out
-    train_x = feats(ds.train, cfg.probe_views, "features (train)")
-    val_x = feats(ds.val, 1, "features (val)")[:, 0]
+    pre = Preprocessor(s.data_cfg, s.device, channels_last=not backbone.uses_ort)
+    # one pass over train + val, so decoding never waits for a phase boundary
+    n_train, samples = len(ds.train), ds.train + ds.val
+    views = [cfg.probe_views] * n_train + [1] * len(ds.val)
+    exact = [False] * n_train + [True] * len(ds.val)  # validation decodes exactly like the exported model
+    feats, failed = extract_features(samples, views, exact, backbone, pre, geom, cache,
+                                     progress=lambda d, t: s.emit("on_phase", "computing features", d, t),
+                                     should_stop=s.stop.is_set)
+    ds.drop(failed)
     if s.stop.is_set():
         return "stopped"
+    if not ds.train or not ds.val:
+        raise TrainingError("No image of the training or validation split could be decoded; the run's skipped "
+                            "list says why for each file.")
+    train_x = np.stack([f for f in feats[:n_train] if f is not None])
+    val_x = np.stack([f[0] for f in feats[n_train:] if f is not None])
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
     train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
@@ -181,7 +187,9 @@ def _fit_finetune(s: _Session) -> str:
     geom = backbones.geometry(s.data_cfg)
     total = len(ds.train) + len(ds.val)
     s.emit("on_phase", "decoding images", 0, total)
+    # training images only feed augmentation: the fast decode; validation decodes like the exported model
     train_u8, failed_t = decode_images(ds.train, *geom, out=_image_store(s, "train", len(ds.train), geom[0]),
+                                       exact=False,
                                        progress=lambda d, _: s.emit("on_phase", "decoding images", d, total))
     val_u8, failed_v = decode_images(ds.val, *geom, out=_image_store(s, "val", len(ds.val), geom[0]),
                                      progress=lambda d, _: s.emit("on_phase", "decoding images",
@@ -192,22 +200,80 @@ def _fit_finetune(s: _Session) -> str:
     s.emit("on_phase", "decoding images", len(ds.train) + len(ds.val), len(ds.train) + len(ds.val))
     train_y, val_y = _labels(ds.train, torch.device("cpu")), _labels(ds.val, s.device)
 
+    # partial freezing: the frozen prefix's outputs never change, so they are computed once (validation
+    # always; training images when augmentation is off) and the epochs run only the rest of the network
+    net, prefix = s.model, None
+    split = backbones.split_frozen_prefix(s.model) if cfg.freeze == "partial" else None
+    if split is not None:
+        prefix, net = split
+        prefix.eval()  # frozen BatchNorm keeps its statistics; set_train_mode(net) never reaches the prefix
+        val_src = _prefix_outputs(s, prefix, val_u8, val_rows, "validation")
+        train_src = _prefix_outputs(s, prefix, train_u8, train_rows, "training") \
+            if cfg.augmentation == "none" else None
+    else:
+        val_src = train_src = None
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs, g = s.batch_size, s.gen
         order = torch.randperm(len(train_y), generator=g)
         n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
+        if prefix is not None:
+            prefix.eval()
         for i in range(0, n, bs):
             idx = order[i:i + bs].sort().values  # sorted: sequential reads from a memory-mapped store
+            if train_src is not None:
+                yield train_src[idx.to(train_src.device)], train_y[idx].to(s.device)
+                continue
             x_u8 = torch.from_numpy(train_u8[train_rows[idx.numpy()]])
             if s.device.type == "cuda":
                 x_u8 = x_u8.pin_memory()  # lets the copy to the GPU overlap with compute (non_blocking)
             x = s.pre.train_view(x_u8, cfg.augmentation, g)
+            if prefix is not None:
+                with torch.no_grad():
+                    x = prefix(x)
             yield x, train_y[idx].to(s.device, non_blocking=True)
 
+    def logits() -> torch.Tensor:
+        if val_src is not None:
+            return _run_batched(s, net, val_src)
+        return _run_batched(s, s.model, images_u8=val_u8, rows=val_rows)
+
     def evaluate() -> _EvalResult:
-        return _scores(_predict_logits(s, val_u8, val_rows), val_y)
-    s.final_logits = lambda: _predict_logits(s, val_u8, val_rows)
-    return _epoch_loop(s, s.model, batches, len(train_y), evaluate)
+        return _scores(logits(), val_y)
+    s.final_logits = logits
+    return _epoch_loop(s, net, batches, len(train_y), evaluate)
+
+
+def _prefix_outputs(s: _Session, prefix: nn.Module, images_u8: np.ndarray, rows: np.ndarray,
+                    split: str) -> torch.Tensor | None:
+    """The frozen prefix run once over a split (eval mode, no autograd), kept on the training device;
+    None when that would take more than PREFIX_CACHE_MAX_BYTES (the epochs then run the prefix each time)."""
+    with torch.no_grad():
+        one = prefix(s.pre.eval_view(torch.from_numpy(images_u8[rows[:1]]))) if len(rows) else None
+    if one is None or one.element_size() * one.numel() * len(rows) > PREFIX_CACHE_MAX_BYTES:
+        return None
+    phase = f"frozen layers, once ({split})"
+    s.emit("on_phase", phase, 0, len(rows))
+    out = _run_batched(s, prefix, images_u8=images_u8, rows=rows, no_grad=True)
+    s.emit("on_phase", phase, len(rows), len(rows))
+    return out
+
+
+def _run_batched(s: _Session, module: nn.Module, inputs: torch.Tensor | None = None,
+                 images_u8: np.ndarray | None = None, rows: np.ndarray | None = None,
+                 no_grad: bool = False) -> torch.Tensor:
+    """module in eval mode over cached inputs or decoded images, in evaluation batches."""
+    s.model.eval()
+    bs = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
+    n = len(inputs) if inputs is not None else len(rows)
+    out = []
+    # no_grad, not inference_mode: cached prefix outputs are later saved for backward by the layers after them
+    with (torch.no_grad() if no_grad else torch.inference_mode()), autocast(s.device, s.cfg.amp):
+        for i in range(0, n, bs):
+            x = inputs[i:i + bs] if inputs is not None else \
+                s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))
+            out.append(module(x) if no_grad else module(x).float())
+    return torch.cat(out) if out else torch.zeros(0, len(s.dataset.classes), device=s.device)
 
 
 def _image_store(s: _Session, split: str, n: int, size: int) -> np.ndarray:
@@ -216,16 +282,6 @@ def _image_store(s: _Session, split: str, n: int, size: int) -> np.ndarray:
         return np.zeros((n, size, size, 3), dtype=np.uint8)
     path = s.run.path / f"decoded-{split}.npy"  # removed when the run ends (_finish)
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-
-
-def _predict_logits(s: _Session, images_u8: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    s.model.eval()
-    bs = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
-    out = []
-    with torch.inference_mode(), autocast(s.device, s.cfg.amp):
-        for i in range(0, len(rows), bs):
-            out.append(s.model(s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))).float())
-    return torch.cat(out) if out else torch.zeros(0, len(s.dataset.classes), device=s.device)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -252,10 +308,12 @@ def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator],
     loop = _restore_checkpoint(s, opt, sched) if s.resume else _LoopState()
     s.emit("on_fit_start", _fit_info(s, steps))
     best_state, t_fit = None, time.perf_counter()
-    write_each_best = net is s.model  # long epochs: keep the best on disk as it happens; probe: at the end
+    write_each_best = cfg.freeze != "probe"  # long epochs: keep the best on disk as it happens; probe: at end
+    trainable = backbones.parameter_counts(s.model)[0]
     for epoch in range(loop.epoch + 1, cfg.epochs + 1):
         if cfg.freeze == "gradual":
             backbones.apply_freeze(s.model, cfg, epoch=epoch - 1)
+            trainable = backbones.parameter_counts(s.model)[0]
         t_ep = time.perf_counter()
         train_loss, train_acc, seen = _train_epoch_with_oom_retry(s, net, opt, sched, scaler, batches, epoch,
                                                                   n_train, t_fit)
@@ -267,11 +325,10 @@ def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator],
         elapsed = time.perf_counter() - t_fit
         done = epoch - loop.epoch if s.resume else epoch
         m = EpochMetrics(epoch, train_loss, train_acc, ev.loss, ev.acc, opt.param_groups[0]["lr"], seen / secs,
-                         secs, elapsed, elapsed / max(done, 1) * (cfg.epochs - epoch),
-                         backbones.parameter_counts(s.model)[0])
+                         secs, elapsed, elapsed / max(done, 1) * (cfg.epochs - epoch), trainable)
         if (ev.acc, -ev.loss) > (loop.best_acc, -loop.best_acc_loss):  # best = accuracy, then lower loss
             loop.best_acc, loop.best_acc_loss = ev.acc, ev.loss
-            best_state = _state_copy(s.model)
+            best_state = _state_copy(s.model if write_each_best else net)  # probe: only the head changes
             if write_each_best:
                 _save_weights(best_state, s.run.best_weights)
         if ev.loss < loop.best_loss - 1e-4:  # early stopping watches the validation loss
@@ -285,9 +342,10 @@ def _epoch_loop(s: _Session, net: nn.Module, batches: Callable[[int], Iterator],
         if s.stop.is_set() or (cfg.early_stopping and loop.since_improved >= cfg.early_stopping):
             break
     if best_state is None and not s.run.best_weights.exists():  # stopped in epoch 1: keep what exists
-        best_state = _state_copy(s.model)
+        best_state = _state_copy(s.model if write_each_best else net)
     if best_state is not None and (not write_each_best or not s.run.best_weights.exists()):
-        _save_weights(best_state, s.run.best_weights)
+        (s.model if write_each_best else net).load_state_dict(best_state)
+        _save_weights(_state_copy(s.model), s.run.best_weights)
     return "stopped" if s.stop.is_set() else "completed"
 
 
@@ -337,10 +395,7 @@ def _restore_checkpoint(s: _Session, opt, sched) -> _LoopState:
 def _train_one_epoch(s: _Session, net: nn.Module, opt, sched, scaler, batch_iter: Iterator, epoch: int,
                      steps: int, t_fit: float) -> tuple[float, float, int]:
     cfg = s.cfg
-    if net is s.model:
-        backbones.set_train_mode(s.model)  # frozen BatchNorm layers stay in eval mode
-    else:
-        net.train()
+    backbones.set_train_mode(net)  # frozen BatchNorm layers stay in eval mode
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen, t_ep, last_report = 0, time.perf_counter(), 0.0

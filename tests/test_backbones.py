@@ -1,11 +1,13 @@
 import pytest
+import timm
 import torch
 from safetensors.torch import save_file
 
 from core import backbones
-from core.backbones import WeightsError, apply_freeze, backbone_stages, create_model
+from core.backbones import WeightsError, apply_freeze, backbone_stages, create_model, split_frozen_prefix
 from core.config import TrainConfig
-from core.data import load_image, open_dataset
+from core.data import open_dataset
+from core.images import load_image
 
 
 def test_bundled_weights_are_real_imagenet_weights(hymenoptera):
@@ -80,3 +82,18 @@ def test_hub_offline_fails_fast_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="offline.*bundled"):
         create_model(TrainConfig(backbone="resnet18", weights="hub"), 2)
+
+
+def test_frozen_prefix_split_computes_the_same_model():
+    model = create_model(TrainConfig(), 2).eval()
+    apply_freeze(model, TrainConfig(freeze="partial", trainable_stages=3))
+    prefix, rest = split_frozen_prefix(model)
+    x = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(rest(prefix(x)), model(x), atol=1e-5)
+    assert all(not p.requires_grad for p in prefix.parameters())  # the cached part never trains
+    apply_freeze(model, TrainConfig(freeze="full"))
+    assert split_frozen_prefix(model) is None  # nothing frozen: nothing to cache
+    vit = timm.create_model("test_vit", num_classes=2)
+    apply_freeze(vit, TrainConfig(freeze="partial", backbone="test_vit"))
+    assert split_frozen_prefix(vit) is None  # only chain-shaped nets are split

@@ -17,7 +17,8 @@ from PIL import Image
 
 from core.backbones import WeightsError, create_model
 from core.config import TrainConfig
-from core.data import DatasetError, decode_images, load_image, open_dataset
+from core.data import DatasetError, open_dataset
+from core.images import decode_images, load_image
 from tests.conftest import COLORS, make_image
 
 VALID = 12

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import DatasetError, decode_images, load_image, open_dataset
+from core.data import DatasetError, open_dataset
+from core.images import decode_images, load_image
 from tests.conftest import COLORS, make_image
 
 

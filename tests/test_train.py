@@ -146,3 +146,22 @@ def test_large_sets_decode_into_a_memory_mapped_store(tiny_config, monkeypatch):
     assert result.status == "completed"
     assert seen[0] == ["decoded-train.npy", "decoded-val.npy"]
     assert not list(Path(result.run_dir).glob("decoded-*.npy"))
+
+
+def test_cached_frozen_prefix_trains_like_running_it_every_epoch(tiny_config, monkeypatch):
+    """partial + no augmentation: the frozen prefix runs once; the result is the training without the cache."""
+    cfg = tiny_config.replace(freeze="partial", trainable_stages=2, augmentation="none", epochs=2, seed=5)
+    phases = []
+
+    class Phases(Callback):
+        def on_phase(self, phase, done, total):
+            phases.append(phase)
+    cached = train(cfg, [Phases()])
+    assert "frozen layers, once (training)" in phases and "frozen layers, once (validation)" in phases
+    monkeypatch.setattr("core.train.PREFIX_CACHE_MAX_BYTES", 0)  # too big to cache: the prefix runs each step
+    phases.clear()
+    plain = train(cfg, [Phases()])
+    assert not any(p.startswith("frozen layers") for p in phases)
+    a, b = load_file(f"{cached.run_dir}/best.safetensors"), load_file(f"{plain.run_dir}/best.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert cached.summary["predictions"] == plain.summary["predictions"]
