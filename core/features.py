@@ -3,7 +3,8 @@
 Used by the `probe` freeze mode: the backbone never changes, so each image goes through it once and the head
 trains on the pooled features. On CPU the forward pass runs in ONNX Runtime (measured 2.9x faster than torch
 eager here); on CUDA in torch with autocast. The cache is keyed by backbone + weights + preprocessing (one
-file) and, inside it, by each image's content hash and view index, so changed datasets reuse what they can.
+file) and, inside it, by each image's content hash, view index and decode path (exact or fast, see
+core/images.py), so changed datasets reuse what they can.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def extract_features(samples: list[Sample], views: list[int], exact: list[bool],
     """Features of each sample, views[i] x D (view 1 is the mirror image), or None where it failed to decode.
 
     exact[i] asks for the exact (export-parity) decode: validation images. Training images take the fast
-    decode, or reuse exact features already cached. Decoding runs PREFETCH chunks ahead of the backbone.
+    decode, or reuse exact features already cached. Up to PREFETCH chunks decode ahead of the backbone: on a
+    GPU all along, on CPU only while the ONNX session is being built (see the loop).
     """
     hashes = content_hashes(samples)
     found = [_cached(cache, h, v, x) for h, v, x in zip(hashes, views, exact, strict=True)]
