@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from core.export import load_bundle
 
@@ -82,6 +83,8 @@ def test_upload_train_download_predict(app_url, page, hymenoptera, tmp_path):
 
 def set_number(page, key: str, value: int) -> None:
     box = page.locator(f".st-key-{key} input")
+    # a rerun in flight (after the click before) can briefly show the old widget beside the new one
+    expect(box).to_have_count(1, timeout=15000)
     box.click()
     box.press("Control+A")
     box.type(str(value))
