@@ -16,7 +16,6 @@ from pathlib import Path
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.config import TrainConfig
@@ -251,34 +250,48 @@ class FeatureExtractor(nn.Module):
 def split_frozen_prefix(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(prefix, rest) where prefix is the frozen start of the network and rest(prefix(x)) == model(x).
 
-    Only for timm's EfficientNet family (the bundled Lite0, MobileNet-style nets), whose forward is a plain
-    chain; None for other models, or when no whole block is frozen. The prefix must then run in eval mode,
-    which is what training does with it anyway: all its BatchNorm layers are frozen (see set_train_mode).
+    For the timm families whose forward_features is a plain chain of modules (EfficientNet incl. the bundled
+    Lite0, MobileNetV3, ResNet, ConvNeXt); None for others (ViT adds position embeddings between its modules)
+    or when nothing with weights is frozen. The prefix must run in eval mode, which is what training does
+    with it anyway: its BatchNorm layers are frozen (see set_train_mode).
     """
-    if not isinstance(model, timm.models.efficientnet.EfficientNet) or model.grad_checkpointing:
-        return None
-    frozen = lambda m: all(not p.requires_grad for p in m.parameters())  # noqa: E731
-    if not (frozen(model.conv_stem) and frozen(model.bn1)):
+    chain = _feature_chain(model)
+    if chain is None:
         return None
     k = 0
-    while k < len(model.blocks) and frozen(model.blocks[k]):
+    while k < len(chain) and all(not p.requires_grad for p in chain[k].parameters()):
         k += 1
-    if k == 0:
+    if not any(True for m in chain[:k] for _ in m.parameters()):
         return None
-    return nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:k]), _Rest(model, k)
+    return nn.Sequential(*chain[:k]), _Rest(model, chain[k:])
+
+
+def _feature_chain(model: nn.Module) -> list[nn.Module] | None:
+    """The modules model.forward_features applies, in order (checked against timm 1.0's code by a test)."""
+    if getattr(model, "grad_checkpointing", False):
+        return None
+    m = timm.models
+    if isinstance(model, m.efficientnet.EfficientNet):
+        return [model.conv_stem, model.bn1, *model.blocks, model.conv_head, model.bn2]
+    if isinstance(model, m.mobilenetv3.MobileNetV3):
+        return [model.conv_stem, model.bn1, *model.blocks]
+    if isinstance(model, m.resnet.ResNet):
+        return [model.conv1, model.bn1, model.act1, model.maxpool, model.layer1, model.layer2, model.layer3,
+                model.layer4]
+    if isinstance(model, m.convnext.ConvNeXt):
+        return [model.stem, *model.stages, model.norm_pre]
+    return None
 
 
 class _Rest(nn.Module):
-    """The EfficientNet after its first k blocks: timm's forward_features tail + forward_head, same modules."""
+    """The network after a cached prefix: the remaining feature modules, then the model's own head."""
 
-    def __init__(self, model: nn.Module, k: int):
+    def __init__(self, model: nn.Module, modules: list[nn.Module]):
         super().__init__()
-        self.blocks = nn.Sequential(*model.blocks[k:])
-        self.conv_head, self.bn2, self.global_pool = model.conv_head, model.bn2, model.global_pool
-        self.classifier, self.drop_rate = model.classifier, model.drop_rate
+        self.features = nn.Sequential(*modules)
+        # registered, so train()/eval() reach the head's dropout and the optimizer sees the same parameters as
+        # for the whole model (the prefix's are frozen and get no gradients)
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.global_pool(self.bn2(self.conv_head(self.blocks(x))))
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return self.classifier(x)
+        return self.model.forward_head(self.features(x))

@@ -84,16 +84,22 @@ def test_hub_offline_fails_fast_with_a_clear_message(monkeypatch):
         create_model(TrainConfig(backbone="resnet18", weights="hub"), 2)
 
 
-def test_frozen_prefix_split_computes_the_same_model():
-    model = create_model(TrainConfig(), 2).eval()
-    apply_freeze(model, TrainConfig(freeze="partial", trainable_stages=3))
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv3_small_050", "resnet18", "convnext_atto"])
+def test_frozen_prefix_split_computes_the_same_model(name):
+    cfg = TrainConfig(backbone=name, weights="random", freeze="partial", trainable_stages=2)
+    model = timm.create_model(name, num_classes=2, drop_rate=0.2).eval()
+    apply_freeze(model, cfg)
     prefix, rest = split_frozen_prefix(model)
-    x = torch.randn(3, 3, 224, 224)
+    x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         assert torch.allclose(rest(prefix(x)), model(x), atol=1e-5)
     assert all(not p.requires_grad for p in prefix.parameters())  # the cached part never trains
-    apply_freeze(model, TrainConfig(freeze="full"))
+    assert any(p.requires_grad for p in rest.features.parameters())  # and the trainable stages are after it
+    apply_freeze(model, cfg.replace(freeze="full"))
     assert split_frozen_prefix(model) is None  # nothing frozen: nothing to cache
+
+
+def test_no_prefix_split_for_transformers():
     vit = timm.create_model("test_vit", num_classes=2)
     apply_freeze(vit, TrainConfig(freeze="partial", backbone="test_vit"))
-    assert split_frozen_prefix(vit) is None  # only chain-shaped nets are split
+    assert split_frozen_prefix(vit) is None  # position embeddings sit between its modules: not a plain chain
