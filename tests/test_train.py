@@ -6,6 +6,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -165,3 +166,18 @@ def test_cached_frozen_prefix_trains_like_running_it_every_epoch(tiny_config, mo
     a, b = load_file(f"{cached.run_dir}/best.safetensors"), load_file(f"{plain.run_dir}/best.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     assert cached.summary["predictions"] == plain.summary["predictions"]
+
+
+def test_probe_caches_mirrored_views_for_training_and_exact_features_for_validation(tiny_config):
+    cfg = tiny_config.replace(freeze="probe", probe_views=2)
+    result = train(cfg)
+    assert result.status == "completed"
+    (cache_file,) = (Path(cfg.output_dir) / "_cache" / "features").glob("*.npz")
+    keys = np.load(cache_file)["keys"].tolist()
+    n_train, n_val = result.summary["num_train"], result.summary["num_val"]
+    # training images: fast decode, the image and its mirror; validation: exact decode, one view
+    assert sum(k.endswith("/0/fast") for k in keys) == sum(k.endswith("/1/fast") for k in keys) == n_train
+    assert sum(k.endswith("/0") for k in keys) == n_val and not any(k.endswith("/1") for k in keys)
+    written = cache_file.stat().st_mtime_ns
+    again = train(cfg.replace(lr=3e-3))  # other head settings: every feature comes from the cache
+    assert again.status == "completed" and cache_file.stat().st_mtime_ns == written  # nothing new to save
