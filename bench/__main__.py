@@ -2,6 +2,7 @@
 
     python -m bench                 # probe + full fine-tuning on the ants/bees sample data
     python -m bench --memory        # probe on 20,000 synthetic images in a subprocess: peak resident memory
+    python -m bench --decode        # exact vs fast decoding, and where a probe run's time goes
 
 Everything runs on the same machine in the same run, so only the ratios matter (machines of one kind differ
 by 1.5x). The tutorial baseline follows PyTorch's transfer-learning tutorial: ImageFolder, PIL transforms,
@@ -265,6 +266,61 @@ def report(r: dict, args: argparse.Namespace) -> None:
               f"{r['partial_plain']['wall'] / r['partial_cached']['wall']:.2f}x | - |")
 
 
+def run_decode(args: argparse.Namespace) -> None:
+    """Decode paths per image (two threads; a 4000x3000 photo on one), then a probe run taken apart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from core.backbones import create_model, data_config, geometry
+    from core.config import TrainConfig
+    from core.data import Sample, open_dataset
+    from core.device import set_threads
+    from core.images import decode_one
+    from core.train import Callback, train
+    set_threads(0)
+    data = Path(args.data)
+    ds = open_dataset(data)
+    geom = geometry(data_config(create_model(TrainConfig(), 2)))
+    samples = ds.train + ds.val
+
+    def per_image_ms(items: list[tuple[Sample, bool]], workers: int = 2) -> float:
+        with ThreadPoolExecutor(workers) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(lambda it: decode_one(it[0].path, *geom, exact=it[1]), items))
+        return (time.perf_counter() - t0) / len(items) * 1000
+
+    for _ in range(args.repeats):
+        print(f"{len(samples)} ants/bees images, 2 threads: exact {per_image_ms([(x, True) for x in samples]):.2f}"
+              f" ms/image, fast {per_image_ms([(x, False) for x in samples]):.2f} ms/image", flush=True)
+    big = Path(tempfile.mkdtemp()) / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).resize((4000, 3000), Image.BICUBIC) \
+        .save(big, quality=90)
+    photo = [(Sample(str(big), 0), ex) for ex in (True, False)]
+    print(f"a 4000x3000 JPEG, 1 thread: exact {per_image_ms([photo[0]] * 5, 1):.1f} ms, "
+          f"fast {per_image_ms([photo[1]] * 5, 1):.1f} ms", flush=True)
+    as_probe = [(x, False) for x in ds.train] + [(x, True) for x in ds.val]
+    print(f"decoding as the probe does (training fast, validation exact), 2 threads: "
+          f"{per_image_ms(as_probe) * len(as_probe) / 1000:.2f} s for {len(as_probe)} images", flush=True)
+
+    class Clock(Callback):
+        def on_fit_start(self, info):
+            self.fit_start = time.perf_counter()
+
+    out = Path(tempfile.mkdtemp(prefix="bench-decode-"))
+    train(TrainConfig(data=str(data), output_dir=str(out), freeze="probe", epochs=args.probe_epochs))  # ONNX
+    for _ in range(args.repeats):
+        shutil.rmtree(out / "_cache" / "features")
+        clock, t0 = Clock(), time.perf_counter()
+        train(TrainConfig(data=str(data), output_dir=str(out), freeze="probe", epochs=args.probe_epochs), [clock])
+        end = time.perf_counter()
+        fwd = forward_reference(len(samples), seconds=1.0)
+        print(f"probe, new data: {end - t0:.2f} s = set-up, decoding and features {clock.fit_start - t0:.2f} s + "
+              f"{args.probe_epochs} head epochs and the bundle {end - clock.fit_start:.2f} s; ORT forward "
+              f"reference {fwd['seconds']:.2f} s", flush=True)
+
+
 def run_memory(args: argparse.Namespace) -> None:
     """Generate N synthetic JPEGs and run a probe training in a subprocess; report its peak RSS."""
     from PIL import Image
@@ -308,10 +364,14 @@ def main() -> None:
     p.add_argument("--probe-only", action="store_true")
     p.add_argument("--memory", action="store_true", help="peak-memory run on synthetic images instead")
     p.add_argument("--memory-images", type=int, default=20000)
+    p.add_argument("--decode", action="store_true", help="decode paths and a probe run taken apart instead")
     p.add_argument("--json", help="also write the raw results here")
     args = p.parse_args()
     if args.memory:
         run_memory(args)
+        return
+    if args.decode:
+        run_decode(args)
         return
     res = run_speed(args)
     if args.json:

@@ -25,22 +25,19 @@ from torch import nn
 
 from core.augment import Preprocessor
 from core.backbones import FeatureExtractor
-from core.data import Sample, Skipped
+from core.data import Sample, Skipped, file_digest
 from core.device import autocast
-from core.images import decode_one, strict_truncation
+from core.images import decode_or_skip, strict_truncation
 from core.runs import atomic_write_bytes
 
-ORT_BATCH = 16  # fastest ONNX Runtime batch measured on the 2-core machines (bench: 146 vs 131 img/s at 4)
+ORT_BATCH = 16  # ONNX Runtime batches of 4 and 16 measure within noise on the 2-core machines (bench)
 CHUNK = 32  # images decoded and pushed through the backbone at a time
 PREFETCH = 8  # chunks decoded ahead of the backbone (bounds memory: 8 x 32 x 192 KB at 224 px)
 
 
 def content_hashes(samples: list[Sample], workers: int = 2) -> list[str]:
-    def one(s: Sample) -> str:
-        with open(s.path, "rb") as fh:
-            return hashlib.blake2b(fh.read(), digest_size=12).hexdigest()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, samples))
+        return list(pool.map(lambda s: file_digest(Path(s.path)), samples))
 
 
 class FeatureCache:
@@ -153,7 +150,7 @@ def extract_features(samples: list[Sample], views: list[int], exact: list[bool],
         backbone.start()
     with strict_truncation(), ThreadPoolExecutor(max_workers=2) as pool:
         def submit(idx: list[int]) -> tuple[list[int], list[Future]]:
-            return idx, [pool.submit(_try_decode, samples[i], geometry, exact[i]) for i in idx]
+            return idx, [pool.submit(decode_or_skip, samples[i], *geometry, exact=exact[i]) for i in idx]
         ahead = deque(submit(idx) for idx in itertools.islice(chunks, PREFETCH))
 
         def refill() -> None:
@@ -205,10 +202,3 @@ def _cached(cache: FeatureCache, content_hash: str, views: int, exact: bool) -> 
         if all(r is not None for r in rows):
             return np.stack(rows)
     return None
-
-
-def _try_decode(sample: Sample, geometry: tuple[int, int, str], exact: bool) -> np.ndarray | Skipped:
-    try:
-        return decode_one(sample.path, *geometry, exact=exact)
-    except Exception as exc:  # any undecodable file is reported and skipped, never fatal
-        return Skipped(sample.path, f"could not be decoded ({type(exc).__name__}: {exc})")

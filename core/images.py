@@ -6,13 +6,15 @@ Two decode paths, both giving an N x resize x resize x 3 uint8 array around timm
 - fast (training images): JPEGs decode through torchvision's libjpeg-turbo binding (the same pixels as PIL,
   less overhead) or, for photos at least twice the target size, at 1/2, 1/4 or 1/8 scale inside the JPEG
   decoder (PIL's `draft`); then torch's antialiased uint8 resize replaces PIL's (it differs by at most 2
-  levels in ~0.4% of pixels). Measured with two threads: 1.6 vs 3.1 ms per ants/bees image, and 17 vs
-  213 ms for a 4000x3000 photo. Training images only pass through augmentation: exactness buys nothing there.
+  levels in ~0.4% of pixels). `python -m bench --decode`: 1.6-2.3 vs 3.1-3.8 ms per ants/bees image with two
+  threads, 22 vs 219 ms for a 4000x3000 photo. Training images only pass through augmentation: exactness buys
+  nothing there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -70,8 +72,13 @@ def decode_one(path: str, resize: int, crop: int, interpolation: str = "bicubic"
     module docstring.
     """
     fast = not exact and interpolation in _TORCH_MODES
-    with Image.open(path) as img:
-        x = _decode_jpeg_turbo(path) if fast and img.format == "JPEG" and min(img.size) < 2 * resize else None
+    source = path
+    if fast:  # read once: PIL parses the header from these bytes and libjpeg-turbo decodes them
+        with open(path, "rb") as fh:
+            source = io.BytesIO(fh.read())
+    with Image.open(source) as img:
+        x = _decode_jpeg_turbo(source.getbuffer()) if fast and img.format == "JPEG" \
+            and min(img.size) < 2 * resize else None
         if x is None:
             if fast and min(img.size) >= 2 * resize:
                 scale = resize / min(img.size)  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still >= the target
@@ -89,15 +96,14 @@ def decode_one(path: str, resize: int, crop: int, interpolation: str = "bicubic"
     return x[:, top:top + resize, left:left + resize].permute(1, 2, 0).numpy().copy()
 
 
-def _decode_jpeg_turbo(path: str) -> torch.Tensor | None:
+def _decode_jpeg_turbo(data: memoryview) -> torch.Tensor | None:
     """CHW uint8 RGB via torchvision's libjpeg-turbo decoder: the same pixels as PIL's (checked on 120 photos,
-    CMYK, greyscale and EXIF-rotated files), in 1.6 instead of 2.5 ms per ants/bees image with two threads.
+    CMYK, greyscale and EXIF-rotated files) with less overhead per image (`python -m bench --decode`).
     None when it cannot decode the file (truncated, or torchvision without it): PIL then decides."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
-        with open(path, "rb") as fh:
-            data = torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
-        return decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                           apply_exif_orientation=True)
     except (ImportError, RuntimeError):
         return None
 
@@ -126,10 +132,11 @@ def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: 
     failed: list[Skipped] = []
 
     def work(i: int) -> None:
-        try:
-            arr[i] = decode_one(samples[i].path, resize, crop, interpolation, exact)
-        except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
-            failed.append(Skipped(samples[i].path, f"could not be decoded ({type(exc).__name__}: {exc})"))
+        got = decode_or_skip(samples[i], resize, crop, interpolation, exact)
+        if isinstance(got, Skipped):
+            failed.append(got)
+        else:
+            arr[i] = got
 
     with strict_truncation(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(samples), PROGRESS_EVERY):  # chunks, so long decodes report progress
@@ -137,6 +144,15 @@ def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: 
             if progress:
                 progress(min(start + PROGRESS_EVERY, len(samples)), len(samples))
     return arr, failed
+
+
+def decode_or_skip(sample: Sample, resize: int, crop: int, interpolation: str = "bicubic",
+                   exact: bool = True) -> np.ndarray | Skipped:
+    """decode_one, or the reason it failed: an undecodable file is reported and skipped, never fatal."""
+    try:
+        return decode_one(sample.path, resize, crop, interpolation, exact)
+    except Exception as exc:
+        return Skipped(sample.path, f"could not be decoded ({type(exc).__name__}: {exc})")
 
 
 @contextlib.contextmanager

@@ -79,7 +79,6 @@ def fit_info(s: Session, steps_per_epoch: int) -> FitInfo:
                    s.cfg.epochs, steps_per_epoch)
 
 
-
 @dataclass
 class LoopState:
     """What the epoch loop carries from one epoch to the next (and across a resume)."""
@@ -92,7 +91,7 @@ class LoopState:
 
 
 def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n_train: int,
-                evaluate: Callable[[], EvalResult]) -> str:
+               evaluate: Callable[[], EvalResult]) -> str:
     cfg = s.cfg
     steps = max(1, math.ceil(n_train / s.batch_size))
     opt = build_optimizer(s.cfg, s.model, net)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from core.config import TrainConfig
 from core.data import Sample, open_dataset
 from core.device import autocast, pick_device, set_threads
 from core.features import Backbone, FeatureCache, extract_features, model_key
-from core.images import decode_images
+from core.images import PROGRESS_EVERY, decode_images
 from core.loop import EvalResult, Session, TrainingError, epoch_loop, scores
 from core.metrics import classification_report
 from core.runs import RunDir, atomic_write_json, create_run_dir
@@ -155,7 +155,9 @@ def _fit_finetune(s: Session) -> str:
     split = backbones.split_frozen_prefix(s.model) if cfg.freeze == "partial" else None
     if split is not None:
         prefix, net = split
-        prefix.eval()  # frozen BatchNorm keeps its statistics; set_train_mode(net) never reaches the prefix
+        # eval before any pass: its BatchNorm statistics stay as they are. `net` holds the whole model, so
+        # set_train_mode(net) flips the prefix back to train mode each epoch; batches() sets eval again.
+        prefix.eval()
         val_src = _prefix_outputs(s, prefix, val_u8, val_rows, "validation")
         train_src = _prefix_outputs(s, prefix, train_u8, train_rows, "training") \
             if cfg.augmentation == "none" else None
@@ -203,15 +205,15 @@ def _prefix_outputs(s: Session, prefix: nn.Module, images_u8: np.ndarray, rows: 
         return None
     phase = f"frozen layers, once ({split})"
     s.emit("on_phase", phase, 0, len(rows))
-    out = _run_batched(s, prefix, images_u8=images_u8, rows=rows, no_grad=True)
-    s.emit("on_phase", phase, len(rows), len(rows))
-    return out
+    return _run_batched(s, prefix, images_u8=images_u8, rows=rows, no_grad=True,
+                        progress=lambda done: s.emit("on_phase", phase, done, len(rows)))
 
 
 def _run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = None,
                  images_u8: np.ndarray | None = None, rows: np.ndarray | None = None,
-                 no_grad: bool = False) -> torch.Tensor:
-    """module in eval mode over cached inputs or decoded images, in evaluation batches."""
+                 no_grad: bool = False, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """module in eval mode over cached inputs or decoded images, in evaluation batches; progress(done) is
+    called every PROGRESS_EVERY images and at the end."""
     s.model.eval()
     bs = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
     n = len(inputs) if inputs is not None else len(rows)
@@ -222,6 +224,9 @@ def _run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = No
             x = inputs[i:i + bs] if inputs is not None else \
                 s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))
             out.append(module(x) if no_grad else module(x).float())
+            done = min(i + bs, n)
+            if progress and (done % PROGRESS_EVERY < bs or done == n):
+                progress(done)
     return torch.cat(out) if out else torch.zeros(0, len(s.dataset.classes), device=s.device)
 
 
