@@ -123,6 +123,14 @@ def forward_reference(n_images: int, seconds: float = 2.0) -> dict:
         for bs in (1, 4, 8, 16):
             x = np.random.randn(bs, 3, 224, 224).astype(np.float32)
             best[f"onnxruntime bs{bs}"] = _rate(lambda x=x: sess.run(None, {"x": x}), bs, seconds)
+        # what the engine does on CPU: one single-threaded session per core, each on its own share of the images
+        n = torch.get_num_threads()
+        opts.intra_op_num_threads = 1
+        sessions = [ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]) for _ in range(n)]
+        for bs in (4, 16):
+            x = np.random.randn(bs, 3, 224, 224).astype(np.float32)
+            best[f"onnxruntime {n} sessions x 1 thread bs{bs}"] = _parallel_rate(
+                [lambda x=x, s=s: s.run(None, {"x": x}) for s in sessions], bs, seconds)
     with torch.inference_mode():
         for fmt in (torch.channels_last, torch.contiguous_format):
             model = model.to(memory_format=fmt)
@@ -161,6 +169,13 @@ def train_step_reference(n_train: int, n_val: int, batch: int, seconds: float = 
 
 def _median(runs: list[dict], key: str) -> dict:
     return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+def _parallel_rate(fns: list, batch: int, seconds: float) -> float:
+    """Images/s of len(fns) threads each calling its fn for `seconds` (ONNX Runtime releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(fns)) as pool:
+        return sum(pool.map(lambda fn: _rate(fn, batch, seconds), fns))
 
 
 def _rate(fn, batch: int, seconds: float) -> float:

@@ -13,10 +13,13 @@ import hashlib
 import io
 import itertools
 import json
+import queue
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +28,15 @@ from torch import nn
 
 from core.augment import Preprocessor
 from core.backbones import FeatureExtractor
-from core.data import Sample, Skipped, file_digest
+from core.data import Sample, Skipped, bytes_digest
 from core.device import autocast
-from core.images import decode_or_skip, strict_truncation
+from core.images import decode_or_skip, one_torch_thread, strict_truncation
 from core.runs import atomic_write_bytes
 
 ORT_BATCH = 16  # ONNX Runtime batches of 4 and 16 measure within noise on the 2-core machines (bench)
-CHUNK = 32  # images decoded and pushed through the backbone at a time
-PREFETCH = 8  # chunks decoded ahead of the backbone (bounds memory: 8 x 32 x 192 KB at 224 px)
-
-
-def content_hashes(samples: list[Sample], workers: int = 2) -> list[str]:
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda s: file_digest(Path(s.path)), samples))
+MAX_SESSIONS = 8  # CPU: one single-threaded ONNX Runtime session per worker, up to this many
+CHUNK = 32  # images a worker reads, decodes (and on CPU runs through the backbone) at a time
+PREFETCH = 8  # chunks in flight (bounds memory: 8 x 32 x 150 KB crops at 224 px)
 
 
 class FeatureCache:
@@ -72,56 +71,87 @@ class FeatureCache:
 
 
 class Backbone:
-    """Runs the frozen feature extractor on normalised batches: ONNX Runtime on CPU, torch on CUDA.
+    """The frozen feature extractor on uint8 NHWC centre crops: ONNX Runtime on CPU, torch on CUDA.
 
-    On CPU, `start()` exports the ONNX model (cached on disk) and opens the session in a background thread, so
-    images decode meanwhile: the export is mostly Python on one core, and decoding releases the GIL.
+    On CPU there is one single-threaded ONNX Runtime session per worker thread, and each worker decodes a
+    chunk and then runs it through its own session (see extract_features): measured faster than one session
+    using every core taking turns with decoding, because a multi-threaded session's threads wait for each other
+    at every layer, and overlapping it with decoding made them wait longer. The ONNX graph takes the uint8
+    crops and normalises them itself, so no float copy is made in Python. `start()` exports the ONNX model
+    (cached on disk) and opens the sessions in a background thread while the first images decode.
     """
 
-    def __init__(self, model: nn.Module, data_cfg: dict, device: torch.device, onnx_path: Path,
-                 amp: str = "auto"):
+    def __init__(self, model: nn.Module, data_cfg: dict, device: torch.device, onnx_dir: Path, key: str,
+                 amp: str = "auto", workers: int | None = None):
         self.extractor = FeatureExtractor(model).eval()
         self.device, self.amp = device, amp
         self.uses_ort = device.type == "cpu"
-        self.onnx_path, self.size = onnx_path, int(data_cfg["input_size"][-1])
-        self._session: Future | None = None
+        self.workers = max(1, workers or torch.get_num_threads())
+        self.pre = Preprocessor(data_cfg, device)
+        self.onnx_path = onnx_dir / f"{key}-u8.onnx"  # -u8: takes uint8 NHWC (older caches took floats)
+        self.size = int(data_cfg["input_size"][-1])
+        self._sessions: Future | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        if self.uses_ort and self._session is None:
-            starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-session")
-            self._session = starter.submit(self._ort_session)
-            starter.shutdown(wait=False)
+        with self._lock:
+            if self.uses_ort and self._sessions is None:
+                starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-session")
+                self._sessions = starter.submit(self._open_sessions)
+                starter.shutdown(wait=False)
 
-    def wait_ready(self) -> None:
-        self.start()
-        if self._session is not None:
-            self._session.result()  # re-raises an export error here, in the caller's thread
+    def ready(self) -> bool:
+        return not self.uses_ort or (self._sessions is not None and self._sessions.done())
 
-    def _ort_session(self):
+    def _open_sessions(self) -> queue.SimpleQueue:
         import onnxruntime as ort
         if not self.onnx_path.exists():
             buf = io.BytesIO()
-            x = torch.zeros(1, 3, self.size, self.size)
+            x = torch.zeros(1, self.size, self.size, 3, dtype=torch.uint8)
             with warnings.catch_warnings():  # legacy TorchScript exporter: deprecated, but measured 0.75 s here
                 warnings.simplefilter("ignore")
-                torch.onnx.export(self.extractor, (x,), buf, input_names=["x"], output_names=["features"],
-                                  dynamic_axes={"x": {0: "b"}, "features": {0: "b"}}, dynamo=False)
+                # eval(): the exporter restores the module's mode afterwards, and train mode would reach s.model
+                torch.onnx.export(_FromUint8(self.extractor, self.pre).eval(), (x,), buf, input_names=["x"],
+                                  output_names=["features"], dynamic_axes={"x": {0: "b"}, "features": {0: "b"}},
+                                  dynamo=False)
             atomic_write_bytes(self.onnx_path, buf.getvalue())
+        n = min(self.workers, MAX_SESSIONS)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        opts.intra_op_num_threads = torch.get_num_threads()
-        return ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
+        opts.intra_op_num_threads = max(1, self.workers // n)
+        opts.inter_op_num_threads = 1
+        sessions: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(n):
+            sessions.put(ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"]))
+        return sessions
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """N x size x size x 3 uint8 centre crops -> N x D float32 pooled features. Thread-safe."""
         if self.uses_ort:
-            self.wait_ready()
-            session = self._session.result()
-            x = x.contiguous().numpy()
-            return np.concatenate([session.run(None, {"x": x[i:i + ORT_BATCH]})[0]
-                                   for i in range(0, len(x), ORT_BATCH)])
+            self.start()
+            sessions = self._sessions.result()  # re-raises an export error here, in the caller's thread
+            session = sessions.get()  # as many sessions as workers: this never waits for long
+            try:
+                return np.concatenate([session.run(None, {"x": crops[i:i + ORT_BATCH]})[0]
+                                       for i in range(0, len(crops), ORT_BATCH)])
+            finally:
+                sessions.put(session)
         with autocast(self.device, self.amp):
-            return self.extractor(x).float().cpu().numpy()
+            return self.extractor(self.pre.to_float(torch.from_numpy(crops))).float().cpu().numpy()
+
+
+class _FromUint8(nn.Module):
+    """uint8 NHWC in, features out: Preprocessor.to_float's arithmetic inside the exported graph."""
+
+    def __init__(self, extractor: nn.Module, pre: Preprocessor):
+        super().__init__()
+        self.extractor = extractor
+        self.register_buffer("scale", pre.scale.cpu())
+        self.register_buffer("shift", pre.shift.cpu())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x.permute(0, 3, 1, 2).float().mul(self.scale).sub(self.shift))
 
 
 def model_key(cfg_backbone: str, weights: str, weights_digest: str, data_cfg: dict) -> str:
@@ -129,63 +159,89 @@ def model_key(cfg_backbone: str, weights: str, weights_digest: str, data_cfg: di
     return hashlib.blake2b(desc.encode(), digest_size=10).hexdigest()
 
 
+@dataclass
+class _Chunk:
+    size: int  # samples in the chunk
+    idx: list[int] = field(default_factory=list)  # decoded, features not computed yet
+    crops: list[np.ndarray] = field(default_factory=list)
+    failed: list[Skipped] = field(default_factory=list)
+
+
 def extract_features(samples: list[Sample], views: list[int], exact: list[bool], backbone: Backbone,
-                     pre: Preprocessor, geometry: tuple[int, int, str], cache: FeatureCache,
+                     geometry: tuple[int, int, str], cache: FeatureCache,
                      progress: Callable[[int, int], None] | None = None,
                      should_stop: Callable[[], bool] = lambda: False,
                      ) -> tuple[list[np.ndarray | None], list[Skipped]]:
     """Features of each sample, views[i] x D (view 1 is the mirror image), or None where it failed to decode.
 
     exact[i] asks for the exact (export-parity) decode: validation images. Training images take the fast
-    decode, or reuse exact features already cached. Up to PREFETCH chunks decode ahead of the backbone: on a
-    GPU all along, on CPU only while the ONNX session is being built (see the loop).
+    decode, or reuse exact features already cached. Worker threads take chunks of CHUNK samples: each file is
+    read once, hashed (the cache key), and decoded only when its features are not cached; on CPU the same
+    worker then runs the chunk through its own ONNX Runtime session, on a GPU the calling thread does while
+    the workers decode the next chunks.
     """
-    hashes = content_hashes(samples)
-    found = [_cached(cache, h, v, x) for h, v, x in zip(hashes, views, exact, strict=True)]
-    todo = [i for i, f in enumerate(found) if f is None]
-    failed: list[Skipped] = []
-    chunks = iter([todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)])
-    done = 0
-    if todo:
-        backbone.start()
-    with strict_truncation(), ThreadPoolExecutor(max_workers=2) as pool:
-        def submit(idx: list[int]) -> tuple[list[int], list[Future]]:
-            return idx, [pool.submit(decode_or_skip, samples[i], *geometry, exact=exact[i]) for i in idx]
-        ahead = deque(submit(idx) for idx in itertools.islice(chunks, PREFETCH))
+    n, crop = len(samples), geometry[1]
+    found: list[np.ndarray | None] = [None] * n
+    hashes = [""] * n
 
-        def refill() -> None:
-            if (nxt := next(chunks, None)) is not None:
-                ahead.append(submit(nxt))
-        while ahead and not should_stop():
-            idx, futures = ahead.popleft()
-            decoded = [f.result() for f in futures]
-            if backbone.uses_ort:
-                # On CPU, decoding and the backbone share the same cores, and ORT's threads wait for the
-                # slowest: overlapping them measured slower than taking turns. So the read-ahead only runs
-                # while the session is being built, and then each chunk decodes, then computes.
-                backbone.wait_ready()
-                wait([f for _, fs in ahead for f in fs])
+    def load(idx: list[int]) -> _Chunk:  # worker thread
+        chunk = _Chunk(len(idx))
+        for i in idx:
+            try:
+                data = Path(samples[i].path).read_bytes()
+            except OSError as exc:
+                chunk.failed.append(Skipped(samples[i].path, f"could not be read ({exc.strerror or exc})"))
+                continue
+            hashes[i] = bytes_digest(data)
+            if (cached := _cached(cache, hashes[i], views[i], exact[i])) is not None:
+                found[i] = cached
+                continue
+            got = decode_or_skip(samples[i], *geometry, exact=exact[i], data=data)
+            if isinstance(got, Skipped):
+                chunk.failed.append(got)
             else:
-                refill()  # on a GPU the next chunk decodes while the GPU computes
-            failed += [a for a in decoded if isinstance(a, Skipped)]
-            ok = [(i, a) for i, a in zip(idx, decoded, strict=True) if not isinstance(a, Skipped)]
-            if ok:
-                batch = pre.eval_view(torch.from_numpy(np.stack([a for _, a in ok])))
-                for v in range(max(views[i] for i, _ in ok)):
-                    rows = [n for n, (i, _) in enumerate(ok) if views[i] > v]
-                    part = batch[rows] if len(rows) < len(ok) else batch
-                    feats = backbone(part if v == 0 else part.flip(-1))
-                    for n, f in zip(rows, feats, strict=True):
-                        i = ok[n][0]
-                        cache.put(_key(hashes[i], v, exact[i]), f.astype(np.float32))
-                for i, _ in ok:
-                    found[i] = _cached(cache, hashes[i], views[i], exact[i])
-            if backbone.uses_ort:
-                refill()
-            done += len(idx)
+                o = (got.shape[0] - crop) // 2
+                chunk.idx.append(i)
+                chunk.crops.append(got[o:o + crop, o:o + crop])
+        if chunk.idx:
+            backbone.start()
+            if backbone.uses_ort and backbone.ready():  # before the session is ready: decode on, compute later
+                compute(chunk)
+        return chunk
+
+    def compute(chunk: _Chunk) -> _Chunk:
+        batch = np.stack(chunk.crops)
+        for v in range(max(views[i] for i in chunk.idx)):
+            rows = [k for k, i in enumerate(chunk.idx) if views[i] > v]
+            part = batch[rows] if len(rows) < len(chunk.idx) else batch
+            feats = backbone(np.ascontiguousarray(part if v == 0 else part[:, :, ::-1]))  # view 1: mirrored
+            for k, f in zip(rows, feats, strict=True):
+                i = chunk.idx[k]
+                cache.put(_key(hashes[i], v, exact[i]), f.astype(np.float32))
+        for i in chunk.idx:
+            found[i] = _cached(cache, hashes[i], views[i], exact[i])
+        chunk.idx, chunk.crops = [], []
+        return chunk
+
+    chunks = (list(range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK))
+    failed: list[Skipped] = []
+    done = 0
+    with strict_truncation(), one_torch_thread(), ThreadPoolExecutor(max_workers=backbone.workers) as pool:
+        ahead = deque(pool.submit(load, idx) for idx in itertools.islice(chunks, PREFETCH))
+        while ahead and not should_stop():
+            chunk = ahead.popleft().result()
+            if chunk.idx and backbone.uses_ort:  # decoded while the session was being built: compute it now
+                ahead.append(pool.submit(compute, chunk))
+                continue
+            if chunk.idx:  # GPU: computed here while the workers decode the chunks ahead
+                compute(chunk)
+            failed += chunk.failed
+            done += chunk.size
             if progress:
-                progress(done, len(todo))
-        pool.shutdown(cancel_futures=True)  # stopped: drop the read-ahead
+                progress(done, n)
+            if (nxt := next(chunks, None)) is not None:
+                ahead.append(pool.submit(load, nxt))
+        pool.shutdown(cancel_futures=True)  # stopped: drop the chunks ahead
     cache.save()
     return found, failed
 

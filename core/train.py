@@ -88,17 +88,14 @@ def _prepare(s: Session) -> None:
 def _fit_probe(s: Session) -> str:
     cfg, ds = s.cfg, s.dataset
     key = model_key(cfg.backbone, cfg.weights, _weights_digest(cfg), s.data_cfg)
-    backbone = Backbone(s.model, s.data_cfg, s.device, s.cache_dir / "onnx" / f"{key}.onnx", cfg.amp)
+    backbone = Backbone(s.model, s.data_cfg, s.device, s.cache_dir / "onnx", key, cfg.amp)
     cache = FeatureCache(s.cache_dir / "features" / f"{key}.npz")
     geom = backbones.geometry(s.data_cfg)
-
-    # ONNX Runtime wants plain NCHW; torch on CUDA is fastest with channels_last
-    pre = Preprocessor(s.data_cfg, s.device, channels_last=not backbone.uses_ort)
     # one pass over train + val, so decoding never waits for a phase boundary
     n_train, samples = len(ds.train), ds.train + ds.val
     views = [cfg.probe_views] * n_train + [1] * len(ds.val)
     exact = [False] * n_train + [True] * len(ds.val)  # validation decodes exactly like the exported model
-    feats, failed = extract_features(samples, views, exact, backbone, pre, geom, cache,
+    feats, failed = extract_features(samples, views, exact, backbone, geom, cache,
                                      progress=lambda d, t: s.emit("on_phase", "computing features", d, t),
                                      should_stop=s.stop.is_set)
     ds.drop(failed)

@@ -181,3 +181,44 @@ def test_probe_caches_mirrored_views_for_training_and_exact_features_for_validat
     written = cache_file.stat().st_mtime_ns
     again = train(cfg.replace(lr=3e-3))  # other head settings: every feature comes from the cache
     assert again.status == "completed" and cache_file.stat().st_mtime_ns == written  # nothing new to save
+
+
+def test_onnx_features_from_uint8_crops_equal_torch_features(tiny_config, tmp_path):
+    """The CPU probe's ONNX graph normalises uint8 crops itself: the same features as torch on the same crops,
+    from every session (one per worker), and the mirrored view is the image flipped left-right."""
+    from core import backbones
+    from core.augment import Preprocessor
+    from core.backbones import FeatureExtractor
+    from core.features import Backbone
+    model = backbones.create_model(tiny_config, 3).eval()
+    data_cfg = backbones.data_config(model, tiny_config.img_size)
+    size = data_cfg["input_size"][-1]
+    crops = np.random.default_rng(0).integers(0, 256, (5, size, size, 3), dtype=np.uint8)
+    backbone = Backbone(model, data_cfg, torch.device("cpu"), tmp_path / "onnx", "k", workers=2)
+    with torch.inference_mode():
+        expected = FeatureExtractor(model)(Preprocessor(data_cfg, torch.device("cpu")).to_float(
+            torch.from_numpy(crops))).numpy()
+    for _ in range(3):  # sessions are handed out in turn
+        np.testing.assert_allclose(backbone(crops), expected, atol=1e-4)
+    flipped = np.ascontiguousarray(crops[:, :, ::-1])
+    with torch.inference_mode():
+        mirror = FeatureExtractor(model)(Preprocessor(data_cfg, torch.device("cpu")).to_float(
+            torch.from_numpy(crops)).flip(-1)).numpy()
+    np.testing.assert_allclose(backbone(flipped), mirror, atol=1e-4)
+    assert not model.training  # exporting the ONNX graph left the model in eval mode
+
+
+def test_probe_stops_during_feature_extraction(tiny_config, monkeypatch):
+    monkeypatch.setattr("core.features.CHUNK", 4)  # 24 images: 6 chunks, progress after each
+    stop = threading.Event()
+    seen = []
+
+    class StopWhileComputing(Recorder):
+        def on_phase(self, phase, done, total):
+            seen.append((phase, done, total))
+            if phase == "computing features" and done < total:
+                stop.set()
+    cfg = tiny_config.replace(freeze="probe")
+    result = train(cfg, [StopWhileComputing()], stop=stop)
+    assert result.status == "stopped" and seen[-1][1] < seen[-1][2]  # it never finished the pass
+    assert json.loads((Path(result.run_dir) / "status.json").read_text())["status"] == "stopped"
