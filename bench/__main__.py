@@ -214,13 +214,16 @@ def run_speed(args: argparse.Namespace) -> dict:
     res["tut_frozen"] = tutorial(data, args.tutorial_epochs, frozen=True)
     print("tutorial frozen", res["tut_frozen"], flush=True)
     if not args.probe_only:
-        res["full"] = engine(data, out, freeze="full", epochs=args.epochs, early_stopping=0,
-                             batch_size=args.batch)
-        print("engine full", res["full"], flush=True)
+        full, step = [], []
+        for _ in range(args.repeats):  # alternated like the probe runs: medians of N
+            full.append(engine(data, out, freeze="full", epochs=args.epochs, early_stopping=0,
+                               batch_size=args.batch))
+            print("engine full", full[-1], flush=True)
+            step.append(train_step_reference(244, 153, batch=args.batch))
+            print("train-step reference", step[-1], flush=True)
+        res["full"], res["step_ref"] = _median(full, "epoch_s"), _median(step, "epoch_s")
         res["tut_full"] = tutorial(data, args.epochs, frozen=False)
         print("tutorial full", res["tut_full"], flush=True)
-        res["step_ref"] = train_step_reference(244, 153, batch=args.batch)
-        print("train-step reference", res["step_ref"], flush=True)
         # partial freezing without augmentation: frozen prefix cached once vs run in every step
         part = dict(freeze="partial", epochs=args.epochs, early_stopping=0, batch_size=args.batch,
                     augmentation="none")
@@ -250,9 +253,9 @@ def report(r: dict, args: argparse.Namespace) -> None:
     if "full" in r:
         rows += [(f"tutorial full fine-tune, s/epoch ({args.epochs} epochs)", r["tut_full"]["epoch_s"],
                   r["tut_full"]["final"]),
-                 (f"engine full fine-tune, s/epoch ({args.epochs} epochs)", r["full"]["epoch_s"],
+                 (f"engine full fine-tune, s/epoch ({args.epochs} epochs), median", r["full"]["epoch_s"],
                   r["full"]["final"]),
-                 ("fwd+bwd + fwd reference, s/epoch", r["step_ref"]["epoch_s"], float("nan")),
+                 ("fwd+bwd + fwd reference, s/epoch, median", r["step_ref"]["epoch_s"], float("nan")),
                  (f"engine partial, no augmentation, prefix cached, s/epoch ({args.epochs} epochs)",
                   r["partial_cached"]["epoch_s"], r["partial_cached"]["final"]),
                  ("engine partial, no augmentation, prefix run every step, s/epoch", r["partial_plain"]["epoch_s"],

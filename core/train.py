@@ -9,6 +9,7 @@ checked after every batch. Two paths share one epoch loop:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -253,9 +254,22 @@ def _finish(s: Session, status: str) -> FitResult:
     atomic_write_json(s.run.dataset_file, s.dataset.summary())
     atomic_write_json(s.run.summary_file, summary)
     write_bundle(s.model, s.data_cfg, s.dataset.classes, s.cfg, summary, s.run.bundle_dir)
+    _share_file(s.run.bundle_dir / "model.safetensors", s.run.best_weights)
     for store in s.run.path.glob("decoded-*.npy"):  # memory-mapped image stores of large sets
         store.unlink()
     return FitResult(status, str(s.run.path), summary)
+
+
+def _share_file(src: Path, dest: Path) -> None:
+    """dest holds what src holds (the best weights, which the bundle exported): keep one copy on disk, a hard
+    link swapped in atomically. Where the filesystem has no hard links, both copies stay."""
+    tmp = dest.with_name(dest.name + ".link")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+        os.replace(tmp, dest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def build_summary(s: Session, probs: np.ndarray, status: str) -> dict:

@@ -44,6 +44,9 @@ def test_tiny_run_writes_a_complete_run_folder(tiny_config, freeze):
     for name in ("config.yaml", "metrics.jsonl", "status.json", "summary.json", "best.safetensors",
                  "bundle/model.safetensors", "bundle/config.json", "bundle/config.yaml", "bundle/README.md"):
         assert (Path(run) / name).exists(), name
+    best, exported = Path(run) / "best.safetensors", Path(run) / "bundle" / "model.safetensors"
+    assert best.stat().st_ino == exported.stat().st_ino  # the same weights, kept once on disk
+    assert not list(Path(run).glob("*.link"))
     summary = json.loads((Path(run) / "summary.json").read_text())
     assert set(summary) >= {"val_accuracy", "macro_f1", "per_class", "confusion_matrix", "train_seconds"}
     assert len(summary["predictions"]) == summary["num_val"]
