@@ -323,20 +323,40 @@ def run_decode(args: argparse.Namespace) -> None:
           f"{per_image_ms(as_probe) * len(as_probe) / 1000:.2f} s for {len(as_probe)} images", flush=True)
 
     class Clock(Callback):
+        def on_phase(self, phase, done, total):
+            if not hasattr(self, "first_phase"):
+                self.first_phase = time.perf_counter()
+
         def on_fit_start(self, info):
             self.fit_start = time.perf_counter()
 
+    import core.features
+    busy = {"decode": 0.0, "forward": 0.0}  # seconds summed over the worker threads
+
+    def timed(fn, key):
+        def run(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                busy[key] += time.perf_counter() - t
+        return run
+    core.features.decode_or_skip = timed(core.features.decode_or_skip, "decode")
+    core.features.Backbone.__call__ = timed(core.features.Backbone.__call__, "forward")
     out = Path(tempfile.mkdtemp(prefix="bench-decode-"))
     train(TrainConfig(data=str(data), output_dir=str(out), freeze="probe", epochs=args.probe_epochs))  # ONNX
     for _ in range(args.repeats):
         shutil.rmtree(out / "_cache" / "features")
+        busy.update(decode=0.0, forward=0.0)
         clock, t0 = Clock(), time.perf_counter()
         train(TrainConfig(data=str(data), output_dir=str(out), freeze="probe", epochs=args.probe_epochs), [clock])
         end = time.perf_counter()
         fwd = forward_reference(len(samples), seconds=1.0)
-        print(f"probe, new data: {end - t0:.2f} s = set-up, decoding and features {clock.fit_start - t0:.2f} s + "
-              f"{args.probe_epochs} head epochs and the bundle {end - clock.fit_start:.2f} s; ORT forward "
-              f"reference {fwd['seconds']:.2f} s", flush=True)
+        w = torch.get_num_threads()
+        print(f"probe, new data: {end - t0:.2f} s = set-up {clock.first_phase - t0:.2f} s + reading, decoding and "
+              f"features {clock.fit_start - clock.first_phase:.2f} s (per worker: decode {busy['decode'] / w:.2f} s,"
+              f" forward {busy['forward'] / w:.2f} s) + {args.probe_epochs} head epochs and the bundle "
+              f"{end - clock.fit_start:.2f} s; ORT forward reference {fwd['seconds']:.2f} s", flush=True)
 
 
 def run_memory(args: argparse.Namespace) -> None:

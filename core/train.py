@@ -96,6 +96,7 @@ def _fit_probe(s: Session) -> str:
     n_train, samples = len(ds.train), ds.train + ds.val
     views = [cfg.probe_views] * n_train + [1] * len(ds.val)
     exact = [False] * n_train + [True] * len(ds.val)  # validation decodes exactly like the exported model
+    s.emit("on_phase", "computing features", 0, len(samples))
     feats, failed = extract_features(samples, views, exact, backbone, geom, cache,
                                      progress=lambda d, t: s.emit("on_phase", "computing features", d, t),
                                      should_stop=s.stop.is_set)
