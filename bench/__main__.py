@@ -302,10 +302,11 @@ def run_decode(args: argparse.Namespace) -> None:
     geom = geometry(data_config(create_model(TrainConfig(), 2)))
     samples = ds.train + ds.val
 
-    def per_image_ms(items: list[tuple[Sample, bool]], workers: int = 2) -> float:
+    def per_image_ms(items: list[tuple[Sample, bool]], workers: int = 2, fn=None) -> float:
+        fn = fn or (lambda it: decode_one(it[0].path, *geom, exact=it[1]))
         with ThreadPoolExecutor(workers) as pool:
             t0 = time.perf_counter()
-            list(pool.map(lambda it: decode_one(it[0].path, *geom, exact=it[1]), items))
+            list(pool.map(fn, items))
         return (time.perf_counter() - t0) / len(items) * 1000
 
     for _ in range(args.repeats):
@@ -318,6 +319,11 @@ def run_decode(args: argparse.Namespace) -> None:
     photo = [(Sample(str(big), 0), ex) for ex in (True, False)]
     print(f"a 4000x3000 JPEG, 1 thread: exact {per_image_ms([photo[0]] * 5, 1):.1f} ms, "
           f"fast {per_image_ms([photo[1]] * 5, 1):.1f} ms", flush=True)
+    # the floor under decoding: the JPEG decoder alone, then each path with its resize, on one thread
+    jpeg = per_image_ms([(x, True) for x in samples], 1, lambda it: Image.open(it[0].path).convert("RGB"))
+    print(f"one thread, per ants/bees image: JPEG decoder alone {jpeg:.2f} ms; exact path (+ PIL resize) "
+          f"{per_image_ms([(x, True) for x in samples], 1):.2f} ms; fast path (+ torch resize) "
+          f"{per_image_ms([(x, False) for x in samples], 1):.2f} ms", flush=True)
     as_probe = [(x, False) for x in ds.train] + [(x, True) for x in ds.val]
     print(f"decoding as the probe does (training fast, validation exact), 2 threads: "
           f"{per_image_ms(as_probe) * len(as_probe) / 1000:.2f} s for {len(as_probe)} images", flush=True)

@@ -6,9 +6,8 @@ Two decode paths, both giving an N x resize x resize x 3 uint8 array around timm
 - fast (training images): JPEGs decode through torchvision's libjpeg-turbo binding (the same pixels as PIL,
   less overhead) or, for photos at least twice the target size, at 1/2, 1/4 or 1/8 scale inside the JPEG
   decoder (PIL's `draft`); then torch's antialiased uint8 resize replaces PIL's (it differs by at most 2
-  levels in ~0.4% of pixels). `python -m bench --decode`: 1.6-2.3 vs 3.1-3.8 ms per ants/bees image with two
-  threads, 22 vs 219 ms for a 4000x3000 photo. Training images only pass through augmentation: exactness buys
-  nothing there.
+  levels in ~0.4% of pixels). `python -m bench --decode` measures both (README, Speed). Training images only
+  pass through augmentation: exactness buys nothing there.
 """
 
 from __future__ import annotations
@@ -122,12 +121,14 @@ def _crop_origin(nw: int, nh: int, resize: int, crop: int) -> tuple[int, int]:
 
 
 def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: str = "bicubic",
-                  workers: int = 2, out: np.ndarray | None = None, exact: bool = True,
+                  workers: int | None = None, out: np.ndarray | None = None, exact: bool = True,
                   progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[Skipped]]:
     """Decode every sample once into an N x resize x resize x 3 uint8 array (or into `out`, e.g. a memmap).
 
     Images that fail (truncated, corrupt) are left black and returned as Skipped so callers can drop them.
+    `workers` defaults to torch's thread count (the machine's cores, see core.device.set_threads).
     """
+    workers = max(1, workers or torch.get_num_threads())  # read before one_torch_thread() sets it to 1
     arr = out if out is not None else np.zeros((len(samples), resize, resize, 3), dtype=np.uint8)
     failed: list[Skipped] = []
 
@@ -138,7 +139,7 @@ def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: 
         else:
             arr[i] = got
 
-    with strict_truncation(), one_torch_thread(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with strict_truncation(), one_torch_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(samples), PROGRESS_EVERY):  # chunks, so long decodes report progress
             list(pool.map(work, range(start, min(start + PROGRESS_EVERY, len(samples)))))  # both paths free the GIL
             if progress:

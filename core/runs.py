@@ -37,6 +37,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def share_file(src: Path, dest: Path) -> None:
+    """Replace dest by a hard link to src, atomically: for two files with the same content (the best weights
+    and the bundle's copy of them), one copy on disk. Where the filesystem has no hard links, both stay."""
+    tmp = dest.with_name(dest.name + ".link")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+        os.replace(tmp, dest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

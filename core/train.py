@@ -9,7 +9,6 @@ checked after every batch. Two paths share one epoch loop:
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +30,7 @@ from core.features import Backbone, FeatureCache, extract_features, model_key
 from core.images import PROGRESS_EVERY, decode_images
 from core.loop import EvalResult, Session, TrainingError, epoch_loop, scores
 from core.metrics import classification_report
-from core.runs import RunDir, atomic_write_json, create_run_dir
+from core.runs import RunDir, atomic_write_json, create_run_dir, share_file
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
 
@@ -255,22 +254,10 @@ def _finish(s: Session, status: str) -> FitResult:
     atomic_write_json(s.run.dataset_file, s.dataset.summary())
     atomic_write_json(s.run.summary_file, summary)
     write_bundle(s.model, s.data_cfg, s.dataset.classes, s.cfg, summary, s.run.bundle_dir)
-    _share_file(s.run.bundle_dir / "model.safetensors", s.run.best_weights)
+    share_file(s.run.bundle_dir / "model.safetensors", s.run.best_weights)  # one copy of the weights
     for store in s.run.path.glob("decoded-*.npy"):  # memory-mapped image stores of large sets
         store.unlink()
     return FitResult(status, str(s.run.path), summary)
-
-
-def _share_file(src: Path, dest: Path) -> None:
-    """dest holds what src holds (the best weights, which the bundle exported): keep one copy on disk, a hard
-    link swapped in atomically. Where the filesystem has no hard links, both copies stay."""
-    tmp = dest.with_name(dest.name + ".link")
-    try:
-        tmp.unlink(missing_ok=True)
-        os.link(src, tmp)
-        os.replace(tmp, dest)
-    except OSError:
-        tmp.unlink(missing_ok=True)
 
 
 def build_summary(s: Session, probs: np.ndarray, status: str) -> dict:

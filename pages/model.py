@@ -15,8 +15,8 @@ FREEZE_TEXT = {
     "probe": "**Probe** – the pretrained network is frozen and only a new final layer learns. Fastest by far "
              "(each image goes through the network once), good when your photos look like everyday photos.",
     "partial": "**Partial** (default) – the last few stages of the network adapt as well, the pretrained "
-               "part at a lower learning rate. In our tests as accurate as full on everyday photos and better "
-               "on images unlike them (scans, satellite, textures, handwriting), at two thirds of the time.",
+               "part at a lower learning rate. In our tests as accurate as full on everyday photos (ants/bees) "
+               "and better on images unlike them (handwritten digits), at two thirds of the time.",
     "full": "**Full** – the whole network adapts, the pretrained part at a lower learning rate. Slowest; "
             "worth trying when partial falls short on very unusual images.",
     "gradual": "**Gradual** – the new layer learns first, then the network is unfrozen stage by stage "
