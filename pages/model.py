@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.backbones import CATALOGUE, WeightsError, create_model, describe_freeze
-from core.config import ConfigError, TrainConfig
+from core.config import BUNDLED_BACKBONES, ConfigError, TrainConfig
 from pages._ui import config_fields, config_widget, get_cfg, init_session, set_cfg, workspace
 
 init_session()
@@ -39,7 +39,7 @@ c1, c2 = st.columns(2)
 backbone = c1.selectbox("Backbone", names + ([cfg.backbone] if cfg.backbone not in names else []),
                         index=(names + [cfg.backbone]).index(cfg.backbone), key="w_backbone",
                         help="Any timm model name also works from the CLI.")
-sources = ["bundled", "hub", "file"] if backbone == "efficientnet_lite0" else ["hub", "file"]
+sources = ["bundled", "hub", "file"] if backbone in BUNDLED_BACKBONES else ["hub", "file"]
 current_source = cfg.weights if cfg.weights in ("bundled", "hub") else "file"
 source = c2.radio("Pretrained weights", sources, horizontal=True, key="w_weights_source",
                   index=sources.index(current_source) if current_source in sources else 0,

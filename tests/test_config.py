@@ -42,7 +42,7 @@ def test_yaml_python_tag_is_refused():
 
 
 def test_bundled_weights_only_for_lite0():
-    with pytest.raises(ConfigError, match="bundled' weights exist only for efficientnet_lite0"):
+    with pytest.raises(ConfigError, match="bundled' weights exist only for tf_efficientnet_lite0"):
         TrainConfig(backbone="resnet50").validate()
 
 
@@ -51,3 +51,8 @@ def test_every_field_has_help_and_section():
     for f in dataclasses.fields(TrainConfig):
         meta = field_meta(f.name)
         assert meta["help"] and meta["section"] in ("data", "model", "optim", "hardware", "output"), f.name
+
+
+def test_old_lite0_config_with_bundled_weights_says_what_to_change():
+    with pytest.raises(ConfigError, match="TensorFlow ports.*tf_efficientnet_lite0"):
+        TrainConfig(backbone="efficientnet_lite0").validate()
