@@ -38,8 +38,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 def tutorial(data: Path, epochs: int, frozen: bool) -> dict:
     from torchvision import datasets, transforms
 
-    from core.backbones import create_model, data_config
     from core.config import TrainConfig
+    from core.models.backbones import create_model, data_config
     model = create_model(TrainConfig(), 2)
     cfg = data_config(model)
     norm = transforms.Normalize(cfg["mean"], cfg["std"])
@@ -89,7 +89,7 @@ def tutorial(data: Path, epochs: int, frozen: bool) -> dict:
 
 def engine(data: Path, out: Path, **overrides) -> dict:
     from core.config import TrainConfig
-    from core.train import train
+    from core.engine.train import train
     cfg = TrainConfig(data=str(data), output_dir=str(out), **overrides)
     t0 = time.perf_counter()
     result = train(cfg)
@@ -107,13 +107,13 @@ def forward_reference(n_images: int, seconds: float = 2.0) -> dict:
     """Fastest forward pass over n images: ONNX Runtime and torch eager (channels_last) at several batches."""
     import onnxruntime as ort
 
-    from core.backbones import FeatureExtractor, create_model
     from core.config import TrainConfig
+    from core.models.backbones import FeatureExtractor, create_model
     model = FeatureExtractor(create_model(TrainConfig(), 2)).eval().to(memory_format=torch.channels_last)
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/m.onnx"
-        with warnings.catch_warnings():  # the legacy exporter, as in core.features
+        with warnings.catch_warnings():  # the legacy exporter, as in core.models.features
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), path, input_names=["x"],
                               dynamic_axes={"x": {0: "b"}}, dynamo=False)
@@ -145,8 +145,8 @@ def forward_reference(n_images: int, seconds: float = 2.0) -> dict:
 
 def train_step_reference(n_train: int, n_val: int, batch: int, seconds: float = 6.0) -> dict:
     """forward+backward+AdamW for n_train images at `batch`, plus forward-only for n_val: one ideal epoch."""
-    from core.backbones import create_model
     from core.config import TrainConfig
+    from core.models.backbones import create_model
     model = create_model(TrainConfig(), 2).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
@@ -229,12 +229,12 @@ def run_speed(args: argparse.Namespace) -> dict:
                     augmentation="none")
         res["partial_cached"] = engine(data, out, **part)
         print("engine partial, prefix cached", res["partial_cached"], flush=True)
-        import core.train
-        limit, core.train.PREFIX_CACHE_MAX_BYTES = core.train.PREFIX_CACHE_MAX_BYTES, 0
+        import core.engine.train
+        limit, core.engine.train.PREFIX_CACHE_MAX_BYTES = core.engine.train.PREFIX_CACHE_MAX_BYTES, 0
         try:
             res["partial_plain"] = engine(data, out, **part)
         finally:
-            core.train.PREFIX_CACHE_MAX_BYTES = limit
+            core.engine.train.PREFIX_CACHE_MAX_BYTES = limit
         print("engine partial, prefix run every step", res["partial_plain"], flush=True)
     report(res, args)
     return res
@@ -290,12 +290,13 @@ def run_decode(args: argparse.Namespace) -> None:
 
     from PIL import Image
 
-    from core.backbones import create_model, data_config, geometry
     from core.config import TrainConfig
-    from core.data import Sample, open_dataset
+    from core.data.dataset import Sample, open_dataset
+    from core.data.images import decode_one, geometry
     from core.device import set_threads
-    from core.images import decode_one
-    from core.train import Callback, train
+    from core.engine.callbacks import Callback
+    from core.engine.train import train
+    from core.models.backbones import create_model, data_config
     set_threads(0)
     data = Path(args.data)
     ds = open_dataset(data)
@@ -336,7 +337,7 @@ def run_decode(args: argparse.Namespace) -> None:
         def on_fit_start(self, info):
             self.fit_start = time.perf_counter()
 
-    import core.features
+    import core.models.features
     busy = {"decode": 0.0, "forward": 0.0}  # seconds summed over the worker threads
 
     def timed(fn, key):
@@ -347,8 +348,8 @@ def run_decode(args: argparse.Namespace) -> None:
             finally:
                 busy[key] += time.perf_counter() - t
         return run
-    core.features.decode_or_skip = timed(core.features.decode_or_skip, "decode")
-    core.features.Backbone.__call__ = timed(core.features.Backbone.__call__, "forward")
+    core.models.features.decode_or_skip = timed(core.models.features.decode_or_skip, "decode")
+    core.models.features.Backbone.__call__ = timed(core.models.features.Backbone.__call__, "forward")
     out = Path(tempfile.mkdtemp(prefix="bench-decode-"))
     train(TrainConfig(data=str(data), output_dir=str(out), freeze="probe", epochs=args.probe_epochs))  # ONNX
     for _ in range(args.repeats):
@@ -377,7 +378,7 @@ def run_memory(args: argparse.Namespace) -> None:
         base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
         Image.fromarray(base).resize((320, 240), Image.BILINEAR).save(root / cls / f"{i}.jpg", quality=85)
     print(f"generated {args.memory_images} images in {time.perf_counter() - t0:.0f}s under {root}", flush=True)
-    code = ("import resource, time, sys\nfrom core.config import TrainConfig\nfrom core.train import train\n"
+    code = ("import resource, time, sys\nfrom core.config import TrainConfig\nfrom core.engine.train import train\n"
             f"t=time.perf_counter(); r = train(TrainConfig(data={str(root)!r}, freeze='probe', epochs=3, "
             f"output_dir={str(root / '_runs')!r}))\n"
             "print('status', r.status, 'seconds', round(time.perf_counter()-t, 1), 'val_acc', "

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from core.callbacks import Callback
-from core.config import ConfigError, TrainConfig
+from core.config import TrainConfig
+from core.engine.callbacks import Callback
+from core.errors import ConfigError
 
 ALIASES = {"output_dir": ["--out"], "backbone": ["--model"]}
 
@@ -42,8 +43,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.engine.train import train
     from core.runs import RunDir
-    from core.train import train
     bar = [] if args.quiet else [ProgressBar()]
     if args.resume:
         run = RunDir(Path(args.resume))
@@ -71,8 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.data import IMG_EXTENSIONS
-    from core.export import load_bundle
+    from core.data.dataset import IMG_EXTENSIONS
+    from core.export.bundle import load_bundle
     paths: list[Path] = []
     for item in map(Path, args.images):
         if item.is_dir():
@@ -93,7 +94,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.export import export_zip
+    from core.export.bundle import export_zip
     from core.runs import RunDir
     run = RunDir(Path(args.run_dir))
     if not run.config.exists():

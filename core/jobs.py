@@ -13,10 +13,10 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from core.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult
 from core.config import TrainConfig
+from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult
+from core.engine.train import train
 from core.runs import RunDir, create_run_dir
-from core.train import train
 
 ACTIVE = ("queued", "running")
 MAX_BATCH_POINTS = 2000

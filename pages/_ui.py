@@ -12,7 +12,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import ConfigError, TrainConfig, field_meta
+from core.config import TrainConfig, field_meta
+from core.errors import ConfigError
 from core.jobs import JobRegistry
 
 APP_DIR = Path(__file__).resolve().parents[1]

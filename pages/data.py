@@ -5,7 +5,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import IMG_EXTENSIONS, DatasetError, open_dataset, save_uploaded_files
+from core.data.dataset import IMG_EXTENSIONS, open_dataset
+from core.data.uploads import save_uploaded_files
+from core.errors import DatasetError
 from pages._charts import counts_bar
 from pages._ui import SAMPLE_DATA, allowed_roots, get_cfg, init_session, set_cfg, workspace
 

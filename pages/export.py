@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.export import export_zip
+from core.export.bundle import export_zip
 from pages._ui import init_session, run_picker
 
 init_session()

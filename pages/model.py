@@ -4,8 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.backbones import CATALOGUE, WeightsError, create_model, describe_freeze
-from core.config import BUNDLED_BACKBONES, ConfigError, TrainConfig
+from core.config import BUNDLED_BACKBONES, TrainConfig
+from core.errors import ConfigError, WeightsError
+from core.models.backbones import CATALOGUE, create_model
+from core.models.freeze import describe_freeze
 from pages._ui import config_fields, config_widget, get_cfg, init_session, set_cfg, workspace
 
 init_session()
@@ -96,8 +98,8 @@ if err:
 
 st.subheader("Augmentation preview")
 if summary and st.button("Show augmented samples", key="aug_preview"):
-    from core.augment import preview
-    from core.backbones import data_config
+    from core.data.augment import preview
+    from core.models.backbones import data_config
     paths = [p for ex in summary["examples"].values() for p in ex[:1]][:4]
     model = create_model(TrainConfig(backbone=get_cfg().backbone, weights="random"), 2)
     images = preview(paths, data_config(model, get_cfg().img_size), get_cfg().augmentation, per_image=4)

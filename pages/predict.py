@@ -5,8 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import IMG_EXTENSIONS, check_image
-from core.export import load_bundle
+from core.data.dataset import IMG_EXTENSIONS, check_image
+from core.export.bundle import load_bundle
 from pages._ui import init_session, run_picker
 
 init_session()

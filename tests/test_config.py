@@ -1,6 +1,7 @@
 import pytest
 
-from core.config import ConfigError, TrainConfig, field_meta
+from core.config import TrainConfig, field_meta
+from core.errors import ConfigError
 
 
 def test_yaml_round_trip(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from core.export import load_bundle
+from core.export.bundle import load_bundle
 
 pytestmark = pytest.mark.e2e
 SHOTS_ENV = "TRANSFERLAB_SCREENSHOTS"  # set to a folder to also copy the screenshots there (README images)

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from core.config import TrainConfig
-from core.data import safe_zip_members
-from core.images import load_image
+from core.data.images import load_image
+from core.files.zips import safe_zip_members
 from core.runs import RunDir
 
 README = """---

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.augment import Preprocessor
-from core.backbones import FeatureExtractor
-from core.data import Sample, Skipped, bytes_digest
+from core.data.augment import Preprocessor
+from core.data.dataset import Sample, Skipped
+from core.data.images import decode_or_skip, one_torch_thread, strict_truncation
 from core.device import autocast
-from core.images import decode_or_skip, one_torch_thread, strict_truncation
-from core.runs import atomic_write_bytes
+from core.files.atomic import atomic_write_bytes
+from core.files.digest import bytes_digest
+from core.models.backbones import FeatureExtractor
 
 ORT_BATCH = 16  # ONNX Runtime batches of 4 and 16 measure within noise on the 2-core machines (bench)
 MAX_SESSIONS = 8  # CPU: one single-threaded ONNX Runtime session per worker, up to this many

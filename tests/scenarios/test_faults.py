@@ -16,7 +16,7 @@ from core.config import TrainConfig
 from core.jobs import JobRegistry
 from core.runs import RunDir, list_runs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sigkill_mid_training_then_resume(tiny_folder, tmp_path):
@@ -73,7 +73,7 @@ def test_full_disk_leaves_previous_checkpoint_intact(tmp_path):
     code = f"""
 import resource, signal
 from pathlib import Path
-from core.runs import atomic_write_bytes
+from core.files.atomic import atomic_write_bytes
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:
@@ -90,7 +90,8 @@ except OSError as exc:
 def test_weights_with_nan_are_refused(tmp_path):
     from safetensors.torch import save_file
 
-    from core.backbones import WeightsError, create_model
+    from core.errors import WeightsError
+    from core.models.backbones import create_model
     state = create_model(TrainConfig(weights="random"), 2).state_dict()
     state["conv_stem.weight"][0, 0, 0, 0] = float("nan")
     save_file(state, tmp_path / "nan.safetensors")
@@ -100,7 +101,7 @@ def test_weights_with_nan_are_refused(tmp_path):
 
 def test_same_seed_gives_identical_runs_on_cpu(tiny_config):
     """Same seed, same config: two runs give identical metrics (repeatable on CPU)."""
-    from core.train import train
+    from core.engine.train import train
     a = train(tiny_config.replace(freeze="full", epochs=2))
     b = train(tiny_config.replace(freeze="full", epochs=2))
     rows = [[{k: v for k, v in m.items() if k in ("train_loss", "val_loss", "val_acc")} for m in

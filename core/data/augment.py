@@ -79,8 +79,7 @@ def preview(paths: list[str], data_cfg: dict, preset: str, per_image: int = 3, s
     """A few augmented views of each image as uint8 HWC arrays, exactly as training would see them."""
     import numpy as np
 
-    from core.backbones import geometry
-    from core.images import decode_one
+    from core.data.images import decode_one, geometry
     pre = Preprocessor(data_cfg, torch.device("cpu"))
     g = torch.Generator().manual_seed(seed)
     u8 = torch.from_numpy(np.stack([decode_one(p, *geometry(data_cfg), exact=False) for p in paths]))

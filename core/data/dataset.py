@@ -1,37 +1,30 @@
-"""Datasets of labeled image folders: find the classes, check every file, split; zips and uploads.
+"""Datasets of labeled image folders: find the classes, check every file, split.
 
 Reads (a) a folder of class folders, (b) a folder with train/ and val/ (optionally test/) of class folders,
 (c) a .zip of either. Files that are not usable images are skipped and listed with the reason; they never
-stop a run. Decoding images into arrays is in `core.images`.
+stop a run. Decoding images into arrays is in `core.data.images`; zip safety in `core.files.zips`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import shutil
-import stat
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from core.errors import DatasetError
+from core.files.paths import is_ignored
+from core.files.zips import extract_zip
+
 # Same list as torchvision's ImageFolder: GIF is left out on purpose (animations and placeholders).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints"}
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_RATIO = 5.0
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger is refused as a possible decompression bomb
-ZIP_MAX_TOTAL_BYTES = 8 * 1024**3
-ZIP_MAX_RATIO = 200.0  # compressed -> uncompressed; real photos compress ~1:1, bombs by 1000s
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be used; the message says what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -177,14 +170,14 @@ def _scan_class_folders(root: Path) -> tuple[dict[str, list[Path]], list[Skipped
     for class_dir in _subdirs(root):
         files = per_class.setdefault(class_dir.name, [])
         for path in sorted(class_dir.rglob("*")):
-            if _ignored(path.relative_to(root)) or not path.is_file() or path.is_symlink():
+            if is_ignored(path.relative_to(root)) or not path.is_file() or path.is_symlink():
                 continue
             reason = check_image(path)
             if reason:
                 skipped.append(Skipped(str(path), reason))
             else:
                 files.append(path)
-    loose = [p for p in root.iterdir() if p.is_file() and not _ignored(Path(p.name))]
+    loose = [p for p in root.iterdir() if p.is_file() and not is_ignored(Path(p.name))]
     for p in loose:
         skipped.append(Skipped(str(p), "file is not inside a class folder; put images in <class>/ folders"))
     return per_class, skipped
@@ -224,135 +217,17 @@ def _warnings(ds: Dataset) -> list[str]:
 
 
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink() and not _ignored(Path(p.name)))
-
-
-def _ignored(rel: Path) -> bool:
-    return any(part in IGNORED_NAMES or part.startswith(".") for part in rel.parts)
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink() and not is_ignored(Path(p.name)))
 
 
 def _descend_single_folder(root: Path) -> Path:
     """A zip of `flowers/` holds one top folder: look inside it, as a person would."""
     while True:
         dirs = _subdirs(root)
-        files = [p for p in root.iterdir() if p.is_file() and not _ignored(Path(p.name))]
+        files = [p for p in root.iterdir() if p.is_file() and not is_ignored(Path(p.name))]
         if len(dirs) == 1 and not files and dirs[0].name.lower() not in SPLIT_NAMES:
             inner = _subdirs(dirs[0])
             if inner:  # only descend when the single folder itself holds folders
                 root = dirs[0]
                 continue
         return root
-
-
-# ---------------------------------------------------------------------------------------------------------
-# zips
-
-def extract_zip(zip_path: Path, dest: Path) -> Path:
-    """Safely extract a dataset zip into dest (reused when already extracted from the same bytes)."""
-    digest = file_digest(zip_path)
-    target = dest / digest[:16]
-    if (target / ".complete").exists():
-        return target
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile:
-        raise DatasetError(f"{zip_path.name} is not a valid zip archive (it may be truncated or another "
-                           f"format renamed to .zip). Re-create the zip and upload it again.") from None
-    with zf:
-        members = safe_zip_members(zf, zip_path.name)
-        tmp = dest / f".{digest[:16]}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for info, rel in members:
-            out = tmp.joinpath(*map(safe_component, rel.parts))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        (tmp / ".complete").write_text("ok")
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    return target
-
-
-def safe_zip_members(zf: zipfile.ZipFile, name: str) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
-    """Members that are safe to extract (hidden entries dropped); raises on slip paths, links and bombs."""
-    infos = zf.infolist()
-    if not any(not i.is_dir() for i in infos):
-        raise DatasetError(f"{name} is empty. Zip a folder that holds one folder per class.")
-    total = sum(i.file_size for i in infos)
-    packed = sum(i.compress_size for i in infos) or 1
-    # one highly compressed big member among real photos is a bomb too, even if the whole ratio looks fine
-    worst = max(infos, key=lambda i: i.file_size / max(i.compress_size, 1))
-    member_bomb = worst.file_size > 10_000_000 and worst.file_size / max(worst.compress_size, 1) > ZIP_MAX_RATIO
-    if total > ZIP_MAX_TOTAL_BYTES or total / packed > ZIP_MAX_RATIO or member_bomb:
-        raise DatasetError(f"{name} would unpack to {total / 1024**3:.2f} GiB from {packed / 1024**2:.1f} MiB "
-                           f"(ratio {total / packed:.0f}:1"
-                           + (f"; {worst.filename} alone {worst.file_size / max(worst.compress_size, 1):.0f}:1"
-                              if member_bomb else "")
-                           + f"); refused as a possible zip bomb. Limits: {ZIP_MAX_TOTAL_BYTES / 1024**3:.0f} GiB "
-                             f"and {ZIP_MAX_RATIO:.0f}:1.")
-    out = []
-    for info in infos:
-        raw = info.filename.replace("\\", "/")
-        rel = PurePosixPath(raw)
-        if raw.startswith("/") or ".." in rel.parts or (rel.parts and ":" in rel.parts[0]):
-            raise DatasetError(f"{name} contains an unsafe path '{info.filename}' (absolute or with '..'); "
-                               f"refused. Re-create the zip from the dataset folder itself.")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise DatasetError(f"{name} contains a symbolic link '{info.filename}'; links are refused. "
-                               f"Zip the real files instead.")
-        if info.is_dir() or _ignored(Path(*rel.parts)):
-            continue
-        out.append((info, rel))
-    return out
-
-
-def safe_component(name: str, limit: int = 200) -> str:
-    """File systems refuse names over 255 bytes: shorten long ones, keeping the extension and uniqueness."""
-    if len(name.encode("utf-8")) <= limit:
-        return name
-    stem, suffix = Path(name).stem, Path(name).suffix[:16]
-    tag = hashlib.blake2b(name.encode("utf-8"), digest_size=4).hexdigest()
-    while len((stem + tag + suffix).encode("utf-8")) > limit - 1:
-        stem = stem[:-8]
-    return f"{stem}-{tag}{suffix}"
-
-
-def file_digest(path: Path) -> str:
-    """The content hash that keys caches; equal to bytes_digest of the file's bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def bytes_digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# uploads
-
-def save_uploaded_files(files: list[tuple[str, bytes]], dest: Path) -> Path:
-    """Write browser folder-upload files (relative names like `ds/cat/1.jpg`) under dest, safely.
-
-    The names come from the browser and are never trusted as paths: only plain relative parts survive;
-    anything with '..', an absolute path, a drive letter or a backslash is refused with its name.
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for name, data in files:
-        rel = PurePosixPath(name)
-        if "\\" in name or rel.is_absolute() or ".." in rel.parts or (rel.parts and ":" in rel.parts[0]):
-            raise DatasetError(f"Uploaded file name '{name}' is not a plain relative path; refused.")
-        if _ignored(Path(*rel.parts)):
-            continue
-        out = dest.joinpath(*map(safe_component, rel.parts))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-        written += 1
-    if not written:
-        raise DatasetError("The upload held no usable files (only hidden or system files).")
-    return dest

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import TrainConfig
 from tests.conftest import COLORS, make_image
 
-APP = "../app.py"  # AppTest resolves this against this test file's folder
+APP = "../../app.py"  # AppTest resolves this against this test file's folder
 
 
 @pytest.fixture

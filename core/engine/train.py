@@ -20,17 +20,19 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from core import backbones
-from core.augment import Preprocessor
-from core.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
+from core.analysis.metrics import classification_report
 from core.config import TrainConfig
-from core.data import Sample, open_dataset
+from core.data.augment import Preprocessor
+from core.data.dataset import Sample, open_dataset
+from core.data.images import PROGRESS_EVERY, decode_images, geometry
 from core.device import autocast, pick_device, set_threads
-from core.features import Backbone, FeatureCache, extract_features, model_key
-from core.images import PROGRESS_EVERY, decode_images
-from core.loop import EvalResult, Session, TrainingError, epoch_loop, scores
-from core.metrics import classification_report
-from core.runs import RunDir, atomic_write_json, create_run_dir, share_file
+from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
+from core.engine.loop import EvalResult, Session, epoch_loop, scores
+from core.errors import TrainingError
+from core.files.atomic import atomic_write_json, share_file
+from core.models import backbones, freeze
+from core.models.features import Backbone, FeatureCache, extract_features, model_key
+from core.runs import RunDir, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
 
@@ -79,7 +81,7 @@ def _prepare(s: Session) -> None:
     s.model = s.model.to(memory_format=torch.channels_last)
     s.data_cfg = backbones.data_config(s.model, cfg.img_size)
     s.pre = Preprocessor(s.data_cfg, s.device)
-    backbones.apply_freeze(s.model, cfg, epoch=0)
+    freeze.apply_freeze(s.model, cfg, epoch=0)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def _fit_probe(s: Session) -> str:
     key = model_key(cfg.backbone, cfg.weights, _weights_digest(cfg), s.data_cfg)
     backbone = Backbone(s.model, s.data_cfg, s.device, s.cache_dir / "onnx", key, cfg.amp)
     cache = FeatureCache(s.cache_dir / "features" / f"{key}.npz")
-    geom = backbones.geometry(s.data_cfg)
+    geom = geometry(s.data_cfg)
     # one pass over train + val, so decoding never waits for a phase boundary
     n_train, samples = len(ds.train), ds.train + ds.val
     views = [cfg.probe_views] * n_train + [1] * len(ds.val)
@@ -131,7 +133,7 @@ def _fit_probe(s: Session) -> str:
 
 def _fit_finetune(s: Session) -> str:
     cfg, ds = s.cfg, s.dataset
-    geom = backbones.geometry(s.data_cfg)
+    geom = geometry(s.data_cfg)
     total = len(ds.train) + len(ds.val)
     s.emit("on_phase", "decoding images", 0, total)
     # training images only feed augmentation: the fast decode; validation decodes like the exported model
@@ -150,7 +152,7 @@ def _fit_finetune(s: Session) -> str:
     # partial freezing: the frozen prefix's outputs never change, so they are computed once (validation
     # always; training images when augmentation is off) and the epochs run only the rest of the network
     net, prefix = s.model, None
-    split = backbones.split_frozen_prefix(s.model) if cfg.freeze == "partial" else None
+    split = freeze.split_frozen_prefix(s.model) if cfg.freeze == "partial" else None
     if split is not None:
         prefix, net = split
         # eval before any pass: its BatchNorm statistics stay as they are. `net` holds the whole model, so
@@ -241,7 +243,7 @@ def _image_store(s: Session, split: str, n: int, size: int) -> np.ndarray:
 
 def _finish(s: Session, status: str) -> FitResult:
     """Reload the best weights, evaluate, write summary.json and the export bundle."""
-    from core.export import write_bundle
+    from core.export.bundle import write_bundle
     if not s.run.best_weights.exists():
         summary = {"status": status, "train_seconds": time.perf_counter() - s.t0, "note": "stopped before "
                    "any training happened; nothing to export"}
@@ -297,7 +299,7 @@ def _weights_digest(cfg: TrainConfig) -> str:
         return f"random-seed{cfg.seed}"
     if cfg.weights == "hub":
         return "hub"
-    from core.data import file_digest
+    from core.files.digest import file_digest
     return file_digest(Path(cfg.weights))
 
 

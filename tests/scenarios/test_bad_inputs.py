@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.backbones import WeightsError, create_model
 from core.config import TrainConfig
-from core.data import DatasetError, open_dataset
-from core.images import decode_images, load_image
+from core.data.dataset import open_dataset
+from core.data.images import decode_images, load_image
+from core.errors import DatasetError, WeightsError
+from core.models.backbones import create_model
 from tests.conftest import COLORS, make_image
 
 VALID = 12
@@ -160,7 +161,7 @@ def test_truncated_jpeg_is_reported_and_the_run_goes_on(base, tmp_path):
     ds, _ = scan(base)
     _, failed = decode_images(ds.train + ds.val, 72, 64)
     assert [Path(f.path).name for f in failed] == ["cut.jpg"] and "could not be decoded" in failed[0].reason
-    from core.train import train
+    from core.engine.train import train
     result = train(TrainConfig(data=str(base), backbone="test_efficientnet", weights="random", img_size=64,
                                epochs=1, batch_size=4, output_dir=str(tmp_path / "runs"), val_fraction=0.25))
     assert result.status == "completed"

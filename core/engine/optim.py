@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core import backbones
 from core.config import TrainConfig
+from core.models.freeze import head_parameters
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, net: nn.Module) -> torch.optim.Optimizer:
@@ -17,7 +17,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, net: nn.Module) -> torch
 
     `net` is what trains: the whole model, the part after a cached frozen prefix, or only the head (probe).
     """
-    head = {id(p) for p in backbones.head_parameters(model)}
+    head = {id(p) for p in head_parameters(model)}
     groups = []
     for is_head, lr in ((True, cfg.lr), (False, cfg.lr * cfg.backbone_lr_mult)):
         params = [p for p in net.parameters() if (id(p) in head) == is_head]

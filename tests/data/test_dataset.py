@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import DatasetError, open_dataset
-from core.images import decode_images, load_image
+from core.data.dataset import open_dataset
+from core.data.images import decode_images, load_image
+from core.errors import DatasetError
 from tests.conftest import COLORS, make_image
 
 

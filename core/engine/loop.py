@@ -21,20 +21,18 @@ import torch.nn.functional as F
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from core import backbones
-from core.augment import Preprocessor
-from core.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.config import TrainConfig
-from core.data import Dataset
+from core.data.augment import Preprocessor
+from core.data.dataset import Dataset
 from core.device import autocast
-from core.optim import SCHEDULES, build_optimizer
-from core.runs import RunDir, atomic_write_bytes
+from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
+from core.engine.optim import SCHEDULES, build_optimizer
+from core.errors import TrainingError
+from core.files.atomic import atomic_write_bytes
+from core.models import freeze
+from core.runs import RunDir
 
 REPORT_EVERY_S = 0.5
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says why and what to change."""
 
 
 @dataclass
@@ -72,7 +70,7 @@ class Session:
 
 
 def fit_info(s: Session, steps_per_epoch: int) -> FitInfo:
-    trainable, total = backbones.parameter_counts(s.model)
+    trainable, total = freeze.parameter_counts(s.model)
     ds = s.dataset
     return FitInfo(s.run.run_id, str(s.run.path), s.cfg.freeze, str(s.device), ds.classes, ds.counts(),
                    [{"path": k.path, "reason": k.reason} for k in ds.skipped], ds.warnings, trainable, total,
@@ -101,11 +99,11 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
     s.emit("on_fit_start", fit_info(s, steps))
     best_state, t_fit = None, time.perf_counter()
     write_each_best = cfg.freeze != "probe"  # long epochs: keep the best on disk as it happens; probe: at end
-    trainable = backbones.parameter_counts(s.model)[0]
+    trainable = freeze.parameter_counts(s.model)[0]
     for epoch in range(loop.epoch + 1, cfg.epochs + 1):
         if cfg.freeze == "gradual":
-            backbones.apply_freeze(s.model, cfg, epoch=epoch - 1)
-            trainable = backbones.parameter_counts(s.model)[0]
+            freeze.apply_freeze(s.model, cfg, epoch=epoch - 1)
+            trainable = freeze.parameter_counts(s.model)[0]
         t_ep = time.perf_counter()
         train_loss, train_acc, seen = _train_epoch_with_oom_retry(s, net, opt, sched, scaler, batches, epoch,
                                                                   n_train, t_fit)
@@ -187,7 +185,7 @@ def _restore_checkpoint(s: Session, opt, sched) -> LoopState:
 def _train_one_epoch(s: Session, net: nn.Module, opt, sched, scaler, batch_iter: Iterator, epoch: int,
                      steps: int, t_fit: float) -> tuple[float, float, int]:
     cfg = s.cfg
-    backbones.set_train_mode(net)  # frozen BatchNorm layers stay in eval mode
+    freeze.set_train_mode(net)  # frozen BatchNorm layers stay in eval mode
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen, t_ep, last_report = 0, time.perf_counter(), 0.0

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps
 
-from core.data import Sample, Skipped
+from core.data.dataset import Sample, Skipped
 
 PROGRESS_EVERY = 256  # images decoded between progress reports
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
@@ -178,3 +178,9 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def geometry(data_cfg: dict) -> tuple[int, int, str]:
+    """(resize, crop, interpolation) exactly as timm's eval transform: Resize(floor(crop/crop_pct)), crop."""
+    crop = int(data_cfg["input_size"][-1])
+    return math.floor(crop / data_cfg.get("crop_pct", 1.0)), crop, data_cfg.get("interpolation", "bicubic")

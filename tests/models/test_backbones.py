@@ -3,11 +3,13 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from core import backbones
-from core.backbones import WeightsError, apply_freeze, backbone_stages, create_model, split_frozen_prefix
 from core.config import TrainConfig
-from core.data import open_dataset
-from core.images import load_image
+from core.data.dataset import open_dataset
+from core.data.images import geometry, load_image
+from core.errors import WeightsError
+from core.models import backbones
+from core.models.backbones import create_model
+from core.models.freeze import apply_freeze, backbone_stages, split_frozen_prefix
 
 
 def _imagenet_top1_right(hymenoptera, arch: str) -> float:
@@ -47,7 +49,7 @@ def test_preprocessing_comes_from_timm():
     cfg = backbones.data_config(model)
     assert cfg["input_size"] == (3, 224, 224) and cfg["interpolation"] == "bicubic"
     assert cfg["mean"] == cfg["std"] == (0.5, 0.5, 0.5)  # the TF port's normalisation, not ImageNet's
-    assert backbones.geometry(cfg) == (256, 224, "bicubic")
+    assert geometry(cfg) == (256, 224, "bicubic")
 
 
 def _requires_grad_by_stage(model):

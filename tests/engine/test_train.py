@@ -11,9 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.backbones import backbone_stages, create_model
 from core.config import TrainConfig
-from core.train import Callback, train
+from core.engine.callbacks import Callback
+from core.engine.train import train
+from core.models.backbones import create_model
+from core.models.freeze import backbone_stages
 
 
 class Recorder(Callback):
@@ -92,7 +94,7 @@ def test_stop_ends_within_one_batch_with_a_usable_checkpoint(tiny_config):
     assert rec.events.count("batch") == 1
     assert json.loads((Path(result.run_dir) / "status.json").read_text())["status"] == \
         "stopped"
-    from core.export import load_bundle
+    from core.export.bundle import load_bundle
     preds = load_bundle(f"{result.run_dir}/bundle").predict([cfg.data + "/red/red_0.png"])
     assert preds[0][0][0] in ("red", "green", "blue")
 
@@ -135,8 +137,8 @@ print(json.dumps(out))
 
 
 def test_large_sets_decode_into_a_memory_mapped_store(tiny_config, monkeypatch):
-    import core.train
-    monkeypatch.setattr(core.train, "MEMMAP_ABOVE_BYTES", 0)  # treat the tiny set as "does not fit"
+    import core.engine.train
+    monkeypatch.setattr(core.engine.train, "MEMMAP_ABOVE_BYTES", 0)  # treat the tiny set as "does not fit"
     seen = []
 
     class Look(Callback):
@@ -162,7 +164,7 @@ def test_cached_frozen_prefix_trains_like_running_it_every_epoch(tiny_config, mo
             phases.append(phase)
     cached = train(cfg, [Phases()])
     assert "frozen layers, once (training)" in phases and "frozen layers, once (validation)" in phases
-    monkeypatch.setattr("core.train.PREFIX_CACHE_MAX_BYTES", 0)  # too big to cache: the prefix runs each step
+    monkeypatch.setattr("core.engine.train.PREFIX_CACHE_MAX_BYTES", 0)  # too big to cache: the prefix runs each step
     phases.clear()
     plain = train(cfg, [Phases()])
     assert not any(p.startswith("frozen layers") for p in phases)
@@ -189,10 +191,10 @@ def test_probe_caches_mirrored_views_for_training_and_exact_features_for_validat
 def test_onnx_features_from_uint8_crops_equal_torch_features(tiny_config, tmp_path):
     """The CPU probe's ONNX graph normalises uint8 crops itself: the same features as torch on the same crops,
     from every session (one per worker), and the mirrored view is the image flipped left-right."""
-    from core import backbones
-    from core.augment import Preprocessor
-    from core.backbones import FeatureExtractor
-    from core.features import Backbone
+    from core.data.augment import Preprocessor
+    from core.models import backbones
+    from core.models.backbones import FeatureExtractor
+    from core.models.features import Backbone
     model = backbones.create_model(tiny_config, 3).eval()
     data_cfg = backbones.data_config(model, tiny_config.img_size)
     size = data_cfg["input_size"][-1]
@@ -212,7 +214,7 @@ def test_onnx_features_from_uint8_crops_equal_torch_features(tiny_config, tmp_pa
 
 
 def test_probe_stops_during_feature_extraction(tiny_config, monkeypatch):
-    monkeypatch.setattr("core.features.CHUNK", 4)  # 24 images: 6 chunks, progress after each
+    monkeypatch.setattr("core.models.features.CHUNK", 4)  # 24 images: 6 chunks, progress after each
     stop = threading.Event()
     seen = []
 

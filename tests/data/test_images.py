@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import Sample
-from core.images import decode_images, decode_one
+from core.data.dataset import Sample
+from core.data.images import decode_images, decode_one
 from tests.conftest import COLORS, make_image
 
 

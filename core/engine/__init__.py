@@ -1,0 +1,1 @@
+"""One run: orchestration, the epoch loop, optimizers and schedules, callbacks."""

@@ -1,0 +1,1 @@
+"""Pretrained networks: the catalogue and weights, freezing, frozen features."""
