@@ -10,6 +10,7 @@ weights_only=True). Preprocessing always comes from timm's data config, never fr
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from core.config import TrainConfig
@@ -67,23 +69,62 @@ def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 
 def _create_with_weights(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.weights == "hub":
-        return _create_from_hub(cfg.backbone, num_classes)
+        return _create_from_hub(cfg.backbone, num_classes, cfg.img_size)
     try:
-        model = timm.create_model(cfg.backbone, pretrained=False, num_classes=num_classes)
+        model = _timm_create(cfg.backbone, cfg.img_size, pretrained=False, num_classes=num_classes)
     except RuntimeError as exc:  # timm: "Unknown model (...)"
         raise WeightsError(f"'{cfg.backbone}' is not a timm model name ({exc}).") from None
     if cfg.weights == "bundled":
         _load_backbone_state(model, _bundled_state_dict(model, cfg.backbone), f"the bundled {cfg.backbone} weights")
     elif cfg.weights != "random":
-        _load_backbone_state(model, load_weights_file(Path(cfg.weights)), Path(cfg.weights).name)
+        source = Path(cfg.weights).name
+        state = _fit_position_embeddings(model, load_weights_file(Path(cfg.weights)), source)
+        _load_backbone_state(model, state, source)
     return model
 
 
-def _create_from_hub(name: str, num_classes: int) -> nn.Module:
+def _timm_create(name: str, img_size: int, **kwargs) -> nn.Module:
+    """timm.create_model, told the input size when the architecture is built for one.
+
+    A ViT's position embeddings hold one token per patch of the size it was built for: built at 224 px it
+    fails on 64 px images (or, with dynamic sizes, resamples them in every forward pass, which ONNX cannot
+    export for the probe). CNNs take any size and have no img_size argument: their constructor raises
+    TypeError before building anything, and they are built without it.
+    """
+    if img_size:
+        try:
+            return timm.create_model(name, img_size=img_size, **kwargs)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, **kwargs)
+
+
+def _fit_position_embeddings(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Resample a weights file's ViT position embeddings to the model's patch grid (a file made at another size).
+
+    timm does the same for its hub weights when told img_size; a user file needs it done here.
+    """
+    pos, own = state.get("pos_embed"), getattr(model, "pos_embed", None)
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if pos is None or not isinstance(own, torch.Tensor) or grid is None or pos.shape == own.shape \
+            or pos.ndim != 3 or pos.shape[-1] != own.shape[-1]:
+        return state  # nothing to do, or not a ViT-style embedding: the shape check names the mismatch
+    prefix = own.shape[1] - grid[0] * grid[1]  # class/register tokens with their own embedding (0 or more)
+    side = math.isqrt(max(pos.shape[1] - prefix, 0))
+    if side == 0 or side * side != pos.shape[1] - prefix:
+        raise WeightsError(f"{source} has position embeddings for a non-square patch grid "
+                           f"({pos.shape[1] - prefix} patches); set img_size to the size these weights were "
+                           f"trained at, or 0.")
+    resampled = resample_abs_pos_embed(pos, new_size=list(grid), old_size=[side, side], num_prefix_tokens=prefix)
+    return {**state, "pos_embed": resampled}
+
+
+def _create_from_hub(name: str, num_classes: int, img_size: int = 0) -> nn.Module:
     if not _hub_reachable():  # fail in seconds, not after a minute of download retries
         raise WeightsError(_offline_message(name, ConnectionError("huggingface.co unreachable")))
-    try:
-        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    try:  # told img_size, timm resamples the hub weights' position embeddings itself
+        return _timm_create(name, img_size, pretrained=True, num_classes=num_classes)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise WeightsError(f"'{name}' is not a timm model name.") from None

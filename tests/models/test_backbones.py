@@ -2,10 +2,12 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
 
 from core.config import TrainConfig
 from core.data.dataset import open_dataset
 from core.data.images import geometry, load_image
+from core.engine.train import train
 from core.errors import WeightsError
 from core.models import backbones
 from core.models.backbones import create_model
@@ -121,3 +123,28 @@ def test_no_prefix_split_for_transformers():
     vit = timm.create_model("test_vit", num_classes=2)
     apply_freeze(vit, TrainConfig(freeze="partial", backbone="test_vit"))
     assert split_frozen_prefix(vit) is None  # position embeddings sit between its modules: not a plain chain
+
+
+@pytest.mark.parametrize("name", ["test_vit", "test_vit3"])  # test_vit3: fixed-size, as vit_small_patch16_224
+def test_vit_runs_at_the_configured_image_size(name):
+    model = create_model(TrainConfig(backbone=name, weights="random", img_size=64), 3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("freeze", ["partial", "probe"])
+def test_vit_trains_at_another_image_size(tiny_folder, tmp_path, freeze):
+    cfg = TrainConfig(data=str(tiny_folder), backbone="test_vit", weights="random", img_size=64, epochs=1,
+                      batch_size=4, freeze=freeze, output_dir=str(tmp_path / "runs"), threads=2)
+    assert train(cfg, []).status == "completed"
+
+
+def test_vit_weights_file_from_another_image_size_is_resampled(tmp_path):
+    made = timm.create_model("test_vit3", num_classes=2)  # built for 160 px: a 10 x 10 patch grid
+    save_file(made.state_dict(), tmp_path / "vit160.safetensors")
+    cfg = TrainConfig(backbone="test_vit3", weights=str(tmp_path / "vit160.safetensors"), img_size=64)
+    model = create_model(cfg, 2).eval()
+    assert torch.equal(model.blocks[0].attn.qkv.weight, made.blocks[0].attn.qkv.weight)
+    assert torch.allclose(model.pos_embed, resample_abs_pos_embed(made.pos_embed, [4, 4], num_prefix_tokens=1))
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 2)
