@@ -1,8 +1,12 @@
-"""TransferLab web app: the router. Pages live in pages/; all ML lives in core/."""
+"""TransferLab web app: the router. Pages live in pages/; all ML lives in core/.
+
+The navigation is drawn before anything imports torch (seconds; tens on a busy machine): until st.navigation
+runs, the browser shows Streamlit's list of the files in pages/ over a blank page.
+"""
 
 import streamlit as st
 
-from pages._ui import get_registry, init_session
+from pages._ui import get_registry, init_session  # light: core.jobs (torch) is imported on first use
 
 st.set_page_config(page_title="TransferLab", page_icon=":material/model_training:", layout="wide")
 init_session()
@@ -18,23 +22,34 @@ pages = [
 nav = st.navigation(pages)
 
 
-@st.cache_resource
+def load_engine() -> None:
+    """Import torch, timm and the training engine: seconds on the process's first run, free after that.
+
+    Done here under our own message, so get_registry() below does not show "Running get_registry()." instead.
+    """
+    import core.jobs  # noqa: F401
+
+
+@st.cache_resource(show_spinner=False)
 def device_label() -> str:
     from core.device import describe_device
     return describe_device()
 
 
 with st.sidebar:
-    st.caption(f"Device · {device_label()}")
+    device = st.empty()
     summary = st.session_state.get("dataset_summary")
     if summary:
         n = sum(sum(c.values()) for c in summary["counts"].values())
         st.caption(f"Dataset · {len(summary['classes'])} classes, {n} images")
     else:
         st.caption("Dataset · none chosen yet")
+with st.spinner("Loading TransferLab…"):
+    load_engine()
+    device.caption(f"Device · {device_label()}")
     active = get_registry().active_job()
-    if active:
-        snap = active.snapshot()
-        st.caption(f"Training · run {snap.job_id} ({snap.progress:.0%})")
+if active:
+    snap = active.snapshot()
+    st.sidebar.caption(f"Running · {snap.title} ({snap.progress:.0%})")
 
 nav.run()

@@ -15,24 +15,32 @@ import time
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.engine.callbacks import Callback
+from core.engine.callbacks import Callback, FitInfo
 from core.errors import ConfigError
 
 ALIASES = {"output_dir": ["--out"], "backbone": ["--model"]}
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a classifier from a folder/zip of labeled images",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train a classifier from a folder/zip of labeled images")
     p.add_argument("--config", help="YAML config file; flags given here override its values")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (dataset warnings still print)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch")
     for f in dataclasses.fields(TrainConfig):
         flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
-        meta = f.metadata
         kind = {"int": int, "float": float}.get(f.type, str)
-        p.add_argument(*flags, dest=f.name, type=kind, default=None, choices=meta.get("choices"),
-                       help=f"{meta['help']} (default: {f.default})")
+        p.add_argument(*flags, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"),
+                       help=_field_help(f))
+
+
+def _field_help(f: dataclasses.Field) -> str:
+    """The field's help text and its TrainConfig default, escaped for argparse.
+
+    The flag's argparse default stays None (so a flag overrides --config only when given), which is why the
+    default shown is TrainConfig's, written here once. argparse %-formats help texts: a literal % is doubled.
+    """
+    text = f.metadata["help"] + (f" (default: {f.default})" if f.default != "" else "")
+    return text.replace("%", "%%")
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
@@ -45,30 +53,38 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from core.engine.train import train
     from core.runs import RunDir
-    bar = [] if args.quiet else [ProgressBar()]
+    callbacks = [DatasetWarnings()] if args.quiet else [ProgressBar(), DatasetWarnings()]  # warnings after the bar
     if args.resume:
         run = RunDir(Path(args.resume))
         if not run.config.exists():
             raise FileNotFoundError(f"{args.resume} is not a run folder (no config.yaml).")
-        result = train(TrainConfig.load(run.config), bar, run=run, resume=True)
+        result = train(TrainConfig.load(run.config), callbacks, run=run, resume=True)
     else:
         cfg = build_config(args)
         if not cfg.data:
             raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
-        result = train(cfg, bar)
-    s = result.summary
-    print(f"\nrun: {result.run_dir}")
-    print(f"status: {result.status}")
-    if "val_accuracy" in s:
-        print(f"val_accuracy: {s['val_accuracy']:.4f}  macro_f1: {s['macro_f1']:.4f}  best_epoch: "
-              f"{s['best_epoch']}  train_seconds: {s['train_seconds']:.1f}")
-        for c, m in s["per_class"].items():
+        result = train(cfg, callbacks)
+    print_summary(result.run_dir, result.summary)
+    return 0 if result.status in ("completed", "stopped") else 1
+
+
+def print_summary(run_dir: str, s) -> None:
+    print(f"\nrun: {run_dir}")
+    print(f"status: {s.status}")
+    if s.note:
+        print(s.note)
+    for note in s.notes:
+        print(f"note: {note}")
+    for name, report in (("val", s.val), ("test", s.test)):
+        if report is None:
+            continue
+        print(f"{name}_accuracy: {report.accuracy:.4f}  macro_f1: {report.macro_f1:.4f}  n={report.num}")
+        for c, m in report.per_class.items():
             print(f"  {c:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}  "
                   f"n={m['support']}")
-        print(f"bundle: {Path(result.run_dir) / 'bundle'}")
-    if s.get("skipped"):
-        print(f"skipped {len(s['skipped'])} file(s): " + ", ".join(Path(p).name for p in s["skipped"][:10]))
-    return 0 if result.status in ("completed", "stopped") else 1
+    if s.has_results:
+        print(f"best_epoch: {s.best_epoch} of {s.epochs_run}  train_seconds: {s.train_seconds:.1f}")
+        print(f"bundle: {Path(run_dir) / 'bundle'}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -110,10 +126,38 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from core.runs import list_runs
     for run in list_runs(args.out):
-        st, s = run.read_status(), run.read_summary() or {}
-        acc = f"{s['val_accuracy']:.3f}" if "val_accuracy" in s else "-"
-        print(f"{run.run_id}  {st.get('status', '?'):<11}  val_acc {acc}")
+        s = run.read_summary()
+        acc = f"{s.val_accuracy:.3f}" if s and s.has_results else "-"
+        test = f"  test_acc {s.test.accuracy:.3f}" if s and s.test else ""
+        print(f"{run.run_id}  {run.read_status()['status']:<11}  val_acc {acc}{test}")
     return 0
+
+
+class DatasetWarnings(Callback):
+    """Prints what the Data page warns about when training starts: dataset warnings and skipped files.
+
+    Installed with --quiet too: a class folder left out for want of usable images changes what the model
+    learns, so it is not progress a person may choose not to see.
+    """
+
+    def __init__(self, limit: int = 10):
+        self.limit = limit
+
+    def on_fit_start(self, info: FitInfo) -> None:
+        lines = [f"warning: {w}" for w in info.warnings] + _skipped_lines(info.skipped, self.limit)
+        if lines:
+            sys.stderr.write("\n".join(lines) + "\n")
+
+
+def _skipped_lines(skipped: list[dict], limit: int) -> list[str]:
+    """'skipped N file(s):' then one 'folder/file: reason' line each, at most `limit` of them."""
+    if not skipped:
+        return []
+    lines = [f"skipped {len(skipped)} file(s):"]
+    lines += [f"  {Path(s['path']).parent.name}/{Path(s['path']).name}: {s['reason']}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  and {len(skipped) - limit} more")
+    return lines
 
 
 class ProgressBar(Callback):
@@ -121,14 +165,19 @@ class ProgressBar(Callback):
 
     def __init__(self):
         self.t0 = time.perf_counter()
+        self.phase_line_open = False  # a phase line is redrawn with \r and has no newline yet
 
-    def on_fit_start(self, info) -> None:
-        sys.stderr.write(f"{info.mode}: {info.trainable_params:,} of {info.total_params:,} parameters "
+    def on_fit_start(self, info: FitInfo) -> None:
+        # end a probe's "computing features" line first, so this line and the warnings after it start clean
+        start = "\n" if self.phase_line_open else ""
+        sys.stderr.write(f"{start}{info.mode}: {info.trainable_params:,} of {info.total_params:,} parameters "
                          f"trainable, {sum(info.counts['train'].values())} train / "
                          f"{sum(info.counts['val'].values())} val images, {info.device}\n")
+        self.phase_line_open = False
 
     def on_phase(self, phase: str, done: int, total: int) -> None:
         sys.stderr.write(f"\r{phase}: {done}/{total}   ")
+        self.phase_line_open = True
 
     def on_batch_end(self, m) -> None:
         width = 24
@@ -140,7 +189,6 @@ class ProgressBar(Callback):
     def on_epoch_end(self, m) -> None:
         sys.stderr.write(f"\repoch {m.epoch}: train loss {m.train_loss:.3f} acc {m.train_acc:.3f} | val loss "
                          f"{m.val_loss:.3f} acc {m.val_acc:.3f} | {m.seconds:.1f}s{' ' * 20}\n")
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,6 +126,16 @@ class TrainConfig:
                 changes[key.strip()] = raw
         return self.replace(**changes)
 
+    def portable(self) -> TrainConfig:
+        """This config as it may leave the server (bundle, downloads, model card): the dataset and a weights file
+        by name only, the output folder at its default. Replay it with --data pointing at your copy."""
+        changes: dict[str, Any] = {"output_dir": _default("output_dir")}
+        if self.data:
+            changes["data"] = Path(self.data).name
+        if self.weights not in WEIGHT_KEYWORDS:
+            changes["weights"] = Path(self.weights).name
+        return dataclasses.replace(self, **changes)
+
     # ---- files --------------------------------------------------------------------------------------
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -164,6 +174,10 @@ class TrainConfig:
                             f"'{self.backbone}'.{hint} Use weights=hub (needs network) or a weights file.")
         if problems:
             raise ConfigError("Invalid config: " + " ".join(problems))
+
+
+def _default(name: str) -> Any:
+    return TrainConfig.__dataclass_fields__[name].default
 
 
 def field_meta(name: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Device and precision choices, in one place: the training loop only sees a device and an autocast context."""
+"""Device and precision choices, in one place: the training loop only sees a device, an autocast context and
+whether it needs a gradient scaler."""
 
 from __future__ import annotations
 
@@ -16,13 +17,27 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(device: torch.device, amp: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 (or fp16) autocast on CUDA; plain fp32 on CPU, where bf16 training measured slower here."""
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for this device and setting, or None for plain fp32.
+
+    CPU: always fp32 (bf16 training measured slower on these CPUs). CUDA: `auto` takes bf16 where the GPU has it,
+    else fp16; `bf16` / `fp16` force one; `off` is fp32."""
     if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()) \
-        else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def needs_grad_scaler(device: torch.device, amp: str = "auto") -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none. Whatever chose fp16
+    (`fp16`, or `auto` on a GPU without bf16) gets a scaler."""
+    return amp_dtype(device, amp) == torch.float16
+
+
+def autocast(device: torch.device, amp: str = "auto") -> contextlib.AbstractContextManager:
+    dtype = amp_dtype(device, amp)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def set_threads(threads: int = 0) -> int:
@@ -37,3 +52,13 @@ def describe_device(device: torch.device | None = None) -> str:
         p = torch.cuda.get_device_properties(device)
         return f"GPU: {p.name} ({p.total_memory / 1024**3:.0f} GiB)"
     return f"CPU: {len(os.sched_getaffinity(0))} cores"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA out-of-memory, which a smaller batch can avoid (torch raises OutOfMemoryError, a RuntimeError)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def free_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

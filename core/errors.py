@@ -15,3 +15,7 @@ class WeightsError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what to change."""
+
+
+class AccessError(ValueError):
+    """A path is outside what this server may read or write; the message says which and who can allow it."""

@@ -1,8 +1,11 @@
-"""Background training jobs: one daemon worker per registry runs queued trainings one at a time.
+"""Background jobs: one daemon worker per registry runs queued long tasks one at a time.
 
-The web UI keeps one `JobRegistry` per server process and polls `job.snapshot()`, a frozen copy taken under
-the job's lock, so any number of readers (tabs, sessions, reruns) see consistent state and can never change
-it. The worker never touches UI code; every failure is recorded with its traceback, never swallowed.
+A task is any function of its Job: a training (`JobRegistry.submit`), or ranking backbones, an LR range test,
+self-supervised adaptation, an export with a parity check (`JobRegistry.submit_task`). Tasks report through the
+Job's hooks (on_phase for "3 of 40 done", the training hooks for curves) and check `job.stop_event`. The web UI
+keeps one `JobRegistry` per server process and polls `job.snapshot()`, a frozen copy taken under the job's lock,
+so any number of readers (tabs, sessions, reruns) see consistent state and can never change it. The worker never
+touches UI code; every failure is recorded with its traceback, never swallowed.
 """
 
 from __future__ import annotations
@@ -11,23 +14,27 @@ import collections
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from core.config import TrainConfig
-from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult
+from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.engine.train import train
-from core.runs import RunDir, create_run_dir
+from core.runs import RunDir, RunSummary, Status, create_run_dir, new_run_id
 
-ACTIVE = ("queued", "running")
 MAX_BATCH_POINTS = 2000
+TRAIN = "train"
 
 
 @dataclass(frozen=True)
 class JobSnapshot:
     job_id: str
-    status: str  # queued | running | completed | stopped | failed
-    run_dir: str
-    config: TrainConfig
+    status: Status
+    kind: str  # "train", or the name of another long task
+    title: str
+    run_dir: str = ""  # training jobs: their run folder
+    config: TrainConfig | None = None  # training jobs
     phase: str = ""
     phase_done: int = 0
     phase_total: int = 0
@@ -35,7 +42,8 @@ class JobSnapshot:
     epochs: tuple[EpochMetrics, ...] = ()
     batches: tuple[BatchMetrics, ...] = ()
     last_batch: BatchMetrics | None = None
-    summary: dict | None = None
+    summary: RunSummary | None = None  # training jobs, once finished
+    result: Any = None  # other tasks: what the task returned
     error: str | None = None
     traceback: str | None = None
     queue_position: int = 0
@@ -43,39 +51,43 @@ class JobSnapshot:
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE
+        return self.status.active
 
     @property
     def progress(self) -> float:
-        """0..1 over all epochs (batch-level while training)."""
-        if self.status in ("completed",):
+        """0..1: over all epochs (batch-level) while training; over the current phase for other tasks."""
+        if self.status == Status.COMPLETED:
             return 1.0
         b = self.last_batch
         if b is None or not self.info:
-            return 0.0
+            return min(1.0, self.phase_done / self.phase_total) if self.phase_total else 0.0
         return min(1.0, ((b.epoch - 1) * b.steps_per_epoch + b.step) / (self.info.epochs * b.steps_per_epoch))
 
 
 class Job(Callback):
-    """One training request; also the callback that records the engine's progress into its state."""
+    """One queued long task, and the callback through which it reports; its state is read by snapshot()."""
 
-    def __init__(self, cfg: TrainConfig, run: RunDir, resume: bool = False):
-        self.cfg, self.run, self.resume = cfg, run, resume
-        self.job_id = run.run_id
+    def __init__(self, kind: str, title: str, task: Callable[[Job], Any], job_id: str | None = None,
+                 cfg: TrainConfig | None = None, run: RunDir | None = None):
+        self.kind, self.title, self.task = kind, title, task
+        self.cfg, self.run = cfg, run
+        self.job_id = job_id or (run.run_id if run else new_run_id())
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
-        self._status = "queued"
+        self._status = Status.QUEUED
         self._phase: tuple[str, int, int] = ("waiting for the device", 0, 0)
         self._info: FitInfo | None = None
         self._epochs: list[EpochMetrics] = []
         self._batches: list[BatchMetrics] = []
-        self._summary: dict | None = None
+        self._summary: RunSummary | None = None
+        self._result: Any = None
         self._error: tuple[str, str] | None = None
         self.created = time.time()
         self.finished = threading.Event()
-        run.write_status("queued")
+        if run:
+            run.write_status(Status.QUEUED)
 
-    # -- engine callbacks (worker thread) --------------------------------------------------------------
+    # -- hooks (worker thread) -------------------------------------------------------------------------
     def on_fit_start(self, info: FitInfo) -> None:
         with self._lock:
             self._info, self._phase = info, ("training", 0, info.epochs)
@@ -93,7 +105,7 @@ class Job(Callback):
     def on_epoch_end(self, m: EpochMetrics) -> None:
         with self._lock:
             self._epochs.append(m)
-            self._phase = ("training", m.epoch, self.cfg.epochs)
+            self._phase = ("training", m.epoch, self._info.epochs if self._info else m.epoch)
 
     # -- control ---------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -102,11 +114,13 @@ class Job(Callback):
     def snapshot(self, queue_position: int = 0) -> JobSnapshot:
         with self._lock:
             err = self._error
-            return JobSnapshot(self.job_id, self._status, str(self.run.path), self.cfg, *self._phase,
-                               info=self._info, epochs=tuple(self._epochs), batches=tuple(self._batches),
+            return JobSnapshot(self.job_id, self._status, self.kind, self.title,
+                               str(self.run.path) if self.run else "", self.cfg, *self._phase, info=self._info,
+                               epochs=tuple(self._epochs), batches=tuple(self._batches),
                                last_batch=self._batches[-1] if self._batches else None, summary=self._summary,
-                               error=err[0] if err else None, traceback=err[1] if err else None,
-                               queue_position=queue_position, created=self.created)
+                               result=self._result, error=err[0] if err else None,
+                               traceback=err[1] if err else None, queue_position=queue_position,
+                               created=self.created)
 
     def _set(self, **kw) -> None:
         with self._lock:
@@ -114,27 +128,36 @@ class Job(Callback):
                 setattr(self, f"_{k}", v)
 
     def execute(self) -> None:
-        """Run the training in the calling (worker) thread; never raises."""
+        """Run the task in the calling (worker) thread; never raises."""
         if self.stop_event.is_set():  # stopped while still queued
-            self._set(status="stopped")
-            self.run.write_status("stopped")
+            self._set(status=Status.STOPPED)
+            if self.run:
+                self.run.write_status(Status.STOPPED)
             self.finished.set()
             return
-        self._set(status="running")
+        self._set(status=Status.RUNNING)
         try:
-            result: FitResult = train(self.cfg, [self], stop=self.stop_event, run=self.run, resume=self.resume)
-            self._set(status=result.status, summary=result.summary)
-        except BaseException as exc:  # recorded for the UI; the run folder's status.json says failed too
-            self._set(status="failed", error=(_one_line(exc), traceback.format_exc()))
+            result = self.task(self)
+            if self.kind == TRAIN:
+                self._set(status=result.status, summary=result.summary)
+            else:
+                self._set(status=Status.STOPPED if self.stop_event.is_set() else Status.COMPLETED, result=result)
+        except BaseException as exc:  # recorded for the UI; a run folder's status.json says failed too
+            self._set(status=Status.FAILED, error=(_one_line(exc), traceback.format_exc()))
         finally:
             self.finished.set()
 
 
 class JobRegistry:
-    """Owns the jobs of one process and the worker thread that runs them in order."""
+    """Owns the jobs of one process and the worker thread that runs them in order.
 
-    def __init__(self, output_dir: str = "runs"):
+    `guard`, when given, checks every training config before it is queued (submit and resume) and raises with a
+    sentence when it must not run: the web app passes its workspace policy (allowed data roots), so every route
+    to a run (any page, an uploaded config, a `?run=` link) goes through the same check."""
+
+    def __init__(self, output_dir: str = "runs", guard: Callable[[TrainConfig], None] | None = None):
         self.output_dir = output_dir
+        self.guard = guard
         self._jobs: dict[str, Job] = {}
         self._queue: collections.deque[Job] = collections.deque()
         self._lock = threading.Lock()
@@ -144,11 +167,21 @@ class JobRegistry:
     def submit(self, cfg: TrainConfig) -> Job:
         """Queue a training; it starts when the device is free. Returns at once."""
         cfg.validate()
-        return self._enqueue(Job(cfg, create_run_dir(cfg.output_dir)))
+        if self.guard:
+            self.guard(cfg)
+        return self._enqueue(_training_job(cfg, create_run_dir(cfg.output_dir)))
 
     def resume(self, run: RunDir) -> Job:
         """Queue an interrupted run to go on from its last finished epoch, in the same run folder."""
-        return self._enqueue(Job(TrainConfig.load(run.config), run, resume=True))
+        cfg = TrainConfig.load(run.config)
+        if self.guard:
+            self.guard(cfg)
+        return self._enqueue(_training_job(cfg, run, resume=True))
+
+    def submit_task(self, kind: str, title: str, task: Callable[[Job], Any]) -> Job:
+        """Queue any long task: `task(job)` runs in the worker, reports with job.on_phase(...), checks
+        job.stop_event, and returns its result (snapshot().result)."""
+        return self._enqueue(Job(kind, title, task))
 
     def _enqueue(self, job: Job) -> Job:
         with self._lock:
@@ -197,6 +230,12 @@ class JobRegistry:
             job.execute()
             with self._lock:
                 self._queue.popleft()
+
+
+def _training_job(cfg: TrainConfig, run: RunDir, resume: bool = False) -> Job:
+    title = f"{cfg.freeze} {cfg.backbone} on {cfg.portable().data or 'no data'}"
+    return Job(TRAIN, title, lambda job: train(cfg, [job], stop=job.stop_event, run=run, resume=resume), cfg=cfg,
+               run=run)
 
 
 def _one_line(exc: BaseException) -> str:

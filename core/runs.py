@@ -1,4 +1,5 @@
-"""Runs on disk: `runs/<run_id>/` with config, metrics, status, summary and weights, written atomically.
+"""Runs on disk: `runs/<run_id>/` with config, metrics, status, summary and weights, written atomically; and the
+typed records read from them: `Status` (the one status vocabulary of runs and jobs) and `RunSummary`.
 
 A run folder is the durable record of a training; the UI and the CLI list and reload runs from here after a
 restart. Nothing in this module knows about training itself.
@@ -6,20 +7,108 @@ restart. Nothing in this module knows about training itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from core.files.atomic import atomic_write_json, atomic_write_text
 
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-ACTIVE_STATUSES = ("queued", "running")
-TERMINAL_STATUSES = ("completed", "stopped", "failed", "interrupted")
+
+
+class Status(StrEnum):
+    """Where a run or a job is. A StrEnum: equal to its plain string, so JSON files and old runs read the same."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # by the user, or early stopping's decision; the best weights so far are kept
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its process died (a kill, a crash, a restart); training can resume
+    UNKNOWN = "unknown"
+
+    @property
+    def active(self) -> bool:
+        return self in (Status.QUEUED, Status.RUNNING)
+
+
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+TERMINAL_STATUSES = (Status.COMPLETED, Status.STOPPED, Status.FAILED, Status.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """Metrics of one evaluated split (validation or test), as core.analysis.metrics computes them."""
+
+    accuracy: float
+    macro_f1: float
+    macro_precision: float
+    macro_recall: float
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]]
+    num: int
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SplitReport:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """summary.json: what a finished (or stopped) run achieved. Per-image outputs live in predictions.npz.
+
+    Paths are relative to the dataset root and the dataset is named, never located: a summary travels in the
+    exported bundle and must not reveal where the server keeps data."""
+
+    status: Status
+    backbone: str = ""
+    freeze: str = ""
+    dataset: str = ""  # the dataset's folder (or zip) name
+    classes: list[str] = field(default_factory=list)
+    val: SplitReport | None = None
+    test: SplitReport | None = None  # when the dataset has a test/ split: the best weights evaluated on it
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    num_train: int = 0
+    skipped: list[str] = field(default_factory=list)  # relative paths of files left out
+    device: str = ""
+    batch_size: int = 0
+    notes: list[str] = field(default_factory=list)  # what happened on the way (batch halved, ...)
+    note: str = ""  # why there are no results, when there are none
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.val.accuracy if self.val else None
+
+    @property
+    def has_results(self) -> bool:
+        return self.val is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSummary:
+        d = dict(d)
+        if "val_accuracy" in d and "val" not in d:  # the flat layout of runs made before 2026-11-24
+            d["val"] = {"accuracy": d["val_accuracy"], "num": d.get("num_val", 0),
+                        **{k: d[k] for k in ("macro_f1", "macro_precision", "macro_recall", "per_class",
+                                             "confusion_matrix")}}
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}  # newer keys are ignored, not fatal
+        values["status"] = Status(values.get("status", "unknown"))
+        for split in ("val", "test"):
+            if values.get(split) is not None:
+                values[split] = SplitReport.from_dict(values[split])
+        return cls(**values)
 
 
 def new_run_id() -> str:
@@ -50,8 +139,10 @@ class RunDir:
     bundle_dir = property(lambda self: self.path / "bundle")
     dataset_file = property(lambda self: self.path / "dataset.json")
 
-    def write_status(self, status: str, **extra: Any) -> None:
-        atomic_write_json(self.status_file, {"status": status, "pid": os.getpid(), "updated": time.time(),
+    predictions = property(lambda self: self.path / "predictions.npz")
+
+    def write_status(self, status: Status, **extra: Any) -> None:
+        atomic_write_json(self.status_file, {"status": str(status), "pid": os.getpid(), "updated": time.time(),
                                              **extra})
 
     def append_metrics(self, record: dict[str, Any]) -> None:
@@ -62,10 +153,12 @@ class RunDir:
             os.fsync(fh.fileno())
 
     def read_status(self) -> dict[str, Any]:
-        status = _read_json(self.status_file) or {"status": "unknown"}
+        """status.json, with `status` as a Status."""
+        status = _read_json(self.status_file) or {}
+        status["status"] = Status(status.get("status", "unknown"))
         # A run that says it is running but whose process is gone was killed: call it what it is.
-        if status.get("status") in ACTIVE_STATUSES and not _pid_alive(status.get("pid")):
-            status["status"] = "interrupted"
+        if status["status"].active and not _pid_alive(status.get("pid")):
+            status["status"] = Status.INTERRUPTED
         return status
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -84,8 +177,12 @@ class RunDir:
         rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
 
-    def read_summary(self) -> dict[str, Any] | None:
-        return _read_json(self.summary_file)
+    def read_summary(self) -> RunSummary | None:
+        data = _read_json(self.summary_file)
+        return RunSummary.from_dict(data) if data is not None else None
+
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write_json(self.summary_file, summary.to_dict())
 
 
 def create_run_dir(output_dir: str | Path) -> RunDir:

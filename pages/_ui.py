@@ -7,41 +7,44 @@ widget keys, so they survive page switches; widgets are re-seeded from them on e
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from core.config import TrainConfig, field_meta
 from core.errors import ConfigError
-from core.jobs import JobRegistry
+from core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from core.jobs import JobRegistry
 
 APP_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = APP_DIR / "assets" / "sample_data"
 
 
+def policy() -> Workspace:
+    """This server's workspace and allowed data folders (core.workspace): the one policy every route checks."""
+    return Workspace.from_env(APP_DIR / "workspace", SAMPLE_DATA)
+
+
 def workspace() -> Path:
     """Everything the app writes (uploads, runs, caches) goes under this one folder."""
-    root = Path(os.environ.get("TRANSFERLAB_WORKSPACE", APP_DIR / "workspace")).resolve()
+    root = policy().root
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 def runs_dir() -> Path:
-    return workspace() / "runs"
-
-
-def allowed_roots() -> list[Path]:
-    """Server folders a user may train from: the bundled sample, the workspace, and what the operator lists
-    in TRANSFERLAB_DATA_ROOTS (os.pathsep-separated)."""
-    extra = [Path(p).resolve() for p in os.environ.get("TRANSFERLAB_DATA_ROOTS", "").split(os.pathsep) if p]
-    return [SAMPLE_DATA.resolve(), workspace(), *extra]
+    return policy().runs_dir
 
 
 @st.cache_resource
 def get_registry() -> JobRegistry:
-    """One registry per server process: the device is a process-wide resource; sessions share it."""
-    return JobRegistry(output_dir=str(runs_dir()))
+    """One registry per server process: the device is a process-wide resource; sessions share it. Every job it
+    queues is checked against the workspace policy first (allowed data folders, output inside the workspace)."""
+    from core.jobs import JobRegistry  # torch and the engine: imported on first use, after the first paint
+    return JobRegistry(output_dir=str(runs_dir()), guard=policy().check_config)
 
 
 def init_session() -> None:
@@ -109,9 +112,9 @@ def run_picker(label: str = "Run", key: str = "run_pick", finished_only: bool = 
     index = ids.index(current) if current in ids else 0
 
     def describe(run_id: str) -> str:
-        s = next(r for r in runs if r.run_id == run_id).read_summary() or {}
-        acc = f" · acc {s['val_accuracy']:.3f}" if "val_accuracy" in s else ""
-        return f"{run_id} · {s.get('backbone', '')} {s.get('freeze', '')}{acc} · {s.get('status', '')}"
+        s = next(r for r in runs if r.run_id == run_id).read_summary()
+        acc = f" · acc {s.val_accuracy:.3f}" if s.has_results else ""
+        return f"{run_id} · {s.backbone} {s.freeze}{acc} · {s.status}"
     chosen = st.selectbox(label, ids, index=index, format_func=describe, key=key)
     st.session_state["run_id"] = chosen
     return next(r for r in runs if r.run_id == chosen)

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data.dataset import IMG_EXTENSIONS, open_dataset
+from core.data.dataset import IMG_EXTENSIONS, extract_dir_for, open_dataset
 from core.data.uploads import save_uploaded_files
-from core.errors import DatasetError
+from core.errors import AccessError, DatasetError
 from pages._charts import counts_bar
-from pages._ui import SAMPLE_DATA, allowed_roots, get_cfg, init_session, set_cfg, workspace
+from pages._ui import SAMPLE_DATA, get_cfg, init_session, policy, set_cfg
 
 init_session()
 st.header("1 · Data")
@@ -19,8 +19,8 @@ st.write("Labeled photos, one folder per class (`cats/…`, `dogs/…`), or `tra
 
 def use_dataset(path: Path, label: str) -> None:
     cfg = get_cfg()
-    try:
-        ds = open_dataset(path, cfg.val_fraction, cfg.seed, extract_dir=workspace() / "uploads" / "extracted")
+    try:  # the engine opens it the same way: one extraction of a zip, one scan of the files (cached)
+        ds = open_dataset(path, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
     except DatasetError as exc:
         st.error(str(exc))
         return
@@ -39,10 +39,7 @@ with sample_tab:
 with zip_tab:
     up = st.file_uploader("Dataset as a .zip", type="zip", key="zip_up")
     if up is not None and st.session_state.get("zip_done") != up.file_id:
-        data = up.getvalue()
-        target = workspace() / "uploads" / f"{hashlib.blake2b(data, digest_size=8).hexdigest()}.zip"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        target = policy().store_upload(up.getvalue(), up.name, "zips")
         st.session_state["zip_done"] = up.file_id
         use_dataset(target, f"zip: {Path(up.name).name}")
 
@@ -54,24 +51,22 @@ with dir_tab:
         if st.session_state.get("dir_done") != ident:
             try:
                 root = save_uploaded_files([(f.name, f.getvalue()) for f in files],
-                                           workspace() / "uploads" / f"folder-{ident}")
+                                           policy().uploads_dir / f"folder-{ident}")
                 st.session_state["dir_done"] = ident
                 use_dataset(root, f"folder: {len(files)} files")
             except DatasetError as exc:
                 st.error(str(exc))
 
 with server_tab:
-    roots = allowed_roots()
-    st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in roots) + ". The operator adds more with "
-               "the TRANSFERLAB_DATA_ROOTS environment variable.")
+    st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in policy().allowed_roots()) + ". The operator "
+               "adds more with the TRANSFERLAB_DATA_ROOTS environment variable.")
     folder = st.text_input("Folder path", key="server_path")
     if st.button("Use this folder", key="use_server") and folder:
-        path = Path(folder).expanduser().resolve()
-        if not any(path == r or r in path.parents for r in roots):
-            st.error(f"{path} is outside the allowed roots; ask the operator to add it to "
-                     f"TRANSFERLAB_DATA_ROOTS.")
-        else:
+        try:
+            path = policy().check_path(folder, "The folder")
             use_dataset(path, f"folder: {path}")
+        except AccessError as exc:
+            st.error(str(exc))
 
 summary = st.session_state.get("dataset_summary")
 if not summary:

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.config import TrainConfig
 from core.export.bundle import export_zip
 from pages._ui import init_session, run_picker
 
@@ -25,7 +26,8 @@ c1.download_button("Download model bundle (.zip)", data=lambda: export_zip(run).
 c2.download_button("Weights only (.safetensors)", data=lambda: (bundle / "model.safetensors").read_bytes(),
                    file_name=f"{run.run_id}.safetensors", mime="application/octet-stream", key="dl_weights",
                    on_click="ignore")
-c3.download_button("Training config (.yaml)", data=lambda: run.config.read_text(), file_name="config.yaml",
+c3.download_button("Training config (.yaml)", data=lambda: TrainConfig.load(run.config).portable().to_yaml(),
+                   file_name="config.yaml",
                    mime="application/x-yaml", key="dl_config", on_click="ignore")
 
 st.subheader("Load it elsewhere")

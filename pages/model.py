@@ -5,10 +5,10 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import BUNDLED_BACKBONES, TrainConfig
-from core.errors import ConfigError, WeightsError
+from core.errors import AccessError, ConfigError, WeightsError
 from core.models.backbones import CATALOGUE, create_model
 from core.models.freeze import describe_freeze
-from pages._ui import config_fields, config_widget, get_cfg, init_session, set_cfg, workspace
+from pages._ui import config_fields, config_widget, get_cfg, init_session, policy, set_cfg
 
 init_session()
 st.header("2 · Model")
@@ -17,8 +17,8 @@ FREEZE_TEXT = {
     "probe": "**Probe** – the pretrained network is frozen and only a new final layer learns. Fastest by far "
              "(each image goes through the network once), good when your photos look like everyday photos.",
     "partial": "**Partial** (default) – the last few stages of the network adapt as well, the pretrained "
-               "part at a lower learning rate. In our tests as accurate as full on everyday photos (ants/bees) "
-               "and better on images unlike them (handwritten digits), at two thirds of the time.",
+               "part at a lower learning rate. On everyday photos (ants/bees, 3 epochs) it measured at least as "
+               "accurate as full at two thirds of the time.",
     "full": "**Full** – the whole network adapts, the pretrained part at a lower learning rate. Slowest; "
             "worth trying when partial falls short on very unusual images.",
     "gradual": "**Gradual** – the new layer learns first, then the network is unfrozen stage by stage "
@@ -52,13 +52,11 @@ if source == "file":
     up = st.file_uploader("Weights file", type=["safetensors", "pth", "pt"], key="weights_up")
     weights = cfg.weights if cfg.weights.endswith((".safetensors", ".pth", ".pt")) else None
     if up is not None:
-        path = workspace() / "weights" / Path(up.name).name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(up.getvalue())
+        path = policy().store_upload(up.getvalue(), up.name, "weights")  # by content: never overwrites another
         try:  # check now, so a wrong file is a sentence here and not a failed training later
             create_model(TrainConfig(backbone=backbone, weights=str(path)), 2)
             weights = str(path)
-            st.success(f"{up.name} fits {backbone}.")
+            st.success(f"{up.name} fits {backbone} (stored as {path.name}).")
         except WeightsError as exc:
             st.error(str(exc))
             weights = None
@@ -115,9 +113,13 @@ loaded = c2.file_uploader("Load a config", type=["yaml", "yml"], key="cfg_up")
 if loaded is not None and st.session_state.get("cfg_loaded") != loaded.file_id:
     try:
         new = TrainConfig.from_yaml(loaded.getvalue().decode("utf-8", "replace"), source=loaded.name)
-        st.session_state["cfg"] = new.replace(output_dir=get_cfg().output_dir).to_dict()
+        new = new.replace(output_dir=get_cfg().output_dir)
+        policy().check_config(new)  # a config names server paths: the same check every job submission makes
+        st.session_state["cfg"] = new.to_dict()
         st.session_state["cfg_loaded"] = loaded.file_id
+        for key in [k for k in st.session_state if str(k).startswith("w_")]:
+            del st.session_state[key]  # widgets keep their own state and would write it back over the loaded config
         st.rerun()
-    except ConfigError as exc:
-        st.error(str(exc))
+    except (ConfigError, AccessError) as exc:
+        st.error(f"{loaded.name} was not loaded: {exc}")
 st.page_link("pages/train.py", label="Next: train", icon=":material/arrow_forward:")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.data.dataset import IMG_EXTENSIONS, check_image
 from core.export.bundle import load_bundle
-from pages._ui import init_session, run_picker
+from pages._ui import init_session, run_picker, workspace
 
 init_session()
 st.header("5 · Predict")
@@ -16,6 +16,14 @@ st.header("5 · Predict")
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
 def loaded_model(bundle_dir: str):
     return load_bundle(bundle_dir)
+
+
+def upload_folder() -> tempfile.TemporaryDirectory:
+    """A fresh folder for one run's uploads, under the workspace like everything else the app writes (not the
+    system temp folder); the `with` block removes it when done, also on error."""
+    root = workspace() / "predict"
+    root.mkdir(exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=root, prefix="upload-")
 
 
 run = run_picker()
@@ -29,13 +37,16 @@ shot = st.camera_input("…or take a photo", key="camera")
 items = [(f.name, f.getvalue()) for f in files or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
 if not items:
     st.stop()
-with tempfile.TemporaryDirectory() as tmp:
+with upload_folder() as tmp:
     paths, bad = [], []
     for i, (name, data) in enumerate(items):
         p = Path(tmp) / f"{i}{Path(name).suffix.lower() or '.jpg'}"
         p.write_bytes(data)
         reason = check_image(p)
-        (bad.append((name, reason)) if reason else paths.append((name, p)))
+        if reason:  # a statement, not an expression: Streamlit's magic would print the expression's None
+            bad.append((name, reason))
+        else:
+            paths.append((name, p))
     for name, reason in bad:
         st.error(f"{name}: {reason}")
     results = model.predict([p for _, p in paths], topk=k) if paths else []

@@ -1,9 +1,11 @@
-"""Results page: metrics of a finished run, confusion matrix, mistakes, and the history of all runs."""
+"""Results page: metrics of a finished run (validation and test), confusion matrix, mistakes, run history."""
 
 from pathlib import Path
 
 import streamlit as st
 
+from core.analysis.predictions import load_predictions
+from core.config import TrainConfig
 from core.runs import list_runs
 from pages._charts import confusion, curves, overlay
 from pages._ui import init_session, run_picker, runs_dir
@@ -14,47 +16,63 @@ run = run_picker()
 if run is None:
     st.stop()
 s = run.read_summary()
-if "val_accuracy" not in s:
-    st.warning(s.get("note", "This run has no results."))
+if not s.has_results:
+    st.warning(s.note or "This run has no results.")
     st.stop()
 
+split = "validation"
+if s.test is not None:
+    split = st.radio("Evaluated on", ["validation", "test"], horizontal=True, key="res_split",
+                     help="Validation chose the best epoch; the test split was only used once, at the end, with "
+                          "the best weights: it is the fairer estimate of accuracy on new images.")
+report = s.test if split == "test" else s.val
 cols = st.columns(5)
-cols[0].metric("Accuracy", f"{s['val_accuracy']:.1%}")
-cols[1].metric("Macro F1", f"{s['macro_f1']:.3f}")
-cols[2].metric("Macro precision", f"{s['macro_precision']:.3f}")
-cols[3].metric("Macro recall", f"{s['macro_recall']:.3f}")
-cols[4].metric("Training time", f"{s['train_seconds']:.0f} s")
-st.caption(f"{s['backbone']} · freeze {s['freeze']} · best epoch {s['best_epoch']} of {s['epochs_run']} · "
-           f"{s['num_train']} train / {s['num_val']} validation images · {s['status']} · {s['device']}")
+cols[0].metric("Accuracy", f"{report.accuracy:.1%}")
+cols[1].metric("Macro F1", f"{report.macro_f1:.3f}")
+cols[2].metric("Macro precision", f"{report.macro_precision:.3f}")
+cols[3].metric("Macro recall", f"{report.macro_recall:.3f}")
+cols[4].metric("Training time", f"{s.train_seconds:.0f} s")
+test_text = f" · test accuracy {s.test.accuracy:.1%} on {s.test.num} images" if s.test else ""
+st.caption(f"{s.backbone} · freeze {s.freeze} · best epoch {s.best_epoch} of {s.epochs_run} · {s.num_train} train / "
+           f"{s.val.num} validation images{test_text} · {s.status} · {s.device}")
+for note in s.notes:
+    st.info(note)
 
 left, right = st.columns(2)
 left.dataframe([{"class": c, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
-                 "F1": round(m["f1"], 3), "images": m["support"]} for c, m in s["per_class"].items()],
+                 "F1": round(m["f1"], 3), "images": m["support"]} for c, m in report.per_class.items()],
                hide_index=True)
-right.plotly_chart(confusion(s["confusion_matrix"], s["classes"]), key="cm_chart")
+right.plotly_chart(confusion(report.confusion_matrix, s.classes), key="cm_chart")
 history = run.read_metrics()
 if history:
     c1, c2 = st.columns(2)
     c1.plotly_chart(curves(history, "loss"), key="res_loss")
     c2.plotly_chart(curves(history, "acc"), key="res_acc")
 
-wrong = [p for p in s["predictions"] if p["true"] != p["pred"]]
-st.subheader(f"Misclassified validation images ({len(wrong)})")
-wrong.sort(key=lambda p: -p["confidence"])  # the most confident mistakes first: often label errors
-shown = [p for p in wrong if Path(p["path"]).exists()][:24]
-if shown:
-    st.image([p["path"] for p in shown], width=140,
-             caption=[f"{p['true']} → {p['pred']} ({p['confidence']:.0%})" for p in shown])
-elif not wrong:
-    st.success("No validation image was misclassified.")
+preds = load_predictions(run.predictions)
+outputs = preds.splits.get("test" if split == "test" else "val") if preds else None
+if outputs is not None:
+    root = Path(TrainConfig.load(run.config).data)  # the run's own record: the dataset on this server
+    wrong = [i for i in range(len(outputs.labels)) if outputs.predicted[i] != outputs.labels[i]]
+    wrong.sort(key=lambda i: -outputs.probs[i].max())  # the most confident mistakes first: often label errors
+    st.subheader(f"Misclassified {split} images ({len(wrong)})")
+    shown = [i for i in wrong if (root / outputs.paths[i]).is_file()][:24]
+    if shown:
+        st.image([str(root / outputs.paths[i]) for i in shown], width=140,
+                 caption=[f"{outputs.paths[i]}: {s.classes[outputs.labels[i]]} → {s.classes[outputs.predicted[i]]}"
+                          f" ({outputs.probs[i].max():.0%})" for i in shown])
+    elif not wrong:
+        st.success(f"No {split} image was misclassified.")
 
 st.subheader("Run history")
 rows, curves_by_run = [], {}
 for r in list_runs(runs_dir()):
-    rs, status = r.read_summary() or {}, r.read_status().get("status")
-    rows.append({"run": r.run_id, "status": status, "backbone": rs.get("backbone", ""),
-                 "freeze": rs.get("freeze", ""), "accuracy": rs.get("val_accuracy"), "macro F1": rs.get("macro_f1"),
-                 "seconds": round(rs["train_seconds"]) if "train_seconds" in rs else None})
+    rs = r.read_summary()
+    rows.append({"run": r.run_id, "status": str(r.read_status()["status"]), "backbone": rs.backbone if rs else "",
+                 "freeze": rs.freeze if rs else "", "accuracy": rs.val_accuracy if rs else None,
+                 "test accuracy": rs.test.accuracy if rs and rs.test else None,
+                 "macro F1": rs.val.macro_f1 if rs and rs.val else None,
+                 "seconds": round(rs.train_seconds) if rs else None})
     curves_by_run[r.run_id] = r.read_metrics()
 st.dataframe(rows, hide_index=True)
 chosen = st.multiselect("Compare runs", [r["run"] for r in rows], default=[r["run"] for r in rows][:3],

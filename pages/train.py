@@ -1,11 +1,11 @@
 """Train page: start/stop, and a live panel polling the job's snapshot while it runs."""
 
 from dataclasses import asdict
-from pathlib import Path
 
 import streamlit as st
 
-from core.runs import RunDir
+from core.errors import AccessError, ConfigError
+from core.runs import RunDir, Status
 from pages._charts import batch_curve, curves
 from pages._ui import current_run_id, get_cfg, get_registry, init_session, runs_dir
 
@@ -23,11 +23,15 @@ else:  # no st.stop(): a tab opened on ?run=<id> must still show that run
 c1, c2, _ = st.columns([1, 1, 4])
 if c1.button("Start training", key="start", type="primary", disabled=not cfg.data):
     busy = registry.active_job()
-    job = registry.submit(cfg)
+    try:  # the registry checks the config against this server's policy (allowed folders) before queueing it
+        job = registry.submit(cfg)
+    except (ConfigError, AccessError) as exc:
+        st.error(str(exc))
+        st.stop()
     st.session_state["run_id"] = job.job_id
     st.query_params["run"] = job.job_id
     if busy:
-        st.info(f"Another training (run {busy.job_id}) is using the device; yours is queued and starts when it "
+        st.info(f"Another job ({busy.snapshot().title}) is using the device; yours is queued and starts when it "
                 f"ends.")
 
 run_id = current_run_id()
@@ -47,8 +51,7 @@ if others:
         for other in others:
             snap = other.snapshot()
             c1, c2 = st.columns([4, 1])
-            c1.write(f"Run `{snap.job_id}` · {snap.config.freeze} on `{Path(snap.config.data).name}` · "
-                     f"**{snap.status}** {snap.progress:.0%}")
+            c1.write(f"`{snap.job_id}` · {snap.title} · **{snap.status}** {snap.progress:.0%}")
             if c2.button("Watch", key=f"watch_{snap.job_id}"):
                 st.session_state["run_id"] = snap.job_id
                 st.query_params["run"] = snap.job_id
@@ -78,16 +81,17 @@ def live_status() -> None:
         with st.expander("Details for a bug report"):
             st.code(snap.traceback or "")
     else:
-        s = snap.summary or {}
-        acc = f" · validation accuracy {s['val_accuracy']:.1%}" if "val_accuracy" in s else ""
-        st.success(f"Training {snap.status}{acc}")
+        s = snap.summary
+        acc = f" · validation accuracy {s.val_accuracy:.1%}" if s and s.has_results else ""
+        test = f" · test accuracy {s.test.accuracy:.1%}" if s and s.test else ""
+        st.success(f"Training {snap.status}{acc}{test}")
     if snap.info:
         st.caption(f"{snap.info.trainable_params:,} of {snap.info.total_params:,} parameters trainable · "
                    f"{sum(snap.info.counts['train'].values())} train / {sum(snap.info.counts['val'].values())} "
                    f"val images · {snap.info.device}")
     if polling and not snap.active:
         st.rerun()  # full rerun: both fragments are re-defined without run_every, so polling stops
-    if not snap.active and snap.summary and "val_accuracy" in snap.summary:
+    if not snap.active and snap.summary and snap.summary.has_results:
         st.page_link("pages/results.py", label="See the results", icon=":material/insights:")
 
 
@@ -128,8 +132,12 @@ def show_from_disk(run_id: str) -> None:
     status = run.read_status().get("status")
     st.info(f"Run {run_id}: {status}." + (" The server stopped while it was training; it can go on from its "
                                           "last finished epoch." if status == "interrupted" else ""))
-    if status == "interrupted" and st.button("Resume training", key="resume"):
-        registry.resume(run)
+    if status == Status.INTERRUPTED and st.button("Resume training", key="resume"):
+        try:
+            registry.resume(run)
+        except (ConfigError, AccessError) as exc:
+            st.error(str(exc))
+            st.stop()
         st.rerun()
     draw_figures(figures(run.read_metrics(), []))
 

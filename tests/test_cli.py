@@ -1,8 +1,16 @@
 """The CLI as a user runs it: a subprocess, real files, exit codes and one-sentence errors."""
 
+import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from core.cli import main
+from core.config import TrainConfig
+from tests.conftest import COLORS, make_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,3 +54,36 @@ def test_errors_are_one_sentence_and_exit_2(tmp_path):
     p = cli("train", "--config", bad)
     assert p.returncode == 2 and "Unknown config key(s): learning_rate" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_train_help_lists_every_flag_once_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    options = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]  # argparse wraps lines
+    fields = dataclasses.fields(TrainConfig)
+    starts = []
+    for f in fields:
+        flag = f"--{f.name.replace('_', '-')}"
+        hits = [m.start() for m in re.finditer(rf"(?<![\w-]){flag}(?![\w-])", options)]
+        assert len(hits) == 1, f"{flag} is listed {len(hits)} times"
+        starts.append(hits[0])
+    assert starts == sorted(starts)
+    for f, start, end in zip(fields, starts, [*starts[1:], len(options)], strict=True):
+        entry = options[start:end]
+        shown = [] if f.default == "" else [f"(default: {f.default})"]
+        assert re.findall(r"\(default: [^)]*\)", entry) == shown, entry
+
+
+def test_train_prints_dataset_warnings_even_when_quiet(tmp_path):
+    data = tmp_path / "data"
+    for name in ("red", "green"):
+        for i in range(6):
+            make_image(data / name / f"{name}_{i}.png", COLORS[name], seed=i)
+    (data / "purple").mkdir()
+    (data / "purple" / "notes.txt").write_text("pictures still to come")
+    p = cli("train", "--data", data, "--backbone", "test_efficientnet", "--weights", "random", "--img-size", "64",
+            "--epochs", "1", "--freeze", "probe", "--out", tmp_path / "runs", "--quiet")
+    assert "warning: Class folder 'purple' holds no usable images and is left out." in p.stderr
+    assert "purple/notes.txt: not an image file type (.txt)" in p.stderr
+    assert p.returncode == 0, p.stderr

@@ -7,7 +7,10 @@ stop a run. Decoding images into arrays is in `core.data.images`; zip safety in 
 
 from __future__ import annotations
 
+import os
 import random
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +27,11 @@ MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_RATIO = 5.0
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger is refused as a possible decompression bomb
 
+SCAN_CACHE_ENTRIES = 8  # folders whose checked file lists are kept in memory (see _scan_class_folders)
+
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+_SCANS: OrderedDict[tuple[str, int], tuple[dict[str, list[Path]], list[Skipped]]] = OrderedDict()
+_SCANS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,12 @@ def check_image(path: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------------------
 # finding the dataset
 
+def extract_dir_for(output_dir: str | Path) -> Path:
+    """Where uploaded or given zips are unpacked for runs written to output_dir: one place for the Data page and
+    the engine, so a zip is unpacked once (keyed by its content hash inside)."""
+    return Path(output_dir) / "_cache" / "datasets"
+
+
 def open_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0,
                  extract_dir: str | Path | None = None) -> Dataset:
     """Scan a dataset folder or zip and return its classes, samples per split and skipped files."""
@@ -165,6 +178,39 @@ def _open_split_layout(root: Path, splits: dict[str, Path], val_fraction: float,
 
 
 def _scan_class_folders(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
+    """Every file of every class folder checked (a header read each: the slow part of opening a dataset). The
+    result is kept per folder while its file listing (names, sizes, modification times) stays the same, so the
+    Data page and the training it starts open a dataset once between them."""
+    key = (str(root.resolve()), _listing_signature(root))
+    with _SCANS_LOCK:
+        hit = _SCANS.get(key)
+        if hit is not None:
+            _SCANS.move_to_end(key)
+    if hit is None:
+        hit = _scan_uncached(root)
+        with _SCANS_LOCK:
+            _SCANS[key] = hit
+            while len(_SCANS) > SCAN_CACHE_ENTRIES:
+                _SCANS.popitem(last=False)
+    per_class, skipped = hit
+    return {c: list(files) for c, files in per_class.items()}, list(skipped)
+
+
+def _listing_signature(root: Path) -> int:
+    """Changes when any file under root is added, removed, renamed, resized or rewritten."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            try:
+                st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
+            except OSError:
+                continue
+            entries.append((dirpath, name, st.st_size, st.st_mtime_ns))
+    return hash(tuple(entries))
+
+
+def _scan_uncached(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
     per_class: dict[str, list[Path]] = {}
     skipped: list[Skipped] = []
     for class_dir in _subdirs(root):

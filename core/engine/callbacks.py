@@ -7,9 +7,9 @@ per epoch, then on_fit_end or on_exception. RunRecorder keeps the run folder cur
 from __future__ import annotations
 
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from core.runs import RunDir
+from core.runs import RunDir, RunSummary, Status
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,9 @@ class EpochMetrics:
 
 @dataclass
 class FitResult:
-    status: str  # completed | stopped | failed
+    status: Status  # completed | stopped
     run_dir: str
-    summary: dict = field(default_factory=dict)
+    summary: RunSummary
 
 
 class Callback:
@@ -80,14 +80,14 @@ class RunRecorder(Callback):
         self.run = run
 
     def on_fit_start(self, info: FitInfo) -> None:
-        self.run.write_status("running", epochs=info.epochs)
+        self.run.write_status(Status.RUNNING, epochs=info.epochs)
 
     def on_epoch_end(self, m: EpochMetrics) -> None:
         self.run.append_metrics(asdict(m))
-        self.run.write_status("running", epoch=m.epoch)
+        self.run.write_status(Status.RUNNING, epoch=m.epoch)
 
     def on_fit_end(self, result: FitResult) -> None:
         self.run.write_status(result.status)
 
     def on_exception(self, exc: BaseException) -> None:
-        self.run.write_status("failed", error=str(exc), traceback=traceback.format_exc())
+        self.run.write_status(Status.FAILED, error=str(exc), traceback=traceback.format_exc())

@@ -1,8 +1,9 @@
-"""The epoch loop every freeze mode shares: optimizer and schedule, batch and epoch hooks, best weights,
-early stopping, checkpoint and resume, halving the batch on CUDA out-of-memory.
+"""The epoch loop every freeze mode and objective shares: optimizer and schedule, batch and epoch hooks, best
+weights, early stopping, checkpoint and resume, halving the batch on CUDA out-of-memory.
 
-`train.py` prepares a Session (dataset, model, device) and hands `epoch_loop` what trains (`net`), a batch
-source and an evaluation; everything here works the same on cached features, cached prefix outputs or images.
+`train.py` prepares a Session (dataset, model, device, objective) and hands `epoch_loop` what trains (`net`), a
+batch source and an evaluation; everything here works the same on cached features, cached prefix outputs or
+images, and for any objective (core/models/objectives.py): the loop only backpropagates the loss it returns.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from torch import nn
 from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.dataset import Dataset
-from core.device import autocast
+from core.device import autocast, free_cached_memory, is_out_of_memory, needs_grad_scaler
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
-from core.engine.optim import SCHEDULES, build_optimizer
+from core.engine.optim import SCHEDULES, build_optimizer, set_lr
 from core.errors import TrainingError
 from core.files.atomic import atomic_write_bytes
 from core.models import freeze
+from core.models.objectives import Classify, Objective
 from core.runs import RunDir
 
 REPORT_EVERY_S = 0.5
@@ -53,9 +55,12 @@ class Session:
     model: nn.Module = None
     data_cfg: dict = None
     pre: Preprocessor = None
-    final_logits: Callable[[], torch.Tensor] = None  # the validation evaluation the summary reports
+    # split ("val" / "test") -> (logits, pooled features) of the current weights: what the summary reports
+    final_outputs: Callable[[str], tuple[torch.Tensor, torch.Tensor]] = None
+    objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
     resume: bool = False
     batch_size: int = 0
+    eval_batch: int = 16  # halved on CUDA out-of-memory during evaluation, like batch_size during training
     gen: torch.Generator = None  # batch order and augmentation: part of the checkpoint
     notes: list[str] = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)
@@ -88,15 +93,30 @@ class LoopState:
     since_improved: int = 0
 
 
+@dataclass
+class Optimization:
+    """The optimizer, its schedule (a function of training progress) and the fp16 gradient scaler."""
+
+    opt: torch.optim.Optimizer
+    schedule: Callable[[float], float]
+    scaler: torch.amp.GradScaler
+
+
+def eta_seconds(elapsed: float, done: int, remaining: int) -> float:
+    """Time left at this process's own pace: `done` counts only the steps (or epochs) this process ran, so a
+    resumed run does not count the epochs before the resume against the time since it."""
+    return elapsed / max(done, 1) * remaining
+
+
 def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n_train: int,
                evaluate: Callable[[], EvalResult]) -> str:
     cfg = s.cfg
-    steps = max(1, math.ceil(n_train / s.batch_size))
-    opt = build_optimizer(s.cfg, s.model, net)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES[cfg.scheduler](cfg, steps * cfg.epochs))
-    scaler = torch.amp.GradScaler(enabled=s.device.type == "cuda" and cfg.amp == "fp16")
-    loop = _restore_checkpoint(s, opt, sched) if s.resume else LoopState()
-    s.emit("on_fit_start", fit_info(s, steps))
+    s.objective = s.objective or Classify(cfg.label_smoothing)
+    o = Optimization(build_optimizer(cfg, s.model, net), SCHEDULES[cfg.scheduler](cfg),
+                     torch.amp.GradScaler(enabled=needs_grad_scaler(s.device, cfg.amp)))
+    loop = _restore_checkpoint(s, o) if s.resume else LoopState()
+    start_epoch = loop.epoch  # epochs finished before this process started
+    s.emit("on_fit_start", fit_info(s, steps_per_epoch(s, n_train)))
     best_state, t_fit = None, time.perf_counter()
     write_each_best = cfg.freeze != "probe"  # long epochs: keep the best on disk as it happens; probe: at end
     trainable = freeze.parameter_counts(s.model)[0]
@@ -105,17 +125,16 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
             freeze.apply_freeze(s.model, cfg, epoch=epoch - 1)
             trainable = freeze.parameter_counts(s.model)[0]
         t_ep = time.perf_counter()
-        train_loss, train_acc, seen = _train_epoch_with_oom_retry(s, net, opt, sched, scaler, batches, epoch,
-                                                                  n_train, t_fit)
+        train_loss, train_acc, seen = _train_epoch_with_oom_retry(s, net, o, batches, epoch, n_train,
+                                                                  (t_fit, start_epoch))
         if seen == 0:  # stopped before a single batch of this epoch finished
             break
         ev = evaluate()
         check_finite(train_loss, epoch, cfg)
         secs = time.perf_counter() - t_ep
         elapsed = time.perf_counter() - t_fit
-        done = epoch - loop.epoch if s.resume else epoch
-        m = EpochMetrics(epoch, train_loss, train_acc, ev.loss, ev.acc, opt.param_groups[0]["lr"], seen / secs,
-                         secs, elapsed, elapsed / max(done, 1) * (cfg.epochs - epoch), trainable)
+        m = EpochMetrics(epoch, train_loss, train_acc, ev.loss, ev.acc, o.opt.param_groups[0]["lr"], seen / secs,
+                         secs, elapsed, eta_seconds(elapsed, epoch - start_epoch, cfg.epochs - epoch), trainable)
         if (ev.acc, -ev.loss) > (loop.best_acc, -loop.best_acc_loss):  # best = accuracy, then lower loss
             loop.best_acc, loop.best_acc_loss = ev.acc, ev.loss
             best_state = state_copy(s.model if write_each_best else net)  # probe: only the head changes
@@ -126,9 +145,9 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
         else:
             loop.since_improved += 1
         loop.epoch = epoch
-        if write_each_best:
-            _save_checkpoint(s, opt, sched, loop)
-        s.emit("on_epoch_end", m)
+        s.emit("on_epoch_end", m)  # first the metrics line, then the checkpoint: a kill between the two redoes
+        if write_each_best:       # this epoch on resume, instead of resuming after a line that was never written
+            _save_checkpoint(s, o, loop)
         if s.stop.is_set() or (cfg.early_stopping and loop.since_improved >= cfg.early_stopping):
             break
     if best_state is None and not s.run.best_weights.exists():  # stopped in epoch 1: keep what exists
@@ -139,41 +158,49 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
     return "stopped" if s.stop.is_set() else "completed"
 
 
-def _train_epoch_with_oom_retry(s: Session, net, opt, sched, scaler, batches, epoch: int, n_train: int,
-                                t_fit: float) -> tuple[float, float, int]:
-    """On CUDA out-of-memory, halve the batch size and run the epoch again (and say so)."""
+def steps_per_epoch(s: Session, n_train: int) -> int:
+    return max(1, math.ceil(n_train / s.batch_size))
+
+
+def _train_epoch_with_oom_retry(s: Session, net: nn.Module, o: Optimization, batches, epoch: int, n_train: int,
+                                clock: tuple[float, int]) -> tuple[float, float, int]:
+    """On CUDA out-of-memory, halve the batch size and run the epoch again (and say so). The schedule follows
+    training progress, so the learning rate goes on from where the epoch started, not from a step count."""
     while True:
-        steps = max(1, math.ceil(n_train / s.batch_size))
         try:
-            return _train_one_epoch(s, net, opt, sched, scaler, batches(epoch), epoch, steps, t_fit)
-        except torch.cuda.OutOfMemoryError:
+            return _train_one_epoch(s, net, o, batches(epoch), epoch, steps_per_epoch(s, n_train), clock)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
             if s.batch_size <= 1:
                 raise TrainingError("The GPU ran out of memory even with batch size 1. Choose a smaller "
                                     "backbone or a smaller image size.") from None
-            opt.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
+            o.opt.zero_grad(set_to_none=True)
+            free_cached_memory()
             s.batch_size //= 2
             s.notes.append(f"GPU out of memory in epoch {epoch}: batch size halved to {s.batch_size}.")
             s.emit("on_phase", s.notes[-1], 0, 0)
 
 
-def _save_checkpoint(s: Session, opt, sched, loop: LoopState) -> None:
-    """Everything needed to resume after the last finished epoch (read back with weights_only=True)."""
+def _save_checkpoint(s: Session, o: Optimization, loop: LoopState) -> None:
+    """Everything needed to resume after the last finished epoch (read back with weights_only=True). The schedule
+    is a function of progress, so it needs no state of its own."""
     buf = io.BytesIO()
-    torch.save({"model": s.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+    torch.save({"model": s.model.state_dict(), "optimizer": o.opt.state_dict(), "scaler": o.scaler.state_dict(),
                 "loop": asdict(loop), "rng": torch.get_rng_state(), "batch_rng": s.gen.get_state(),
                 "batch_size": s.batch_size}, buf)
     atomic_write_bytes(s.run.last_checkpoint, buf.getvalue())
 
 
-def _restore_checkpoint(s: Session, opt, sched) -> LoopState:
+def _restore_checkpoint(s: Session, o: Optimization) -> LoopState:
     if not s.run.last_checkpoint.exists():  # nothing finished (or a probe run): start over in the same run
         s.run.keep_metrics(0)
         return LoopState()
     ck = torch.load(s.run.last_checkpoint, map_location=s.device, weights_only=True)
     s.model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
+    o.opt.load_state_dict(ck["optimizer"])
+    if "scaler" in ck:
+        o.scaler.load_state_dict(ck["scaler"])
     torch.set_rng_state(ck["rng"].cpu())
     s.gen.set_state(ck["batch_rng"].cpu())
     s.batch_size = ck["batch_size"]
@@ -182,35 +209,35 @@ def _restore_checkpoint(s: Session, opt, sched) -> LoopState:
     return loop
 
 
-def _train_one_epoch(s: Session, net: nn.Module, opt, sched, scaler, batch_iter: Iterator, epoch: int,
-                     steps: int, t_fit: float) -> tuple[float, float, int]:
-    cfg = s.cfg
+def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: Iterator, epoch: int, steps: int,
+                     clock: tuple[float, int]) -> tuple[float, float, int]:
+    cfg, (t_fit, start_epoch) = s.cfg, clock
     freeze.set_train_mode(net)  # frozen BatchNorm layers stay in eval mode
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen, t_ep, last_report = 0, time.perf_counter(), 0.0
-    for step, (x, y) in enumerate(batch_iter, start=1):
+    for step, batch in enumerate(batch_iter, start=1):
+        set_lr(o.opt, o.schedule(((epoch - 1) + step / steps) / cfg.epochs))
         with autocast(s.device, cfg.amp):
-            logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
+            out = s.objective(net, batch)
+        o.opt.zero_grad(set_to_none=True)
+        o.scaler.scale(out.loss).backward()
+        o.scaler.step(o.opt)
+        o.scaler.update()
+        loss_sum += out.loss.detach() * out.size
+        if out.correct is not None:
+            correct += out.correct
+        seen += out.size
         now = time.perf_counter()
         if now - last_report >= REPORT_EVERY_S or step == steps:
             last_report = now
-            loss_val = loss.item()  # the only sync point in the loop
+            loss_val = out.loss.item()  # the only sync point in the loop
             check_finite(loss_val, epoch, cfg, step)
-            done = (epoch - 1) * steps + step
-            elapsed = now - t_fit
-            s.emit("on_batch_end", BatchMetrics(epoch, step, steps, loss_val, opt.param_groups[0]["lr"],
-                                                seen / (now - t_ep), elapsed,
-                                                elapsed / done * (cfg.epochs * steps - done)))
+            done_here = (epoch - 1 - start_epoch) * steps + step
+            remaining = (cfg.epochs - epoch + 1) * steps - step
+            s.emit("on_batch_end", BatchMetrics(epoch, step, steps, loss_val, o.opt.param_groups[0]["lr"],
+                                                seen / (now - t_ep), now - t_fit,
+                                                eta_seconds(now - t_fit, done_here, remaining)))
         if s.stop.is_set():
             break
     return (loss_sum / max(seen, 1)).item(), (correct.float() / max(seen, 1)).item(), seen

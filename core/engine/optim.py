@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules (per step, as multipliers of each group's base learning rate)."""
+"""Optimizers and learning-rate schedules (multipliers of each group's base learning rate, by training progress)."""
 
 from __future__ import annotations
 
@@ -24,27 +24,36 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, net: nn.Module) -> torch
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim > 1) == decay]
             if chosen:
-                groups.append({"params": chosen, "lr": lr, "weight_decay": cfg.weight_decay if decay else 0.0})
+                groups.append({"params": chosen, "lr": lr, "base_lr": lr,
+                               "weight_decay": cfg.weight_decay if decay else 0.0})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _cosine(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    warm = min(int(cfg.warmup_epochs / max(cfg.epochs, 1) * total), total // 2)
-    return lambda t: (t + 1) / (warm + 1) if t < warm else \
-        0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
+# Schedules map training progress p (the fraction of all steps done once this step ends, 0 < p <= 1) to a
+# multiplier of each group's base learning rate. Progress, not a step count: when a CUDA out-of-memory halves the
+# batch, an epoch has twice the steps, and a step-count schedule would run past its end and climb back up.
+
+def _cosine(cfg: TrainConfig) -> Callable[[float], float]:
+    warm = min(cfg.warmup_epochs / max(cfg.epochs, 1), 0.5)
+    return lambda p: p / warm if p < warm else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (p - warm) / (1 - warm)))
 
 
-def _onecycle(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    up = max(1, int(0.25 * total))
-    return lambda t: 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * t / up)) if t < up else \
-        1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * (t - up) / max(1, total - up)))
+def _onecycle(cfg: TrainConfig) -> Callable[[float], float]:
+    up = 0.25
+    return lambda p: 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * p / up)) if p < up else \
+        1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * (p - up) / (1 - up)))
 
 
-SCHEDULES = {
+SCHEDULES: dict[str, Callable[[TrainConfig], Callable[[float], float]]] = {
     "cosine": _cosine,
     "onecycle": _onecycle,
-    "step": lambda cfg, total: lambda t: 0.1 ** ((t >= total // 2) + (t >= 3 * total // 4)),
-    "constant": lambda cfg, total: lambda t: 1.0,
+    "step": lambda cfg: lambda p: 0.1 ** ((p > 0.5) + (p > 0.75)),
+    "constant": lambda cfg: lambda p: 1.0,
 }
+
+
+def set_lr(opt: torch.optim.Optimizer, multiplier: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = group["base_lr"] * multiplier

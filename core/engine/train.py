@@ -10,26 +10,22 @@ checked after every batch. Two paths share one epoch loop:
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from core.analysis.metrics import classification_report
 from core.config import TrainConfig
 from core.data.augment import Preprocessor
-from core.data.dataset import Sample, open_dataset
+from core.data.dataset import Dataset, Sample, Skipped, extract_dir_for, open_dataset
 from core.data.images import PROGRESS_EVERY, decode_images, geometry
-from core.device import autocast, pick_device, set_threads
+from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device, set_threads
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
+from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, epoch_loop, scores
 from core.errors import TrainingError
-from core.files.atomic import atomic_write_json, share_file
 from core.models import backbones, freeze
 from core.models.features import Backbone, FeatureCache, extract_features, model_key
 from core.runs import RunDir, create_run_dir
@@ -61,7 +57,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
         _prepare(s)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
         status = fit(s)
-        result = _finish(s, status)
+        result = finish_run(s, status)
     except BaseException as exc:
         s.emit("on_exception", exc)
         raise
@@ -76,7 +72,8 @@ def _prepare(s: Session) -> None:
     s.gen = torch.Generator().manual_seed(cfg.seed)
     s.batch_size = cfg.batch_size
     s.device = pick_device(cfg.device)
-    s.dataset = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=s.cache_dir / "datasets")
+    s.eval_batch = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
+    s.dataset = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
     s.model = backbones.create_model(cfg, len(s.dataset.classes)).to(s.device)
     s.model = s.model.to(memory_format=torch.channels_last)
     s.data_cfg = backbones.data_config(s.model, cfg.img_size)
@@ -93,10 +90,10 @@ def _fit_probe(s: Session) -> str:
     backbone = Backbone(s.model, s.data_cfg, s.device, s.cache_dir / "onnx", key, cfg.amp)
     cache = FeatureCache(s.cache_dir / "features" / f"{key}.npz")
     geom = geometry(s.data_cfg)
-    # one pass over train + val, so decoding never waits for a phase boundary
-    n_train, samples = len(ds.train), ds.train + ds.val
-    views = [cfg.probe_views] * n_train + [1] * len(ds.val)
-    exact = [False] * n_train + [True] * len(ds.val)  # validation decodes exactly like the exported model
+    # one pass over train + val (+ test), so decoding never waits for a phase boundary
+    n_train, n_val, samples = len(ds.train), len(ds.val), ds.train + ds.val + ds.test
+    views = [cfg.probe_views] * n_train + [1] * (len(samples) - n_train)
+    exact = [False] * n_train + [True] * (len(samples) - n_train)  # evaluation decodes like the exported model
     s.emit("on_phase", "computing features", 0, len(samples))
     feats, failed = extract_features(samples, views, exact, backbone, geom, cache,
                                      progress=lambda d, t: s.emit("on_phase", "computing features", d, t),
@@ -104,15 +101,14 @@ def _fit_probe(s: Session) -> str:
     ds.drop(failed)
     if s.stop.is_set():
         return "stopped"
-    if not ds.train or not ds.val:
-        raise TrainingError("No image of the training or validation split could be decoded; the run's skipped "
-                            "list says why for each file.")
+    require_decoded(ds, n_train, n_val, failed)
     train_x = np.stack([f for f in feats[:n_train] if f is not None])
-    val_x = np.stack([f[0] for f in feats[n_train:] if f is not None])
+    pooled = {"val": _stack_first_view(feats[n_train:n_train + n_val], s.device),
+              "test": _stack_first_view(feats[n_train + n_val:], s.device)}
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
     train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
-    val_x, val_y = torch.from_numpy(val_x).to(s.device), _labels(ds.val, s.device)
+    val_y = _labels(ds.val, s.device)
     head = s.model.get_classifier()
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -123,9 +119,30 @@ def _fit_probe(s: Session) -> str:
 
     def evaluate() -> EvalResult:
         with torch.inference_mode():
-            return scores(head(val_x), val_y)
-    s.final_logits = lambda: head(val_x)
+            return scores(head(pooled["val"]), val_y)
+
+    def final(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            return head(pooled[split]), pooled[split]
+    s.final_outputs = final
     return epoch_loop(s, head, batches, len(train_y), evaluate)
+
+
+def _stack_first_view(feats: list[np.ndarray | None], device: torch.device) -> torch.Tensor:
+    rows = [f[0] for f in feats if f is not None]
+    return torch.from_numpy(np.stack(rows)).to(device) if rows else torch.zeros(0, 0, device=device)
+
+
+def require_decoded(ds: Dataset, n_train: int, n_val: int, failed: list[Skipped]) -> None:
+    """A run needs training and validation images it can read; say which split failed and why, not train on
+    nothing and report an untrained model as completed."""
+    for split, before in (("training", n_train), ("validation", n_val)):
+        left = ds.train if split == "training" else ds.val
+        if before and not left:
+            reasons = sorted({f.reason.split(" (")[0] for f in failed})
+            raise TrainingError(f"None of the {before} {split} images could be decoded ({'; '.join(reasons)[:200]})"
+                                f", e.g. {Path(failed[0].path).name}. Check that the files are real, complete "
+                                f"images (re-export or re-copy them) and start again.")
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -134,27 +151,31 @@ def _fit_probe(s: Session) -> str:
 def _fit_finetune(s: Session) -> str:
     cfg, ds = s.cfg, s.dataset
     geom = geometry(s.data_cfg)
-    total = len(ds.train) + len(ds.val)
+    n_train, n_val = len(ds.train), len(ds.val)
+    total = n_train + n_val + len(ds.test)
     s.emit("on_phase", "decoding images", 0, total)
-    # training images only feed augmentation: the fast decode; validation decodes like the exported model
-    train_u8, failed_t = decode_images(ds.train, *geom, out=_image_store(s, "train", len(ds.train), geom[0]),
-                                       exact=False,
-                                       progress=lambda d, _: s.emit("on_phase", "decoding images", d, total))
-    val_u8, failed_v = decode_images(ds.val, *geom, out=_image_store(s, "val", len(ds.val), geom[0]),
-                                     progress=lambda d, _: s.emit("on_phase", "decoding images",
-                                                                  len(ds.train) + d, total))
-    # rows of images that decoded; indices instead of copies, so a memory-mapped store stays on disk
-    train_rows, val_rows = _good_rows(ds.train, failed_t), _good_rows(ds.val, failed_v)
-    ds.drop(failed_t + failed_v)
-    s.emit("on_phase", "decoding images", len(ds.train) + len(ds.val), len(ds.train) + len(ds.val))
+    # training images only feed augmentation: the fast decode; evaluation decodes like the exported model
+    stores, failed, done = {}, [], 0
+    for split, samples in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
+        arr, bad = decode_images(samples, *geom, out=_image_store(s, split, len(samples), geom[0]),
+                                 exact=split != "train",
+                                 progress=lambda d, _, base=done: s.emit("on_phase", "decoding images", base + d,
+                                                                         total))
+        # rows of images that decoded; indices instead of copies, so a memory-mapped store stays on disk
+        stores[split], done = (arr, _good_rows(samples, bad)), done + len(samples)
+        failed += bad
+    ds.drop(failed)
+    require_decoded(ds, n_train, n_val, failed)
+    s.emit("on_phase", "decoding images", total, total)
+    (train_u8, train_rows), (val_u8, val_rows) = stores["train"], stores["val"]
     train_y, val_y = _labels(ds.train, torch.device("cpu")), _labels(ds.val, s.device)
 
     # partial freezing: the frozen prefix's outputs never change, so they are computed once (validation
     # always; training images when augmentation is off) and the epochs run only the rest of the network
     net, prefix = s.model, None
-    split = freeze.split_frozen_prefix(s.model) if cfg.freeze == "partial" else None
-    if split is not None:
-        prefix, net = split
+    split_net = freeze.split_frozen_prefix(s.model) if cfg.freeze == "partial" else None
+    if split_net is not None:
+        prefix, net = split_net
         # eval before any pass: its BatchNorm statistics stay as they are. `net` holds the whole model, so
         # set_train_mode(net) flips the prefix back to train mode each epoch; batches() sets eval again.
         prefix.eval()
@@ -184,14 +205,17 @@ def _fit_finetune(s: Session) -> str:
                     x = prefix(x)
             yield x, train_y[idx].to(s.device, non_blocking=True)
 
-    def logits() -> torch.Tensor:
-        if val_src is not None:
-            return _run_batched(s, net, val_src)
-        return _run_batched(s, s.model, images_u8=val_u8, rows=val_rows)
-
     def evaluate() -> EvalResult:
-        return scores(logits(), val_y)
-    s.final_logits = logits
+        logits = _run_batched(s, net, val_src) if val_src is not None else \
+            _run_batched(s, s.model, images_u8=val_u8, rows=val_rows)
+        return scores(logits, val_y)
+
+    def final(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if split == "val" and val_src is not None:
+            return _run_batched(s, freeze.PooledAndLogits(net.model, net.features), val_src, outputs=2)
+        u8, rows = stores[split]
+        return _run_batched(s, freeze.PooledAndLogits(s.model), images_u8=u8, rows=rows, outputs=2)
+    s.final_outputs = final
     return epoch_loop(s, net, batches, len(train_y), evaluate)
 
 
@@ -210,77 +234,52 @@ def _prefix_outputs(s: Session, prefix: nn.Module, images_u8: np.ndarray, rows: 
 
 
 def _run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = None,
-                 images_u8: np.ndarray | None = None, rows: np.ndarray | None = None,
-                 no_grad: bool = False, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+                 images_u8: np.ndarray | None = None, rows: np.ndarray | None = None, no_grad: bool = False,
+                 progress: Callable[[int], None] | None = None, outputs: int = 1):
     """module in eval mode over cached inputs or decoded images, in evaluation batches; progress(done) is
-    called every PROGRESS_EVERY images and at the end."""
+    called every PROGRESS_EVERY images and at the end. A module with `outputs` > 1 returns a tuple, and so does
+    this. On CUDA out-of-memory the evaluation batch is halved and the pass starts over (and says so)."""
+    while True:
+        try:
+            return _run_batches_once(s, module, inputs, images_u8, rows, no_grad, progress, outputs)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or s.eval_batch <= 1:
+                raise
+            free_cached_memory()
+            s.eval_batch //= 2
+            s.notes.append(f"GPU out of memory while evaluating: evaluation batch halved to {s.eval_batch}.")
+            s.emit("on_phase", s.notes[-1], 0, 0)
+
+
+def _run_batches_once(s: Session, module: nn.Module, inputs, images_u8, rows, no_grad, progress, outputs):
     s.model.eval()
-    bs = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
+    bs = s.eval_batch
     n = len(inputs) if inputs is not None else len(rows)
-    out = []
+    out: list[list[torch.Tensor]] = [[] for _ in range(outputs)]
     # no_grad, not inference_mode: cached prefix outputs are later saved for backward by the layers after them
     with (torch.no_grad() if no_grad else torch.inference_mode()), autocast(s.device, s.cfg.amp):
         for i in range(0, n, bs):
             x = inputs[i:i + bs] if inputs is not None else \
                 s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))
-            out.append(module(x) if no_grad else module(x).float())
+            got = module(x)
+            for k, t in enumerate(got if outputs > 1 else (got,)):
+                out[k].append(t if no_grad else t.float())
             done = min(i + bs, n)
             if progress and (done % PROGRESS_EVERY < bs or done == n):
                 progress(done)
-    return torch.cat(out) if out else torch.zeros(0, len(s.dataset.classes), device=s.device)
+    if not n:  # nothing to evaluate (an empty test split): zero rows of the right width
+        return tuple(torch.zeros(0, device=s.device) for _ in range(outputs)) if outputs > 1 else \
+            torch.zeros(0, len(s.dataset.classes), device=s.device)
+    cat = [torch.cat(parts) for parts in out]
+    return tuple(cat) if outputs > 1 else cat[0]
 
 
 def _image_store(s: Session, split: str, n: int, size: int) -> np.ndarray:
     """In memory for normal sets; a memory-mapped file in the run folder past MEMMAP_ABOVE_BYTES."""
     if n * size * size * 3 <= MEMMAP_ABOVE_BYTES:
         return np.zeros((n, size, size, 3), dtype=np.uint8)
-    path = s.run.path / f"decoded-{split}.npy"  # removed when the run ends (_finish)
+    path = s.run.path / f"decoded-{split}.npy"  # removed when the run ends (finish_run)
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-
-
-# -------------------------------------------------------------------------------------------------------
-# results
-
-def _finish(s: Session, status: str) -> FitResult:
-    """Reload the best weights, evaluate, write summary.json and the export bundle."""
-    from core.export.bundle import write_bundle
-    if not s.run.best_weights.exists():
-        summary = {"status": status, "train_seconds": time.perf_counter() - s.t0, "note": "stopped before "
-                   "any training happened; nothing to export"}
-        atomic_write_json(s.run.summary_file, summary)
-        return FitResult(status, str(s.run.path), summary)
-    s.model.load_state_dict(load_file(str(s.run.best_weights)))
-    with torch.inference_mode():
-        probs = F.softmax(s.final_logits().float(), dim=1).cpu().numpy()
-    summary = build_summary(s, probs, status)
-    atomic_write_json(s.run.dataset_file, s.dataset.summary())
-    atomic_write_json(s.run.summary_file, summary)
-    write_bundle(s.model, s.data_cfg, s.dataset.classes, s.cfg, summary, s.run.bundle_dir)
-    share_file(s.run.bundle_dir / "model.safetensors", s.run.best_weights)  # one copy of the weights
-    for store in s.run.path.glob("decoded-*.npy"):  # memory-mapped image stores of large sets
-        store.unlink()
-    return FitResult(status, str(s.run.path), summary)
-
-
-def build_summary(s: Session, probs: np.ndarray, status: str) -> dict:
-    ds = s.dataset
-    y_true = np.array([x.label for x in ds.val], dtype=np.int64)
-    y_pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
-    report = classification_report(y_true, y_pred, ds.classes)
-    history = s.run.read_metrics()
-    best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"])) if history else None
-    predictions = [{"path": x.path, "true": ds.classes[x.label], "pred": ds.classes[int(p.argmax())],
-                    "confidence": float(p.max())} for x, p in zip(ds.val, probs, strict=True)]
-    return {
-        "status": status, "val_accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-        "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
-        "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-        "classes": ds.classes, "best_epoch": best["epoch"] if best else None,
-        "epochs_run": len(history), "train_seconds": time.perf_counter() - s.t0,
-        "num_train": len(ds.train), "num_val": len(ds.val), "skipped": [k.path for k in ds.skipped],
-        "predictions": predictions, "device": str(s.device), "batch_size": s.batch_size, "notes": s.notes,
-        "freeze": s.cfg.freeze, "backbone": s.cfg.backbone,
-    }
 
 
 def _labels(samples: list[Sample], device: torch.device) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch import nn
 from core.config import TrainConfig
 from core.data.images import load_image
 from core.files.zips import safe_zip_members
-from core.runs import RunDir
+from core.runs import RunDir, RunSummary
 
 README = """---
 library_name: timm
@@ -35,11 +35,13 @@ tags: [image-classification, timm, transferlab]
 
 Fine-tuned with TransferLab from `{backbone}` ({weights} weights, freeze mode `{freeze}`).
 
-| metric | value |
-|---|---|
-| validation accuracy | {acc:.4f} |
-| macro F1 | {f1:.4f} |
-| classes | {classes} |
+| metric | validation | test |
+|---|---|---|
+| accuracy | {val_acc} | {test_acc} |
+| macro F1 | {val_f1} | {test_f1} |
+| images | {val_n} | {test_n} |
+
+Classes: {classes}. Trained on {num_train} images of the dataset `{dataset}`.
 
 ## Load and predict
 ```python
@@ -54,13 +56,15 @@ probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]
 labels = model.pretrained_cfg["label_names"]
 print(labels[int(probs.argmax())], float(probs.max()))
 ```
-`config.yaml` is the exact training configuration: `python -m core train --config config.yaml`.
+`config.yaml` is the exact training configuration (the dataset by name): `python -m core train --config
+config.yaml --data path/to/{dataset}`.
 """
 
 
-def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: TrainConfig, summary: dict,
+def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: TrainConfig, summary: RunSummary,
                  dest: Path) -> Path:
-    """Write the bundle folder atomically (a temp folder renamed into place)."""
+    """Write the bundle folder atomically (a temp folder renamed into place). `cfg` should be the portable
+    config (TrainConfig.portable): the bundle leaves the server."""
     dest = Path(dest)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
@@ -70,12 +74,8 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
         timm.models.save_for_hf(model, tmp, model_config={"label_names": list(classes)},
                                 safe_serialization=True, data_config=cfg_for_hf)
         (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-        (tmp / "summary.json").write_text(json.dumps(_card_summary(summary), indent=2), encoding="utf-8")
-        (tmp / "README.md").write_text(README.format(
-            name=cfg.run_name or f"{cfg.backbone} fine-tuned on {len(classes)} classes", backbone=cfg.backbone,
-            weights=cfg.weights if cfg.weights in ("bundled", "hub", "random") else "file", freeze=cfg.freeze,
-            acc=summary.get("val_accuracy", float("nan")), f1=summary.get("macro_f1", float("nan")),
-            classes=", ".join(classes)), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(cfg, classes, summary), encoding="utf-8")
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -85,9 +85,17 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
     return dest
 
 
-def _card_summary(summary: dict) -> dict:
-    drop = ("predictions",)  # per-image details stay in the run folder
-    return {k: v for k, v in summary.items() if k not in drop}
+def model_card(cfg: TrainConfig, classes: list[str], summary: RunSummary) -> str:
+    """The bundle's README: a Hugging Face model card with the metrics of every evaluated split."""
+    def fmt(report, key: str) -> str:
+        return "-" if report is None else (f"{getattr(report, key):.4f}" if key != "num" else str(report.num))
+    val, test = summary.val, summary.test
+    return README.format(
+        name=cfg.run_name or f"{cfg.backbone} fine-tuned on {len(classes)} classes", backbone=cfg.backbone,
+        weights=cfg.weights if cfg.weights in ("bundled", "hub", "random") else "file", freeze=cfg.freeze,
+        val_acc=fmt(val, "accuracy"), test_acc=fmt(test, "accuracy"), val_f1=fmt(val, "macro_f1"),
+        test_f1=fmt(test, "macro_f1"), val_n=fmt(val, "num"), test_n=fmt(test, "num"), classes=", ".join(classes),
+        num_train=summary.num_train, dataset=summary.dataset or cfg.data)
 
 
 def export_zip(run: RunDir) -> Path:
@@ -125,24 +133,40 @@ class LoadedModel:
 
 
 def load_bundle(path: str | Path, extract_to: str | Path | None = None) -> LoadedModel:
-    """Load a bundle folder or zip (as written above) with timm's own local-dir loader."""
-    folder = Path(path)
-    if folder.is_file() and folder.suffix == ".zip":
-        target = Path(extract_to or tempfile.mkdtemp(prefix="transferlab-bundle-"))
-        try:
-            zf = zipfile.ZipFile(folder)
-        except zipfile.BadZipFile:
-            raise ValueError(f"{folder.name} is not a valid zip archive.") from None
-        with zf:
-            members = safe_zip_members(zf, folder.name)  # the dataset zips' checks: slips, links, bombs
-            names = [str(rel) for _, rel in members if rel.name == "config.json"]
-            if not names:
-                raise ValueError(f"{folder.name} is not a TransferLab model bundle (no config.json inside).")
-            for info, rel in members:
-                out = target.joinpath(*rel.parts)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(zf.read(info))
-        folder = target / Path(names[0]).parent
+    """Load a bundle folder or zip (as written above) with timm's own local-dir loader.
+
+    A zip is extracted into `extract_to` when given (the caller's folder: it stays), else into a temporary folder
+    that is removed as soon as the model is built (timm reads the files in create_model, not later).
+    """
+    path = Path(path)
+    if not (path.is_file() and path.suffix == ".zip"):
+        return _load_folder(path)
+    if extract_to is not None:
+        return _load_folder(_extract_zip(path, Path(extract_to)))
+    with tempfile.TemporaryDirectory(prefix="transferlab-bundle-") as tmp:
+        return _load_folder(_extract_zip(path, Path(tmp)))
+
+
+def _extract_zip(zip_path: Path, target: Path) -> Path:
+    """Extract a bundle zip into `target` with the dataset zips' checks; returns the folder holding config.json."""
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile:
+        raise ValueError(f"{zip_path.name} is not a valid zip archive.") from None
+    with zf:
+        members = safe_zip_members(zf, zip_path.name)  # slips, links, bombs
+        names = [str(rel) for _, rel in members if rel.name == "config.json"]
+        if not names:
+            raise ValueError(f"{zip_path.name} is not a TransferLab model bundle (no config.json inside).")
+        for info, rel in members:
+            out = target.joinpath(*rel.parts)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(zf.read(info))
+    return target / Path(names[0]).parent
+
+
+def _load_folder(folder: Path) -> LoadedModel:
+    """Build the model from a bundle folder; everything is in memory afterwards, so the folder may go."""
     if not (folder / "config.json").exists():
         raise ValueError(f"{folder} is not a model bundle: config.json is missing.")
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()

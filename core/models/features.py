@@ -29,7 +29,7 @@ from torch import nn
 from core.data.augment import Preprocessor
 from core.data.dataset import Sample, Skipped
 from core.data.images import decode_or_skip, one_torch_thread, strict_truncation
-from core.device import autocast
+from core.device import autocast, free_cached_memory, is_out_of_memory
 from core.files.atomic import atomic_write_bytes
 from core.files.digest import bytes_digest
 from core.models.backbones import FeatureExtractor
@@ -138,8 +138,20 @@ class Backbone:
                                        for i in range(0, len(crops), ORT_BATCH)])
             finally:
                 sessions.put(session)
-        with autocast(self.device, self.amp):
-            return self.extractor(self.pre.to_float(torch.from_numpy(crops))).float().cpu().numpy()
+        return self._torch_features(crops)
+
+    def _torch_features(self, crops: np.ndarray) -> np.ndarray:
+        """The GPU path; on CUDA out-of-memory the batch is split in halves (down to one image) and each half
+        retried, so a large backbone or image size still gets its features."""
+        try:
+            with autocast(self.device, self.amp):
+                return self.extractor(self.pre.to_float(torch.from_numpy(crops))).float().cpu().numpy()
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(crops) <= 1:
+                raise
+            free_cached_memory()
+            half = len(crops) // 2
+            return np.concatenate([self._torch_features(crops[:half]), self._torch_features(crops[half:])])
 
 
 class _FromUint8(nn.Module):

@@ -112,3 +112,17 @@ class _Rest(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.features(x))
+
+
+class PooledAndLogits(nn.Module):
+    """(logits, pooled features) of a timm model in one pass: what the summary scores and what predictions.npz
+    keeps. With `trunk` (the network after a cached frozen prefix), the input is the prefix's output."""
+
+    def __init__(self, model: nn.Module, trunk: nn.Module | None = None):
+        super().__init__()
+        self.model, self.trunk = model, trunk
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.trunk(x) if self.trunk is not None else self.model.forward_features(x)
+        pooled = self.model.forward_head(maps, pre_logits=True)
+        return self.model.get_classifier()(pooled), pooled

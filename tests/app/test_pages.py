@@ -18,6 +18,7 @@ APP = "../../app.py"  # AppTest resolves this against this test file's folder
 @pytest.fixture
 def app(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("TRANSFERLAB_DATA_ROOTS", str(tmp_path))  # the tests' generated image folders
     st.cache_resource.clear()  # the job registry is process-global
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -129,3 +130,34 @@ def test_a_new_session_reattaches_to_a_run_by_url(app, tiny_folder):
     assert not fresh.exception
     assert any("Training completed" in s.value for s in fresh.success)
     assert fresh.get("plotly_chart")
+
+
+def test_uploaded_config_pointing_outside_the_allowed_roots_is_refused(app, tiny_folder):
+    app.switch_page("pages/model.py").run()
+    before = dict(app.session_state["cfg"])
+    evil = TrainConfig(data="/etc", backbone="test_efficientnet", weights="random").to_yaml()
+    app.file_uploader(key="cfg_up").set_value(("evil.yaml", evil.encode(), "application/x-yaml")).run()
+    assert not app.exception
+    assert any("evil.yaml was not loaded: The dataset /etc is outside the folders this server may read" in e.value
+               for e in app.error)
+    assert app.session_state["cfg"] == before  # nothing of it was taken
+    fine = TrainConfig(data=str(tiny_folder), backbone="test_efficientnet", weights="random", epochs=2).to_yaml()
+    app.file_uploader(key="cfg_up").set_value(("fine.yaml", fine.encode(), "application/x-yaml")).run()
+    assert not app.exception and app.session_state["cfg"]["data"] == str(tiny_folder)
+    assert app.session_state["cfg"]["epochs"] == 2
+
+
+def test_start_refuses_a_config_outside_the_allowed_roots(app, tmp_path):
+    """Whatever route put it in the session (an older upload, a hand-edited state), Start goes through the
+    registry's guard: a sentence, and no job and no run folder."""
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    (outside / "a").mkdir(parents=True)
+    (outside / "b").mkdir()
+    app.session_state["cfg"] = {**tiny_cfg(app, outside)}
+    app.switch_page("pages/train.py").run()
+    app.button(key="start").click().run()
+    assert not app.exception
+    assert any("is outside the folders this server may read" in e.value for e in app.error)
+    assert app.session_state["run_id"] is None
+    runs = tmp_path / "ws" / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith("_")]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,15 +23,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("workspace")
-
-
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory, workspace):
+@contextmanager
+def streamlit_server(workspace: Path, log: Path) -> Iterator[str]:
+    """`streamlit run app.py` in its own process; yields the app's URL once the server answers its health check."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
@@ -37,22 +34,43 @@ def app_url(tmp_path_factory, workspace):
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=APP_DIR, stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.terminate()
-        raise RuntimeError(log.read_text())
-    yield url + "/"
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(log.read_text())
+        yield url + "/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, workspace):
+    """One server shared by the session's tests (torch is loaded in it after the first page)."""
+    with streamlit_server(workspace, tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_app_url(tmp_path):
+    """A server of the test's own that has not run the app yet: what a user meets right after `make run`."""
+    (tmp_path / "workspace").mkdir()
+    with streamlit_server(tmp_path / "workspace", tmp_path / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

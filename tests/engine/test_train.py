@@ -11,11 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.analysis.predictions import load_predictions
 from core.config import TrainConfig
 from core.engine.callbacks import Callback
 from core.engine.train import train
 from core.models.backbones import create_model
 from core.models.freeze import backbone_stages
+from core.runs import RunDir
 
 
 class Recorder(Callback):
@@ -49,16 +51,28 @@ def test_tiny_run_writes_a_complete_run_folder(tiny_config, freeze):
     best, exported = Path(run) / "best.safetensors", Path(run) / "bundle" / "model.safetensors"
     assert best.stat().st_ino == exported.stat().st_ino  # the same weights, kept once on disk
     assert not list(Path(run).glob("*.link"))
-    summary = json.loads((Path(run) / "summary.json").read_text())
-    assert set(summary) >= {"val_accuracy", "macro_f1", "per_class", "confusion_matrix", "train_seconds"}
-    assert len(summary["predictions"]) == summary["num_val"]
+    summary = RunDir(Path(run)).read_summary()
+    assert summary == result.summary
+    preds = load_predictions(Path(run) / "predictions.npz")
+    assert preds.classes == summary.classes == ["blue", "green", "red"]
+    val = preds.splits["val"]
+    # the probabilities in predictions.npz reproduce the reported accuracy and confusion matrix
+    assert val.accuracy == summary.val.accuracy
+    cm = np.zeros((3, 3), dtype=int)
+    np.add.at(cm, (val.labels, val.predicted), 1)
+    assert cm.tolist() == summary.val.confusion_matrix
+    assert len(val.labels) == summary.val.num and val.probs.shape == (summary.val.num, 3)
+    assert np.allclose(val.probs.sum(1), 1, atol=1e-5)
+    assert val.features.shape[0] == summary.val.num and val.features.shape[1] > 3
+    assert all(not p.startswith("/") and p.split("/")[0] in summary.classes for p in val.paths)
+    assert "test" not in preds.splits and summary.test is None
     assert TrainConfig.load(Path(run) / "config.yaml") == tiny_config.replace(freeze=freeze)
 
 
 def test_colours_are_learned(tiny_config):
     result = train(tiny_config.replace(freeze="full", epochs=6, augmentation="none", lr=3e-3,
                                        backbone_lr_mult=1.0))
-    assert result.summary["val_accuracy"] == 1.0
+    assert result.summary.val_accuracy == 1.0
 
 
 @pytest.mark.parametrize("freeze,trainable", [("probe", 0), ("partial", 2)])
@@ -102,21 +116,21 @@ def test_stop_ends_within_one_batch_with_a_usable_checkpoint(tiny_config):
 @pytest.mark.slow
 def test_probe_on_sample_data_reaches_93_percent(hymenoptera, tmp_path):
     result = train(TrainConfig(data=str(hymenoptera), freeze="probe", output_dir=str(tmp_path)))
-    assert result.summary["val_accuracy"] >= 0.93
-    assert [p.rsplit("/", 1)[-1] for p in result.summary["skipped"]] == ["imageNotFound.gif"]
+    assert result.summary.val_accuracy >= 0.93
+    assert result.summary.skipped == ["train/ants/imageNotFound.gif"]  # relative to the dataset root
 
 
 @pytest.mark.slow
 def test_full_fine_tuning_on_sample_data_reaches_93_percent(hymenoptera, tmp_path):
     result = train(TrainConfig(data=str(hymenoptera), freeze="full", epochs=3, output_dir=str(tmp_path)))
-    assert result.summary["val_accuracy"] >= 0.93
+    assert result.summary.val_accuracy >= 0.93
 
 
 @pytest.mark.slow
 def test_exported_bundle_matches_run_in_a_fresh_process(hymenoptera, tmp_path):
     """timm's own local-dir loader + the bundle's pretrained_cfg preprocessing give the run's top-1."""
     result = train(TrainConfig(data=str(hymenoptera), freeze="probe", output_dir=str(tmp_path)))
-    preds = result.summary["predictions"]
+    val = load_predictions(Path(result.run_dir) / "predictions.npz").splits["val"]
     script = f"""
 import json, sys, timm, torch
 from PIL import Image
@@ -128,11 +142,11 @@ with torch.no_grad():
     out = [labels[int(model(tf(Image.open(p).convert("RGB"))[None]).argmax())] for p in paths]
 print(json.dumps(out))
 """
-    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps([p["path"] for p in preds]),
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps([str(hymenoptera / p) for p in val.paths]),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     fresh = json.loads(proc.stdout)
-    assert fresh == [p["pred"] for p in preds]
+    assert fresh == [result.summary.classes[i] for i in val.predicted]
     assert len(fresh) == 153
 
 
@@ -170,7 +184,8 @@ def test_cached_frozen_prefix_trains_like_running_it_every_epoch(tiny_config, mo
     assert not any(p.startswith("frozen layers") for p in phases)
     a, b = load_file(f"{cached.run_dir}/best.safetensors"), load_file(f"{plain.run_dir}/best.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
-    assert cached.summary["predictions"] == plain.summary["predictions"]
+    pa, pb = (load_predictions(Path(r.run_dir) / "predictions.npz").splits["val"] for r in (cached, plain))
+    assert (pa.predicted == pb.predicted).all() and np.allclose(pa.probs, pb.probs, atol=1e-4)
 
 
 def test_probe_caches_mirrored_views_for_training_and_exact_features_for_validation(tiny_config):
@@ -179,7 +194,7 @@ def test_probe_caches_mirrored_views_for_training_and_exact_features_for_validat
     assert result.status == "completed"
     (cache_file,) = (Path(cfg.output_dir) / "_cache" / "features").glob("*.npz")
     keys = np.load(cache_file)["keys"].tolist()
-    n_train, n_val = result.summary["num_train"], result.summary["num_val"]
+    n_train, n_val = result.summary.num_train, result.summary.val.num
     # training images: fast decode, the image and its mirror; validation: exact decode, one view
     assert sum(k.endswith("/0/fast") for k in keys) == sum(k.endswith("/1/fast") for k in keys) == n_train
     assert sum(k.endswith("/0") for k in keys) == n_val and not any(k.endswith("/1") for k in keys)
@@ -227,3 +242,44 @@ def test_probe_stops_during_feature_extraction(tiny_config, monkeypatch):
     result = train(cfg, [StopWhileComputing()], stop=stop)
     assert result.status == "stopped" and 0 < seen[-1][1] < seen[-1][2]  # stopped part-way through the pass
     assert json.loads((Path(result.run_dir) / "status.json").read_text())["status"] == "stopped"
+
+
+@pytest.mark.parametrize("freeze", ["probe", "partial"])
+def test_test_split_is_evaluated_with_the_best_weights(tmp_path, freeze):
+    """A dataset with test/ gets a test report beside validation, from predictions that reproduce it."""
+    from tests.conftest import COLORS, make_image
+    root = tmp_path / "splits"
+    for split, n in (("train", 8), ("val", 3), ("test", 4)):
+        for name, color in COLORS.items():
+            for i in range(n):
+                make_image(root / split / name / f"{split}_{name}_{i}.png", color, seed=100 * len(split) + i)
+    cfg = TrainConfig(data=str(root), backbone="test_efficientnet", weights="random", img_size=64, epochs=4,
+                      batch_size=4, lr=1e-2, output_dir=str(tmp_path / "runs"), threads=2, early_stopping=0,
+                      freeze=freeze, trainable_stages=2, augmentation="none", backbone_lr_mult=1.0)
+    result = train(cfg)
+    test = load_predictions(Path(result.run_dir) / "predictions.npz").splits["test"]
+    assert result.summary.test.num == 12 == len(test.labels)
+    assert result.summary.test.accuracy == test.accuracy
+    assert all(p.startswith("test/") for p in test.paths)
+    card = (Path(result.run_dir) / "bundle" / "README.md").read_text()
+    assert f"| accuracy | {result.summary.val.accuracy:.4f} | {result.summary.test.accuracy:.4f} |" in card
+
+
+def test_no_decodable_training_image_fails_with_a_sentence(tmp_path):
+    """Files that pass the header check but cannot be decoded (truncated JPEGs) in every class: the run fails and
+    says so, instead of completing with an untrained model and a bundle."""
+    from tests.conftest import COLORS, make_image
+    root = tmp_path / "broken"
+    for name, color in COLORS.items():
+        for i in range(6):
+            good = make_image(tmp_path / "src" / f"{name}{i}.jpg", color, size=64, seed=i)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            data = good.read_bytes()
+            (root / name / f"{name}{i}.jpg").write_bytes(data[:len(data) // 2])  # header intact, pixels cut
+    cfg = TrainConfig(data=str(root), backbone="test_efficientnet", weights="random", img_size=64, epochs=1,
+                      batch_size=4, output_dir=str(tmp_path / "runs"), freeze="full")
+    from core.errors import TrainingError
+    with pytest.raises(TrainingError, match=r"None of the \d+ training images could be decoded"):
+        train(cfg)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not (run / "bundle").exists() and json.loads((run / "status.json").read_text())["status"] == "failed"

@@ -165,8 +165,8 @@ def test_truncated_jpeg_is_reported_and_the_run_goes_on(base, tmp_path):
     result = train(TrainConfig(data=str(base), backbone="test_efficientnet", weights="random", img_size=64,
                                epochs=1, batch_size=4, output_dir=str(tmp_path / "runs"), val_fraction=0.25))
     assert result.status == "completed"
-    assert any(p.endswith("cut.jpg") for p in result.summary["skipped"])
-    assert result.summary["num_train"] + result.summary["num_val"] == VALID
+    assert any(p.endswith("cut.jpg") for p in result.summary.skipped)
+    assert result.summary.num_train + result.summary.val.num == VALID
 
 
 @pytest.mark.parametrize("kind", ["png16", "cmyk", "palette_transparent", "grayscale", "exif_rotated"])

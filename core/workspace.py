@@ -1,0 +1,75 @@
+"""Where the app may read and write: its workspace folder and the data roots its operator allows.
+
+This is the policy, in one place, so every route to a run checks the same thing: the job registry calls
+`check_config` on every training it queues (pages, an uploaded YAML config, a resumed `?run=` link), and the
+Data page's server-folder tab calls `check_path` before it scans. The CLI has no policy: whoever runs it owns
+the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import WEIGHT_KEYWORDS, TrainConfig
+from core.errors import AccessError
+from core.files.atomic import atomic_write_bytes
+from core.files.digest import bytes_digest
+
+DATA_ROOTS_ENV = "TRANSFERLAB_DATA_ROOTS"  # extra folders users may train from, separated by os.pathsep
+WORKSPACE_ENV = "TRANSFERLAB_WORKSPACE"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path  # everything the app writes lives here: uploads, runs, caches
+    data_roots: tuple[Path, ...] = ()  # besides root, folders users may read datasets and weights from
+
+    @classmethod
+    def from_env(cls, default_root: Path, sample_data: Path) -> Workspace:
+        root = Path(os.environ.get(WORKSPACE_ENV) or default_root).resolve()
+        extra = [Path(p).expanduser().resolve() for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p]
+        return cls(root, (sample_data.resolve(), *extra))
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    def allowed_roots(self) -> list[Path]:
+        return [*self.data_roots, self.root]
+
+    def is_allowed(self, path: str | Path) -> bool:
+        """Inside an allowed root once symbolic links and '..' are resolved."""
+        real = Path(path).expanduser().resolve()
+        return any(real == r or r in real.parents for r in self.allowed_roots())
+
+    def check_path(self, path: str | Path, what: str) -> Path:
+        real = Path(path).expanduser().resolve()
+        if not self.is_allowed(real):
+            raise AccessError(f"{what} {real} is outside the folders this server may read; upload the files "
+                              f"instead, or ask the operator to add the folder to {DATA_ROOTS_ENV}.")
+        return real
+
+    def check_config(self, cfg: TrainConfig) -> None:
+        """Raise AccessError unless everything cfg reads is under an allowed root and it writes in the workspace."""
+        if cfg.data:
+            self.check_path(cfg.data, "The dataset")
+        if cfg.weights not in WEIGHT_KEYWORDS:
+            self.check_path(cfg.weights, "The weights file")
+        out = Path(cfg.output_dir).expanduser().resolve()
+        if not (out == self.root or self.root in out.parents):
+            raise AccessError(f"The output folder {out} is outside this server's workspace {self.root}; runs are "
+                              f"written to {self.runs_dir}.")
+
+    def store_upload(self, data: bytes, name: str, folder: str) -> Path:
+        """Save uploaded bytes under their content hash (keeping the extension): a second upload with the same
+        browser file name never overwrites a file an earlier run still points to."""
+        path = self.uploads_dir / folder / f"{bytes_digest(data)[:20]}{Path(name).suffix.lower()}"
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        return path

@@ -1,0 +1,146 @@
+"""The CUDA-only paths, tested on CPU by simulation (no GPU is lent to this project): precision and gradient-scaler
+choice, out-of-memory in training, evaluation and feature extraction, and the ETA after a resume. What truly
+needs a device is marked `gpu`."""
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.device import amp_dtype, needs_grad_scaler
+from core.engine.callbacks import Callback
+from core.engine.train import train
+from core.models.objectives import Classify
+
+CUDA = torch.device("cuda")
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.batches, self.epochs = [], []
+
+    def on_batch_end(self, m):
+        self.batches.append(m)
+
+    def on_epoch_end(self, m):
+        self.epochs.append(m)
+
+
+@pytest.mark.parametrize("amp,bf16,dtype,scaler", [
+    ("auto", True, torch.bfloat16, False),
+    ("auto", False, torch.float16, True),  # a GPU without bf16: fp16 needs a gradient scaler
+    ("fp16", True, torch.float16, True),
+    ("bf16", False, torch.bfloat16, False),
+    ("off", True, None, False),
+])
+def test_precision_and_scaler_choice_on_cuda(monkeypatch, amp, bf16, dtype, scaler):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert amp_dtype(CUDA, amp) == dtype
+    assert needs_grad_scaler(CUDA, amp) is scaler
+
+
+@pytest.mark.parametrize("amp", ["auto", "fp16", "bf16", "off"])
+def test_cpu_trains_in_fp32_without_scaler(amp):
+    assert amp_dtype(torch.device("cpu"), amp) is None and not needs_grad_scaler(torch.device("cpu"), amp)
+
+
+class OutOfMemoryOnce(Classify):
+    """The classification objective, but the first step of epoch 2 with more than 2 images raises CUDA OOM."""
+
+    state = {"epoch_starts": 0, "raised": False, "calls": 0}
+
+    def __call__(self, net, batch):
+        x, _ = batch
+        st = OutOfMemoryOnce.state
+        st["calls"] += 1
+        if st["calls"] == 6 and len(x) > 2 and not st["raised"]:  # epoch 2 (24 images, batch 4: 5 steps/epoch)
+            st["raised"] = True
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().__call__(net, batch)
+
+
+def test_out_of_memory_halves_the_batch_and_the_schedule_goes_on(tiny_config, monkeypatch):
+    """After the batch is halved mid-run, the learning rate keeps falling along its cosine to its floor: the
+    schedule follows training progress, not a step count that the smaller batch would run past."""
+    OutOfMemoryOnce.state = {"raised": False, "calls": 0}
+    monkeypatch.setattr("core.engine.loop.Classify", OutOfMemoryOnce)
+    rec = Recorder()
+    cfg = tiny_config.replace(freeze="full", epochs=4, batch_size=4, scheduler="cosine", warmup_epochs=1.0,
+                              augmentation="none")
+    result = train(cfg, [rec])
+    assert OutOfMemoryOnce.state["raised"] and result.status == "completed"
+    assert result.summary.batch_size == 2
+    assert any("batch size halved to 2" in n for n in result.summary.notes)
+    after_warmup = [b.lr for b in rec.batches if b.epoch >= 2]
+    assert all(a >= b - 1e-12 for a, b in zip(after_warmup, after_warmup[1:], strict=False)), after_warmup
+    assert after_warmup[-1] == pytest.approx(cfg.lr * 0.01, rel=1e-6)  # the floor, reached at the very end
+
+
+def test_out_of_memory_while_evaluating_halves_the_evaluation_batch(tiny_config, monkeypatch):
+    from timm.models.efficientnet import EfficientNet
+    plain = EfficientNet.forward_features
+
+    def big_batches_fail_in_eval(self, x):
+        if not self.training and x.shape[0] > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return plain(self, x)
+    monkeypatch.setattr(EfficientNet, "forward_features", big_batches_fail_in_eval)
+    result = train(tiny_config.replace(freeze="full", epochs=2))
+    assert result.status == "completed" and result.summary.val.num == 6
+    assert any("evaluation batch halved to 4" in n for n in result.summary.notes)
+
+
+def test_out_of_memory_in_feature_extraction_splits_the_batch(tiny_config):
+    """The GPU feature path (torch) splits a batch that does not fit, with the same features as one pass."""
+    from core.data.images import geometry
+    from core.models.backbones import create_model, data_config
+    from core.models.features import Backbone
+    model = create_model(tiny_config.replace(weights="random"), 3).eval()
+    bb = Backbone(model, data_config(model, 64), torch.device("cpu"), Path(tiny_config.output_dir), "k")
+    bb.uses_ort = False  # the CUDA path, on the CPU
+    crops = np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8)
+    whole = bb(crops)
+    plain, calls = bb.extractor.forward, []
+
+    def fits_two(x):
+        calls.append(len(x))
+        if len(x) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return plain(x)
+    bb.extractor.forward = fits_two
+    assert np.allclose(bb(crops), whole, atol=1e-5)
+    assert calls[:3] == [8, 4, 2] and max(c for c in calls if c <= 2) == 2
+    assert geometry(data_config(model, 64))[1] == 64
+
+
+def test_eta_after_resume_counts_only_this_process_steps(tiny_config):
+    """A resumed run's ETA divides the time since the resume by the steps since the resume (not by every step
+    since epoch 1, which made the ETA far too short)."""
+    stop = threading.Event()
+
+    class StopAfterEpoch1(Callback):
+        def on_epoch_end(self, m):
+            stop.set()
+    cfg = tiny_config.replace(freeze="full", epochs=4)
+    first = train(cfg, [StopAfterEpoch1()], stop=stop)
+    assert first.status == "stopped"
+
+    from core.runs import RunDir
+    rec = Recorder()
+    train(cfg, [rec], run=RunDir(Path(first.run_dir)), resume=True)
+    assert [e.epoch for e in rec.epochs] == [2, 3, 4]
+    for b in rec.batches:
+        done_here = (b.epoch - 2) * b.steps_per_epoch + b.step
+        left = (cfg.epochs - b.epoch + 1) * b.steps_per_epoch - b.step
+        assert b.eta == pytest.approx(b.elapsed / done_here * left, rel=1e-9)
+    for e in rec.epochs:
+        assert e.eta == pytest.approx(e.elapsed / (e.epoch - 1) * (cfg.epochs - e.epoch), rel=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_training_on_a_gpu_completes(tiny_config):
+    result = train(tiny_config.replace(freeze="full", device="cuda", amp="fp16", epochs=2))
+    assert result.status == "completed" and result.summary.device.startswith("cuda")
