@@ -1,6 +1,7 @@
 """Job registry: background thread, queue, snapshots, stop, recorded failures."""
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -59,3 +60,43 @@ def test_failure_is_recorded_not_swallowed(tiny_config, tmp_path):
     assert "Traceback" in snap.traceback
     status = json.loads(Path(snap.run_dir, "status.json").read_text())
     assert status["status"] == "failed" and "missing.safetensors" in status["error"]
+
+
+def test_any_long_task_runs_as_a_job_with_phases_stop_and_failure(tiny_folder):
+    """The queue, stop flag, progress phases and snapshots serve tasks other than training (ranking backbones,
+    an LR range test, an export with a parity check...): here, opening a real dataset image by image."""
+    from core.data.dataset import open_dataset
+    from core.runs import Status
+    reg = JobRegistry()
+    release = threading.Event()
+
+    def check_images(job):
+        ds = open_dataset(tiny_folder)
+        for i, sample in enumerate(ds.train, start=1):
+            release.wait(5)
+            if job.stop_event.is_set():
+                return {"checked": i - 1}
+            Path(sample.path).read_bytes()
+            job.on_phase("checking images", i, len(ds.train))
+        return {"checked": len(ds.train)}
+
+    done = reg.submit_task("check", "check the tiny images", check_images)
+    release.set()
+    snap = wait(done)
+    assert snap.status == Status.COMPLETED and snap.kind == "check" and snap.result == {"checked": 18}
+    assert (snap.phase, snap.phase_done, snap.phase_total) == ("checking images", 18, 18) and snap.progress == 1.0
+
+    release.clear()
+    stopped = reg.submit_task("check", "stopped half-way", check_images)
+    while reg.snapshot(stopped.job_id).status == Status.QUEUED:
+        time.sleep(0.01)
+    stopped.request_stop()
+    release.set()
+    snap = wait(stopped)
+    assert snap.status == Status.STOPPED and snap.result == {"checked": 0}
+
+    def broken(job):
+        raise ValueError("The backbone list is empty: add one and try again.")
+    snap = wait(reg.submit_task("rank", "ranking", broken))
+    assert snap.status == Status.FAILED and snap.error == "The backbone list is empty: add one and try again."
+    assert "ValueError" in snap.traceback
