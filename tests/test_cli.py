@@ -87,3 +87,19 @@ def test_train_prints_dataset_warnings_even_when_quiet(tmp_path):
     assert "warning: Class folder 'purple' holds no usable images and is left out." in p.stderr
     assert "purple/notes.txt: not an image file type (.txt)" in p.stderr
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("freeze", ["probe", "full"])
+def test_train_on_images_that_all_fail_to_decode_exits_with_one_sentence(tmp_path, freeze):
+    data = tmp_path / "cut"
+    for name, color in COLORS.items():
+        for i in range(5):
+            whole = make_image(tmp_path / "src" / f"{name}{i}.jpg", color, size=64, seed=i).read_bytes()
+            (data / name).mkdir(parents=True, exist_ok=True)
+            (data / name / f"{name}{i}.jpg").write_bytes(whole[:len(whole) // 2])  # header intact, pixels cut
+    p = cli("train", "--data", data, "--backbone", "test_efficientnet", "--weights", "random", "--img-size", "64",
+            "--epochs", "1", "--freeze", freeze, "--out", tmp_path / "runs", "--quiet")
+    assert p.returncode == 2, p.stdout
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(r"None of the \d+ (training|validation) images could be decoded", errors[0])
+    assert "Traceback" not in p.stderr
