@@ -117,6 +117,7 @@ class LoadedModel:
     classes: list[str]
     data_cfg: dict
     transform: object
+    temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature); 1.0 = uncalibrated
 
     @torch.inference_mode()
     def predict(self, paths: list[str | Path], topk: int = 3, batch_size: int = 16) -> list[list[tuple]]:
@@ -124,7 +125,7 @@ class LoadedModel:
         out = []
         for i in range(0, len(paths), batch_size):
             x = torch.stack([self.transform(load_image(p)) for p in paths[i:i + batch_size]])
-            probs = self.model(x).softmax(-1)
+            probs = (self.model(x) / self.temperature).softmax(-1)
             k = min(topk, probs.shape[1])
             vals, idx = probs.topk(k, dim=1)
             out += [[(self.classes[j], float(v)) for v, j in zip(vr, ir, strict=True)]
