@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -97,7 +98,7 @@ def engine(data: Path, out: Path, **overrides) -> dict:
     rows = [json.loads(line) for line in Path(result.run_dir, "metrics.jsonl").read_text().splitlines()]
     return {"wall": wall, "epoch_s": statistics.median([r["seconds"] for r in rows]),
             "best": max(r["val_acc"] for r in rows), "final": rows[-1]["val_acc"],
-            "acc": result.summary["val_accuracy"]}
+            "acc": result.summary.val_accuracy}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -194,6 +195,7 @@ def run_speed(args: argparse.Namespace) -> dict:
     threads = set_threads(0)
     data = Path(args.data)
     out = Path(tempfile.mkdtemp(prefix="bench-runs-"))
+    os.environ["TRANSFERLAB_CACHE"] = str(out / "_cache")  # a machine's first run: no features, no ONNX model
     res = {"machine": f"{platform.processor() or platform.machine()} ({_cpu_name()}), {threads} threads",
            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     print(f"# bench {res['date']} on {res['machine']}, torch {res['torch']}", flush=True)
@@ -351,6 +353,7 @@ def run_decode(args: argparse.Namespace) -> None:
     core.models.features.decode_or_skip = timed(core.models.features.decode_or_skip, "decode")
     core.models.features.Backbone.__call__ = timed(core.models.features.Backbone.__call__, "forward")
     out = Path(tempfile.mkdtemp(prefix="bench-decode-"))
+    os.environ["TRANSFERLAB_CACHE"] = str(out / "_cache")
     train(TrainConfig(data=str(data), output_dir=str(out), freeze="probe", epochs=args.probe_epochs))  # ONNX
     for _ in range(args.repeats):
         shutil.rmtree(out / "_cache" / "features")
@@ -382,9 +385,10 @@ def run_memory(args: argparse.Namespace) -> None:
             f"t=time.perf_counter(); r = train(TrainConfig(data={str(root)!r}, freeze='probe', epochs=3, "
             f"output_dir={str(root / '_runs')!r}))\n"
             "print('status', r.status, 'seconds', round(time.perf_counter()-t, 1), 'val_acc', "
-            "round(r.summary['val_accuracy'], 3))\n"
+            "round(r.summary.val_accuracy, 3))\n"
             "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "TRANSFERLAB_CACHE": str(root / "_cache")}  # cold: nothing cached for these images
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
     print(proc.stdout, proc.stderr[-2000:] if proc.returncode else "")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ HYMENOPTERA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 
 # Tests never touch the network: hub downloads fail fast and clearly instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# ... nor the user's feature cache: one throwaway cache per test session (subprocesses inherit it).
+os.environ.setdefault("TRANSFERLAB_CACHE", tempfile.mkdtemp(prefix="transferlab-test-cache-"))
 
 
 def make_image(path: Path, color: tuple[int, int, int], size: int = 48, mode: str = "RGB", seed: int = 0) -> Path:

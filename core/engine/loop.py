@@ -69,9 +69,6 @@ class Session:
         for cb in self.callbacks:
             getattr(cb, hook)(*args)
 
-    @property
-    def cache_dir(self) -> Path:
-        return Path(self.cfg.output_dir) / "_cache"
 
 
 def fit_info(s: Session, steps_per_epoch: int) -> FitInfo:

@@ -27,7 +27,7 @@ from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, epoch_loop, scores
 from core.errors import TrainingError
 from core.models import backbones, freeze
-from core.models.features import Backbone, FeatureCache, extract_features, model_key
+from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.runs import RunDir, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
@@ -86,9 +86,9 @@ def _prepare(s: Session) -> None:
 
 def _fit_probe(s: Session) -> str:
     cfg, ds = s.cfg, s.dataset
-    key = model_key(cfg.backbone, cfg.weights, _weights_digest(cfg), s.data_cfg)
-    backbone = Backbone(s.model, s.data_cfg, s.device, s.cache_dir / "onnx", key, cfg.amp)
-    cache = FeatureCache(s.cache_dir / "features" / f"{key}.npz")
+    key = model_key(cfg.backbone, cfg.weights, weights_digest(cfg), s.data_cfg)
+    backbone = Backbone(s.model, s.data_cfg, s.device, onnx_dir(), key, cfg.amp)
+    cache = feature_cache(key)  # per machine: shared with other runs, output folders, ranking and analysis
     geom = geometry(s.data_cfg)
     # one pass over train + val (+ test), so decoding never waits for a phase boundary
     n_train, n_val, samples = len(ds.train), len(ds.val), ds.train + ds.val + ds.test
@@ -289,16 +289,3 @@ def _labels(samples: list[Sample], device: torch.device) -> torch.Tensor:
 def _good_rows(samples: list[Sample], failed) -> np.ndarray:
     bad = {f.path for f in failed}
     return np.array([i for i, x in enumerate(samples) if x.path not in bad], dtype=np.int64)
-
-
-def _weights_digest(cfg: TrainConfig) -> str:
-    if cfg.weights == "bundled":
-        return backbones.bundled_weights_path().name
-    if cfg.weights == "random":
-        return f"random-seed{cfg.seed}"
-    if cfg.weights == "hub":
-        return "hub"
-    from core.files.digest import file_digest
-    return file_digest(Path(cfg.weights))
-
-

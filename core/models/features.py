@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.dataset import Sample, Skipped
-from core.data.images import decode_or_skip, one_torch_thread, strict_truncation
-from core.device import autocast, free_cached_memory, is_out_of_memory
+from core.data.images import decode_or_skip, geometry, one_torch_thread, strict_truncation
+from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device
 from core.files.atomic import atomic_write_bytes
-from core.files.digest import bytes_digest
+from core.files.cache import cache_root, evict_lru, locked, touch
+from core.files.digest import bytes_digest, file_digest
 from core.models.backbones import FeatureExtractor
 
 ORT_BATCH = 16  # ONNX Runtime batches of 4 and 16 measure within noise on the 2-core machines (bench)
@@ -41,34 +43,84 @@ PREFETCH = 8  # chunks in flight (bounds memory: 8 x 32 x 150 KB crops at 224 px
 
 
 class FeatureCache:
-    """content-hash/view -> feature vector, persisted as one .npz per (model, preprocessing) key."""
+    """content-hash/view -> feature vector, persisted as one .npz per (model, preprocessing) key, in the
+    per-machine cache (core/files/cache.py): shared by runs in any output folder, by ranking and analysis.
+
+    Saving merges with what other processes saved meanwhile, under a file lock, then writes atomically and keeps
+    the cache folder under its size bound (least recently used files go first)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.table: dict[str, np.ndarray] = {}
-        if path.exists():
-            try:
-                with np.load(path) as z:
-                    self.table = dict(zip(z["keys"].tolist(), z["feats"], strict=True))
-            except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
-                self.table = {}
-        self.dirty = False
+        self.table: dict[str, np.ndarray] = self._read()
+        self.new: dict[str, np.ndarray] = {}
+        if self.table:
+            touch(path)
+
+    def _read(self) -> dict[str, np.ndarray]:
+        if not self.path.exists():
+            return {}
+        try:
+            with np.load(self.path) as z:
+                return dict(zip(z["keys"].tolist(), z["feats"], strict=True))
+        except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
+            return {}
 
     def get(self, key: str) -> np.ndarray | None:
         return self.table.get(key)
 
     def put(self, key: str, value: np.ndarray) -> None:
         self.table[key] = value
-        self.dirty = True
+        self.new[key] = value
 
     def save(self) -> None:
-        if not self.dirty or not self.table:
+        if not self.new:
             return
-        buf = io.BytesIO()
-        keys = list(self.table)
-        np.savez(buf, keys=np.array(keys), feats=np.stack([self.table[k] for k in keys]))
-        atomic_write_bytes(self.path, buf.getvalue())
-        self.dirty = False
+        with locked(self.path):
+            merged = {**self._read(), **self.new}  # another process may have saved entries since we read
+            buf = io.BytesIO()
+            keys = list(merged)
+            np.savez(buf, keys=np.array(keys), feats=np.stack([merged[k] for k in keys]))
+            atomic_write_bytes(self.path, buf.getvalue())
+        self.table, self.new = merged, {}
+        evict_lru(self.path.parent.parent, keep=self.path)
+
+
+def feature_cache(key: str) -> FeatureCache:
+    return FeatureCache(cache_root() / "features" / f"{key}.npz")
+
+
+def onnx_dir() -> Path:
+    return cache_root() / "onnx"
+
+
+def pretrained_features(cfg: TrainConfig, samples: list[Sample], exact: bool = True, views: int = 1,
+                        progress: Callable[[int, int], None] | None = None,
+                        should_stop: Callable[[], bool] = lambda: False,
+                        ) -> tuple[list[np.ndarray | None], list[Skipped]]:
+    """Pooled features of cfg's pretrained backbone (weights and image size as in cfg, no head) for any images,
+    views x D each (None where an image failed to decode), from the shared cache where present. This is what a
+    probe trains on, and what ranking backbones and out-of-sample analyses (mislabel ranking) need: features
+    that never saw the labels."""
+    from core.models.backbones import create_model, data_config
+    model = create_model(cfg, 1).eval()
+    data_cfg = data_config(model, cfg.img_size)
+    device = pick_device(cfg.device)
+    key = model_key(cfg.backbone, cfg.weights, weights_digest(cfg), data_cfg)
+    backbone = Backbone(model.to(device), data_cfg, device, onnx_dir(), key, cfg.amp)
+    return extract_features(samples, [views] * len(samples), [exact] * len(samples), backbone,
+                            geometry(data_cfg), feature_cache(key), progress, should_stop)
+
+
+def weights_digest(cfg: TrainConfig) -> str:
+    """What identifies cfg's pretrained weights in cache keys."""
+    if cfg.weights == "bundled":
+        from core.models.backbones import bundled_weights_path
+        return bundled_weights_path(cfg.backbone).name
+    if cfg.weights == "random":
+        return f"random-seed{cfg.seed}"
+    if cfg.weights == "hub":
+        return "hub"
+    return file_digest(Path(cfg.weights))
 
 
 class Backbone:

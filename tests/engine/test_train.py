@@ -188,19 +188,23 @@ def test_cached_frozen_prefix_trains_like_running_it_every_epoch(tiny_config, mo
     assert (pa.predicted == pb.predicted).all() and np.allclose(pa.probs, pb.probs, atol=1e-4)
 
 
-def test_probe_caches_mirrored_views_for_training_and_exact_features_for_validation(tiny_config):
+def test_probe_caches_mirrored_views_for_training_and_exact_features_for_validation(tiny_config, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
     cfg = tiny_config.replace(freeze="probe", probe_views=2)
     result = train(cfg)
     assert result.status == "completed"
-    (cache_file,) = (Path(cfg.output_dir) / "_cache" / "features").glob("*.npz")
+    (cache_file,) = (tmp_path / "cache" / "features").glob("*.npz")
     keys = np.load(cache_file)["keys"].tolist()
     n_train, n_val = result.summary.num_train, result.summary.val.num
     # training images: fast decode, the image and its mirror; validation: exact decode, one view
     assert sum(k.endswith("/0/fast") for k in keys) == sum(k.endswith("/1/fast") for k in keys) == n_train
     assert sum(k.endswith("/0") for k in keys) == n_val and not any(k.endswith("/1") for k in keys)
-    written = cache_file.stat().st_mtime_ns
+    written = cache_file.read_bytes()
     again = train(cfg.replace(lr=3e-3))  # other head settings: every feature comes from the cache
-    assert again.status == "completed" and cache_file.stat().st_mtime_ns == written  # nothing new to save
+    assert again.status == "completed" and cache_file.read_bytes() == written  # nothing new to save
+    elsewhere = train(cfg.replace(output_dir=str(tmp_path / "other-runs")))  # another output folder: the same
+    assert elsewhere.status == "completed" and cache_file.read_bytes() == written  # machine-wide cache
 
 
 def test_onnx_features_from_uint8_crops_equal_torch_features(tiny_config, tmp_path):
