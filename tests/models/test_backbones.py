@@ -14,12 +14,13 @@ from core.models.backbones import create_model
 from core.models.freeze import apply_freeze, backbone_stages, split_frozen_prefix
 
 
-def _imagenet_top1_right(hymenoptera, arch: str) -> float:
+def _imagenet_top1_right(hymenoptera, arch: str, weights: str = "tf_efficientnet_lite0") -> float:
     """Share of the ants/bees validation photos whose ImageNet top-1 is their class (ant 310, bee 309), with the
-    bundled weights and ImageNet head loaded into `arch` and timm's own preprocessing for `arch`."""
+    bundled weights of `weights` and their ImageNet head loaded into `arch`, and timm's own preprocessing for
+    `arch`."""
     model = timm.create_model(arch, num_classes=1000).eval()
-    state = backbones._bundled_state_dict(model)
-    src = torch.load(backbones.bundled_weights_path(), weights_only=True)
+    state = backbones._bundled_state_dict(model, weights)
+    src = torch.load(backbones.bundled_weights_path(weights), weights_only=True)
     state["classifier.weight"], state["classifier.bias"] = src["_fc.weight"], src["_fc.bias"]
     model.load_state_dict(state)
     tf = timm.data.create_transform(**backbones.data_config(model))
@@ -37,6 +38,12 @@ def test_bundled_weights_are_wired_into_the_architecture_they_were_trained_in(hy
     wiring: loads strictly, computes another network) they do not."""
     assert _imagenet_top1_right(hymenoptera, "tf_efficientnet_lite0") >= 0.8  # measured 130/153
     assert _imagenet_top1_right(hymenoptera, "efficientnet_lite0") < 0.7  # measured 97/153
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_larger_offline_backbones_are_real_imagenet_networks(hymenoptera, name):
+    assert _imagenet_top1_right(hymenoptera, name, name) >= 0.8
 
 
 def test_bundled_backbones_have_packages():
