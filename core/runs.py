@@ -83,6 +83,8 @@ class RunSummary:
     batch_size: int = 0
     notes: list[str] = field(default_factory=list)  # what happened on the way (batch halved, ...)
     note: str = ""  # why there are no results, when there are none
+    calibration: dict | None = None  # temperature + validation ECE/NLL before and after (analysis.calibration)
+    leakage: dict | None = None  # duplicates across splits found at the end of the run (data.duplicates)
 
     @property
     def val_accuracy(self) -> float | None:

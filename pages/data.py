@@ -94,4 +94,20 @@ if summary["skipped"]:
     with st.expander(f"{len(summary['skipped'])} file(s) skipped", expanded=True):
         st.dataframe([{"file": Path(s["path"]).name, "folder": Path(s["path"]).parent.name, "reason": s["reason"]}
                       for s in summary["skipped"]], hide_index=True)
+if st.button("Look for duplicates and leakage", key="find_dups"):
+    from core.data.duplicates import find_duplicates
+    cfg = get_cfg()
+    with st.spinner("Hashing every image…"):
+        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
+        report, root = find_duplicates(ds), Path(ds.root)
+    if not report.groups:
+        st.success(f"No duplicates among {report.num_images} images.")
+    elif report.leaked("val"):
+        st.warning(f"{len(report.leaked('val'))} validation image(s) have a copy in train: the validation score "
+                   f"would overstate the model. Remove them from val/ before training.")
+    for g in report.groups[:30]:
+        st.caption(f"{'exact copies' if g.kind == 'exact' else 'near-duplicates'}"
+                   f"{' across splits' if g.leaks else ''}")
+        st.image([str(root / m.path) for m in g.members], width=110,
+                 caption=[f"{m.split}: {m.path}" for m in g.members])
 st.page_link("pages/model.py", label="Next: choose the model", icon=":material/arrow_forward:")

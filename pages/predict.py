@@ -55,3 +55,9 @@ with upload_folder() as tmp:
         c1.image(p.read_bytes(), width=160)
         c2.markdown(f"**{name}** → **{top[0][0]}** ({top[0][1]:.1%})")
         c2.dataframe([{"class": c, "probability": round(v, 4)} for c, v in top], hide_index=True)
+        if c2.toggle("Where the model looks (Grad-CAM)", key=f"sal_{name}"):
+            from core.analysis.saliency import saliency_for_image
+            from core.data.images import load_image
+            shown = c2.selectbox("for class", model.classes, index=model.classes.index(top[0][0]), key=f"salc_{name}")
+            heat, _, _ = saliency_for_image(model.model, model.transform, load_image(p), model.classes.index(shown))
+            c1.image(heat, width=160, caption=f"evidence for {shown}")

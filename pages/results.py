@@ -37,6 +37,11 @@ st.caption(f"{s.backbone} · freeze {s.freeze} · best epoch {s.best_epoch} of {
            f"{s.val.num} validation images{test_text} · {s.status} · {s.device}")
 for note in s.notes:
     st.info(note)
+leak = s.leakage or {}
+if leak.get("leaked_val") or leak.get("leaked_test"):
+    st.warning(f"Leakage: {leak.get('leaked_val', 0)} validation and {leak.get('leaked_test', 0)} test image(s) have "
+               f"a copy (exact or re-encoded) in the training set, so these scores overstate accuracy on new photos. "
+               f"The Data page lists them; the Inspect page shows the groups.")
 
 left, right = st.columns(2)
 left.dataframe([{"class": c, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),

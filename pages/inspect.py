@@ -1,0 +1,143 @@
+"""Inspect page: how sure the model is (calibration), where it fails (top losses), what it looks at (saliency),
+which training labels look wrong, duplicates, and a map of the images. All read from the run folder."""
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.analysis.inspect import calibration_report, inspect_run, loss_table, open_view, read_report, score_training
+from pages._ui import get_registry, init_session, run_picker
+
+init_session()
+st.header("Inspect")
+run = run_picker(key="inspect_run")
+if run is None:
+    st.stop()
+try:
+    view = open_view(run)
+except (ValueError, FileNotFoundError) as exc:
+    st.warning(str(exc))
+    st.stop()
+classes, root = view.classes, view.root
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def run_model(path: str):
+    from core.analysis.inspect import load_run_model
+    from core.runs import RunDir
+    return load_run_model(RunDir(Path(path)))
+
+
+def gallery(rows: list[dict], caption, limit: int = 24) -> None:
+    shown = [r for r in rows if (root / r["path"]).is_file()][:limit]
+    if shown:
+        st.image([str(root / r["path"]) for r in shown], width=140, caption=[caption(r) for r in shown])
+    elif rows:
+        st.caption(f"The images are not at {root} any more; file names: " + ", ".join(r["path"] for r in rows[:10]))
+
+
+def job_button(label: str, key: str) -> None:
+    """Run every long analysis (training-image scores, mislabels, duplicates, heat-maps, map) as one job."""
+    job_id = st.session_state.get(f"job_{run.run_id}")
+    snap = get_registry().snapshot(job_id) if job_id else None
+    if snap and snap.active:
+        st.progress(snap.progress, text=f"{snap.phase} {snap.phase_done}/{snap.phase_total}")
+        st.button("Refresh", key=f"{key}_refresh")
+        return
+    if snap and snap.error:
+        st.error(snap.error)
+    if st.button(label, key=key, type="primary"):
+        job = get_registry().submit_task("inspect", f"inspect {run.run_id}", lambda job: inspect_run(
+            run, progress=job.on_phase, should_stop=job.stop_event.is_set))
+        st.session_state[f"job_{run.run_id}"] = job.job_id
+        st.rerun()
+
+
+calib_tab, loss_tab, saliency_tab, mislabel_tab, map_tab = st.tabs(
+    ["Calibration", "Top losses", "Saliency", "Mislabeled?", "Embedding map"])
+
+with calib_tab:
+    c = calibration_report(view)
+    cols = st.columns(4)
+    cols[0].metric("ECE before", f"{c['ece_before']:.3f}")
+    cols[1].metric("ECE after", f"{c['ece_after']:.3f}", delta=f"{c['ece_after'] - c['ece_before']:+.3f}",
+                   delta_color="inverse")
+    cols[2].metric("Temperature", f"{c['temperature']:.2f}")
+    cols[3].metric("Validation images used", c["num"])
+    st.caption("Expected calibration error: the average gap between the confidence shown and the accuracy "
+               "reached, over 15 confidence bins. The temperature ships with the model (bundle, Predict page).")
+    if c["warning"]:
+        st.warning(c["warning"])
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot"})] + [
+        go.Bar(x=[(r["lo"] + r["hi"]) / 2 for r in c[key] if r["count"]], y=[r["accuracy"] for r in c[key]
+               if r["count"]], width=1 / 30, name=name, customdata=[r["count"] for r in c[key] if r["count"]],
+               hovertemplate="accuracy %{y:.2f}<br>%{customdata} images<extra></extra>")
+        for key, name in (("reliability_before", "before"), ("reliability_after", "after temperature scaling"))])
+    fig.update_layout(title="Reliability diagram (validation)", xaxis_title="confidence", yaxis_title="accuracy",
+                      height=360, barmode="group")
+    st.plotly_chart(fig, key="reliability")
+
+with loss_tab:
+    split = st.radio("Images", ["validation", "training"], horizontal=True, key="loss_split")
+    if split == "training" and not (view.out / "train_outputs.npz").exists():
+        st.info("Training images have not been scored yet: run the analyses below (a job with progress).")
+        job_button("Run the analyses", "job_losses")
+        rows = []
+    else:
+        outputs = view.preds.splits["val"] if split == "validation" else score_training(view)
+        rows = loss_table(outputs, classes, view.temperature)
+    f1, f2 = st.columns(2)
+    true_c = f1.selectbox("True class", ["any", *classes], key="loss_true")
+    pred_c = f2.selectbox("Predicted class", ["any", *classes], key="loss_pred")
+    rows = [r for r in rows if true_c in ("any", r["true"]) and pred_c in ("any", r["predicted"])]
+    st.caption(f"{len(rows)} images, highest loss first (probabilities calibrated).")
+    gallery(rows, lambda r: f"{r['path']}: {r['true']} → {r['predicted']} ({r['confidence']:.0%}, loss "
+                            f"{r['loss']:.2f})")
+
+with saliency_tab:
+    val = view.preds.splits["val"]
+    pick = st.selectbox("Validation image", val.paths, key="sal_image")
+    target = st.selectbox("Class", ["predicted class", *classes], key="sal_class")
+    if pick and (root / pick).is_file():
+        from core.analysis.saliency import saliency_for_image
+        from core.data.images import load_image
+        model, transform = run_model(str(run.path))
+        img, cls, probs = saliency_for_image(model, transform, load_image(root / pick),
+                                             None if target == "predicted class" else classes.index(target))
+        a, b = st.columns(2)
+        a.image(str(root / pick), caption=f"{pick} (labelled {classes[val.labels[val.paths.index(pick)]]})")
+        b.image(img, caption=f"Grad-CAM for '{classes[cls]}'")
+
+with mislabel_tab:
+    mis = read_report(run, "mislabels.json")
+    if mis is None:
+        st.write("Cross-validated heads on the pretrained features give every training image a probability from "
+                 "a model that never saw its label; confident learning (cleanlab) ranks them.")
+        job_button("Find likely mislabeled images", "job_mislabels")
+    else:
+        flagged = [m for m in mis if m["flagged"]]
+        st.caption(f"{len(flagged)} of {len(mis)} training images flagged by confident learning; lowest label "
+                   f"quality first.")
+        gallery(mis, lambda m: f"{m['path']}: labelled {m['given']}, looks like {m['suggested']} "
+                               f"(score {m['score']:.2f})")
+    dup = read_report(run, "duplicates.json")
+    if dup and dup["groups"]:
+        st.subheader(f"Duplicates ({len(dup['groups'])} groups)")
+        for g in dup["groups"][:20]:
+            st.caption(f"{g['kind']}: " + ", ".join(f"{m['split']}/{Path(m['path']).name}" for m in g["members"]))
+
+with map_tab:
+    points = read_report(run, "embedding.json")
+    if points is None:
+        st.write("A t-SNE map of the features the model pooled: similar images sit together; mistakes are crosses.")
+        job_button("Compute the map", "job_map")
+    else:
+        fig = go.Figure([go.Scatter(
+            x=[p["x"] for p in pts], y=[p["y"] for p in pts], mode="markers", name=name,
+            text=[f"{p['split']}/{p['path']}<br>{p['true']} → {p['predicted']}" for p in pts],
+            marker={"symbol": ["circle" if p["correct"] else "x" for p in pts], "size": 7},
+            hovertemplate="%{text}<extra></extra>")
+            for name in classes if (pts := [p for p in points if p["true"] == name])])
+        fig.update_layout(title="Embedding map (t-SNE), coloured by true class", height=480)
+        st.plotly_chart(fig, key="embedding")

@@ -1,0 +1,52 @@
+"""`python -m core inspect RUN`: every report written under the run folder, from the run folder alone."""
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.analysis.inspect import read_report
+from core.cli import main
+from core.engine.train import train
+from core.runs import RunDir
+
+
+@pytest.fixture
+def run(tiny_config) -> RunDir:
+    return RunDir(Path(train(tiny_config.replace(freeze="probe", epochs=1)).run_dir))
+
+
+def test_inspect_writes_every_report(run, capsys):
+    assert main(["inspect", str(run.path), "--saliency", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "calibration: T =" in out and "validation image(s) have a copy in train" in out
+
+    folder = run.path / "inspect"
+    index = json.loads((folder / "report.json").read_text())
+    assert set(index["reports"]) >= {"calibration", "reliability", "top_losses_val", "top_losses_train",
+                                     "mislabels", "duplicates", "saliency", "embedding"}
+    assert Image.open(folder / "reliability.png").size[0] > 300
+    summary = run.read_summary()
+
+    losses = read_report(run, "top_losses_val.json")
+    assert len(losses) == summary.val.num
+    assert losses == sorted(losses, key=lambda r: -r["loss"])
+    assert len(read_report(run, "top_losses_train.json")) == summary.num_train
+    assert len(read_report(run, "mislabels.json")) == summary.num_train
+
+    saliency = read_report(run, "saliency.json")
+    assert len(saliency) == 3 and saliency[0]["path"] == losses[0]["path"]
+    heat = Image.open(folder / saliency[0]["png"])
+    assert heat.size == (64, 64) and heat.mode == "RGB"
+
+    points = read_report(run, "embedding.json")
+    assert {p["split"] for p in points} == {"val", "train"}
+    assert len(points) == summary.val.num + summary.num_train
+    assert all(set(p) >= {"x", "y", "path", "true", "predicted", "correct"} for p in points)
+
+
+def test_inspect_of_a_folder_that_is_no_run_is_one_sentence(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is not a run folder" in err and "Traceback" not in err
