@@ -1,10 +1,57 @@
-"""Export page: download the model bundle, the weights alone, or the config; how to load them."""
+"""Export page: the model bundle, the weights, the config; ONNX / int8 ONNX / TorchScript files made as jobs and
+offered only once they pass their check on the validation images (the figures sit beside the download)."""
 
 import streamlit as st
 
 from core.config import TrainConfig
 from core.export.bundle import export_zip
-from pages._ui import init_session, run_picker
+from core.export.parity import FILES, export_file, read_checks
+from pages._ui import get_registry, init_session, run_picker
+
+FORMATS = {  # format -> (label, who it is for)
+    "onnx": ("ONNX", "apps and servers without PyTorch: ONNX Runtime, OpenCV, browsers (onnxruntime-web)"),
+    "onnx-int8": ("ONNX int8", "phones and small CPUs: about 4x smaller, quantized on your training images"),
+    "torchscript": ("TorchScript", "C++ (libtorch) and PyTorch Mobile"),
+}
+
+
+def job_key(run_id: str, fmt: str) -> str:
+    return f"export_job:{run_id}:{fmt}"
+
+
+def start_export(run, fmt: str) -> None:
+    from core.export.artifacts import export_run
+    job = get_registry().submit_task("export", f"{FORMATS[fmt][0]} export of {run.run_id}",
+                                     lambda job: export_run(run, fmt, progress=job.on_phase,
+                                                            should_stop=job.stop_event.is_set))
+    st.session_state[job_key(run.run_id, fmt)] = job.job_id
+
+
+def export_row(run, fmt: str, checks: dict) -> bool:
+    """One format: its job's progress, or its check and download; returns True while its job is active."""
+    label, blurb = FORMATS[fmt]
+    snap = get_registry().snapshot(st.session_state.get(job_key(run.run_id, fmt), ""))
+    st.markdown(f"**{label}** · {blurb}")
+    if snap is not None and snap.active:
+        where = f" ({snap.phase_done}/{snap.phase_total})" if snap.phase_total else ""
+        st.progress(snap.progress, text=f"{snap.phase or 'queued'}{where}")
+        return True
+    if snap is not None and snap.error:
+        st.error(f"The {label} export failed: {snap.error}")
+    check = checks.get(fmt)
+    left, right = st.columns([1, 2])
+    if check is not None and check.passed:
+        path = export_file(run, fmt)
+        left.download_button(f"Download {FILES[fmt]}", data=lambda: path.read_bytes(), file_name=FILES[fmt],
+                             mime="application/octet-stream", key=f"dl_{fmt}", on_click="ignore")
+        right.caption(f"Check passed: {check.summary_line()}. sha256 `{check.sha256[:16]}…`")
+    elif check is not None:
+        right.warning(f"Not offered: it failed its check. {check.reason} ({check.summary_line()})")
+    if left.button("Export again" if check else "Export and check", key=f"make_{fmt}"):
+        start_export(run, fmt)
+        st.rerun()
+    return False
+
 
 init_session()
 st.header("6 · Export")
@@ -17,7 +64,8 @@ if not (bundle / "model.safetensors").exists():
     st.stop()
 
 st.write("The bundle is a timm / Hugging Face model folder: `config.json` (architecture, class names, "
-         "preprocessing), `model.safetensors`, plus the training `config.yaml`, `summary.json` and a README.")
+         "preprocessing), `model.safetensors`, plus the training `config.yaml`, `summary.json`, `record.json` (data "
+         "hashes, versions) and a model card (README).")
 c1, c2, c3 = st.columns(3)
 # Callables: the files are read only when clicked, so reruns of this page stay cheap.
 c1.download_button("Download model bundle (.zip)", data=lambda: export_zip(run).read_bytes(),
@@ -30,6 +78,26 @@ c3.download_button("Training config (.yaml)", data=lambda: TrainConfig.load(run.
                    file_name="config.yaml",
                    mime="application/x-yaml", key="dl_config", on_click="ignore")
 
+st.subheader("Deployable files, checked before they are offered")
+st.caption("Each file takes float32 NCHW images exactly as the bundle's timm transform makes them and returns "
+           "calibrated class probabilities; class names and preprocessing are inside it. Before it is offered, "
+           "every validation image goes through the file and through the trained model: the top-1 must agree "
+           "(int8: at most 1 point of accuracy lost). The figures also go into the model card.")
+
+
+def exports_section() -> None:
+    checks = read_checks(run)
+    active = [export_row(run, fmt, checks) for fmt in FORMATS]
+    if st.session_state.get("exports_active") and not any(active):
+        st.session_state["exports_active"] = False
+        st.rerun()  # a job ended: redraw the page with its check, and stop polling
+    st.session_state["exports_active"] = any(active)
+
+
+polling = any((s := get_registry().snapshot(st.session_state.get(job_key(run.run_id, f), ""))) and s.active
+              for f in FORMATS)
+st.fragment(exports_section, run_every=1.0 if polling else None)()
+
 st.subheader("Load it elsewhere")
 st.code(f'''import timm, torch
 from PIL import Image, ImageOps
@@ -39,5 +107,6 @@ transform = timm.data.create_transform(**timm.data.resolve_model_data_config(mod
 img = ImageOps.exif_transpose(Image.open("photo.jpg")).convert("RGB")
 probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]
 print(model.pretrained_cfg["label_names"][int(probs.argmax())], float(probs.max()))''', language="python")
-st.code(f"python -m core predict {run.run_id}-model.zip photo.jpg      # or from the command line",
+st.code(f"python -m core predict {run.run_id}-model.zip photo.jpg      # or from the command line\n"
+        f"python -m core export runs/{run.run_id} --format onnx          # onnx | onnx-int8 | torchscript, checked",
         language="bash")

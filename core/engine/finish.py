@@ -6,6 +6,7 @@ by its folder name, and the bundle carries the portable config (TrainConfig.port
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -13,11 +14,14 @@ import numpy as np
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from core.analysis.calibration import summary_calibration
 from core.analysis.metrics import classification_report
 from core.analysis.predictions import Predictions, SplitOutputs, relative_path, save_predictions
+from core.data.duplicates import leakage_summary
 from core.engine.callbacks import FitResult
 from core.engine.loop import Session
 from core.export.bundle import write_bundle
+from core.export.record import write_run_record
 from core.files.atomic import atomic_write_json, share_file
 from core.runs import RunSummary, SplitReport, Status
 
@@ -33,11 +37,15 @@ def finish_run(s: Session, status: str) -> FitResult:
     ds = s.dataset
     outputs = {split: _outputs(s, split) for split in ("val", "test") if getattr(ds, split)}
     summary = build_summary(s, outputs, status)
+    val = outputs.get("val")  # the temperature ships in the bundle; leakage warns on the Results page
+    summary = dataclasses.replace(summary, calibration=summary_calibration(val and val.probs, val and val.labels),
+                                  leakage=leakage_summary(ds))
     save_predictions(s.run.predictions, Predictions(ds.classes, outputs))
     atomic_write_json(s.run.dataset_file, portable_dataset_summary(ds.summary()))
     s.run.write_summary(summary)
     write_bundle(s.model, s.data_cfg, ds.classes, s.cfg.portable(), summary, s.run.bundle_dir)
     share_file(s.run.bundle_dir / "model.safetensors", s.run.best_weights)  # one copy of the weights
+    write_run_record(s.run, s.cfg, ds, summary)  # record.json (data hashes, versions, ...) and the full model card
     for store in s.run.path.glob("decoded-*.npy"):  # memory-mapped image stores of large sets
         store.unlink()
     return FitResult(Status(status), str(s.run.path), summary)

@@ -25,7 +25,8 @@ from core.device import autocast, free_cached_memory, is_out_of_memory, pick_dev
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, epoch_loop, scores
-from core.errors import TrainingError
+from core.engine.tensorboard import experiment_logs
+from core.errors import ConfigError, TrainingError
 from core.models import backbones, freeze
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.runs import RunDir, create_run_dir
@@ -42,17 +43,23 @@ PREFIX_CACHE_MAX_BYTES = 1024**3  # cached frozen-prefix outputs (Lite0, 224 px:
 # entry point
 
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.Event | None = None,
-          run: RunDir | None = None, resume: bool = False) -> FitResult:
+          run: RunDir | None = None, resume: bool = False, notes: Sequence[str] = ()) -> FitResult:
     """Train per cfg into a new run folder (or `run`); returns the final status and summary.
 
     With resume=True, `run` is an earlier run of the same cfg: training goes on after its last finished
-    epoch (from last.ckpt) and ends with the same number of epochs as an uninterrupted run.
+    epoch (from last.ckpt) and ends with the same number of epochs as an uninterrupted run. `notes` start the
+    summary's notes (the advisor's reasons, when it chose the settings).
     """
     cfg.validate()
+    if cfg.freeze == "auto":
+        raise ConfigError("freeze 'auto' is decided from the data before training: resolve it with "
+                          "core.plan.advisor.advise(cfg, dataset).config (the CLI and the app do), or choose "
+                          "probe, partial, full or gradual.")
     run = run or create_run_dir(cfg.output_dir)
     if not resume:
         cfg.save(run.config)
-    s = Session(cfg, run, [RunRecorder(run), *callbacks], stop or threading.Event(), resume=resume)
+    s = Session(cfg, run, [RunRecorder(run), *experiment_logs(cfg, run), *callbacks], stop or threading.Event(),
+                resume=resume, notes=list(notes))
     try:
         _prepare(s)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune

@@ -27,39 +27,6 @@ from core.data.images import load_image
 from core.files.zips import safe_zip_members
 from core.runs import RunDir, RunSummary
 
-README = """---
-library_name: timm
-tags: [image-classification, timm, transferlab]
----
-# {name}
-
-Fine-tuned with TransferLab from `{backbone}` ({weights} weights, freeze mode `{freeze}`).
-
-| metric | validation | test |
-|---|---|---|
-| accuracy | {val_acc} | {test_acc} |
-| macro F1 | {val_f1} | {test_f1} |
-| images | {val_n} | {test_n} |
-
-Classes: {classes}. Trained on {num_train} images of the dataset `{dataset}`.
-
-## Load and predict
-```python
-import timm, torch
-from PIL import Image, ImageOps
-
-model = timm.create_model("local-dir:path/to/this/folder", pretrained=True).eval()
-cfg = timm.data.resolve_model_data_config(model)
-transform = timm.data.create_transform(**cfg)
-img = ImageOps.exif_transpose(Image.open("photo.jpg")).convert("RGB")
-probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]
-labels = model.pretrained_cfg["label_names"]
-print(labels[int(probs.argmax())], float(probs.max()))
-```
-`config.yaml` is the exact training configuration (the dataset by name): `python -m core train --config
-config.yaml --data path/to/{dataset}`.
-"""
-
 
 def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: TrainConfig, summary: RunSummary,
                  dest: Path) -> Path:
@@ -71,7 +38,9 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
         model = model.to("cpu").to(memory_format=torch.contiguous_format)
         cfg_for_hf = {k: v for k, v in data_cfg.items() if k in ("input_size", "interpolation", "mean", "std",
                                                                   "crop_pct", "crop_mode")}
-        timm.models.save_for_hf(model, tmp, model_config={"label_names": list(classes)},
+        # temperature: calibrated probabilities are softmax(logits / temperature); a top-level config.json key
+        temperature = float((summary.calibration or {}).get("temperature", 1.0))
+        timm.models.save_for_hf(model, tmp, model_config={"label_names": list(classes), "temperature": temperature},
                                 safe_serialization=True, data_config=cfg_for_hf)
         (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
@@ -86,16 +55,10 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
 
 
 def model_card(cfg: TrainConfig, classes: list[str], summary: RunSummary) -> str:
-    """The bundle's README: a Hugging Face model card with the metrics of every evaluated split."""
-    def fmt(report, key: str) -> str:
-        return "-" if report is None else (f"{getattr(report, key):.4f}" if key != "num" else str(report.num))
-    val, test = summary.val, summary.test
-    return README.format(
-        name=cfg.run_name or f"{cfg.backbone} fine-tuned on {len(classes)} classes", backbone=cfg.backbone,
-        weights=cfg.weights if cfg.weights in ("bundled", "hub", "random") else "file", freeze=cfg.freeze,
-        val_acc=fmt(val, "accuracy"), test_acc=fmt(test, "accuracy"), val_f1=fmt(val, "macro_f1"),
-        test_f1=fmt(test, "macro_f1"), val_n=fmt(val, "num"), test_n=fmt(test, "num"), classes=", ".join(classes),
-        num_train=summary.num_train, dataset=summary.dataset or cfg.data)
+    """The bundle's README as write_bundle knows it (no run record or export checks yet): core/export/card.py.
+    The end of the run re-renders it with the record (core/export/record.py), each export with its check."""
+    from core.export.card import render_card  # card imports the run folder helpers; bundle stays the base
+    return render_card(cfg, classes, summary)
 
 
 def export_zip(run: RunDir) -> Path:
@@ -174,4 +137,5 @@ def _load_folder(folder: Path) -> LoadedModel:
     classes = list(model.pretrained_cfg.get("label_names") or
                    json.loads((folder / "config.json").read_text())["label_names"])
     data_cfg = timm.data.resolve_model_data_config(model)
-    return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg))
+    temperature = float(json.loads((folder / "config.json").read_text()).get("temperature", 1.0))
+    return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg), temperature)

@@ -1,0 +1,155 @@
+"""Export a finished run to a deployable file and check it: `export_run(run, "onnx" | "onnx-int8" | "torchscript")`.
+
+Each export lands in `<run>/exports/<format>/` with its check.json (core/export/parity.py); the bundle's model card
+is refreshed so it lists the checks. The app runs this as a job (JobRegistry.submit_task), the CLI directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.analysis.predictions import load_predictions
+from core.config import TrainConfig
+from core.data.dataset import extract_dir_for, open_dataset
+from core.data.images import load_image
+from core.errors import DatasetError
+from core.export.bundle import LoadedModel, load_bundle
+from core.export.card import refresh_card
+from core.export.onnx import OnnxRunner, Probabilities, export_onnx, quantize_int8
+from core.export.parity import FILES, Agreement, ExportCheck, exports_dir, latency_ms, verdict, write_check
+from core.export.torchscript import TorchScriptRunner, export_torchscript
+from core.runs import RunDir
+
+CHECK_BATCH = 16
+CALIBRATION_MAX = 300  # training images for int8 ranges (ants/bees: all 244; more changes little, costs time)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class CheckImages:
+    """The run's validation images as the check reads them, and training images for int8 calibration."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    run_top1: np.ndarray
+    train: list[Path]
+
+
+def export_run(run: RunDir, fmt: str, progress: Progress | None = None,
+               should_stop: Callable[[], bool] = lambda: False) -> ExportCheck | None:
+    """Export, check on the validation images, write check.json, refresh the card. None when stopped."""
+    if fmt not in FILES:
+        raise ValueError(f"Unknown export format '{fmt}'; choose one of {', '.join(FILES)}.")
+    progress = progress or (lambda *_: None)
+    if not (run.bundle_dir / "model.safetensors").exists():
+        raise FileNotFoundError(f"Run {run.run_id} has no trained model to export (it did not finish training).")
+    t0 = time.perf_counter()
+    images = check_images(run)
+    loaded = load_bundle(run.bundle_dir)
+    out = exports_dir(run) / fmt
+    shutil.rmtree(out, ignore_errors=True)  # an older export of this format is replaced, never mixed with
+    out.mkdir(parents=True)
+    progress(f"exporting {fmt}", 0, 1)
+    path, reference, method = _make(fmt, loaded, out, images)
+    runner = TorchScriptRunner(path) if fmt == "torchscript" else OnnxRunner(path)
+    agreement = _agreement(loaded, runner, images, progress, should_stop)
+    if agreement is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return None
+    extra = {}
+    if reference is not None:  # int8: what it gains over the float32 file
+        progress("measuring CPU latency", 0, 1)
+        x = _transform(loaded, images.paths[:1])
+        lat, ref_lat = latency_ms([runner, OnnxRunner(reference)], x)
+        extra = {"reference_bytes": reference.stat().st_size, "latency_ms": lat, "reference_latency_ms": ref_lat}
+        reference.unlink()
+    a = agreement
+    check = ExportCheck(fmt, path.name, path.stat().st_size, _sha256(path), a.images, a.share(a.agree_run),
+                        a.share(a.agree_model), a.max_diff, a.share(a.correct), a.share(a.correct_model),
+                        passed=not (reason := verdict(fmt, a)), reason=reason,
+                        method=method, seconds=time.perf_counter() - t0, created=time.time(),
+                        **extra)
+    write_check(out / "check.json", check)
+    refresh_card(run)
+    return check
+
+
+def check_images(run: RunDir) -> CheckImages:
+    """Validation images in the run's recorded order, from the dataset the run trained on."""
+    preds = load_predictions(run.predictions)
+    if preds is None or "val" not in preds.splits:
+        raise FileNotFoundError(f"Run {run.run_id} has no predictions.npz (made before exports were checked); "
+                                f"train it again to export it with a check.")
+    cfg = TrainConfig.load(run.config)
+    try:
+        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
+    except DatasetError as exc:
+        raise DatasetError(f"{exc} An export is checked on run {run.run_id}'s validation images: put the dataset "
+                           f"back where it was trained from, then export again.") from None
+    val = preds.splits["val"]
+    paths = [Path(ds.root) / p for p in val.paths]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} validation image(s) of run {run.run_id} are gone, e.g. {missing[0]}; "
+                           f"the export cannot be checked without them. Restore them and export again.")
+    train = [Path(s.path) for s in ds.train]
+    if len(train) > CALIBRATION_MAX:
+        keep = np.random.default_rng(cfg.seed).choice(len(train), CALIBRATION_MAX, replace=False)
+        train = [train[i] for i in sorted(keep)]
+    return CheckImages(paths, val.labels, val.predicted, train)
+
+
+def _make(fmt: str, loaded: LoadedModel, out: Path, images: CheckImages) -> tuple[Path, Path | None, str]:
+    """Write the export; returns its path, for int8 the float32 ONNX file it was made from, and the int8 method."""
+    args = (loaded.model, loaded.classes, loaded.data_cfg, loaded.temperature)
+    if fmt == "torchscript":
+        return export_torchscript(*args, out / FILES[fmt]), None, ""
+    if fmt == "onnx":
+        return export_onnx(*args, out / FILES[fmt]), None, ""
+    reference = export_onnx(*args, out / "reference-fp32.onnx")
+    calibration = _batches(loaded, images.train) if images.train else None
+    method = quantize_int8(reference, out / FILES[fmt], calibration)
+    return out / FILES[fmt], reference, method
+
+
+def _agreement(loaded: LoadedModel, runner, images: CheckImages, progress: Progress,
+               should_stop: Callable[[], bool]) -> Agreement | None:
+    """Both models over the validation images in batches; None when stopped."""
+    model = Probabilities(loaded.model, loaded.temperature).eval()
+    a, n = Agreement(), len(images.paths)
+    for i in range(0, n, CHECK_BATCH):
+        if should_stop():
+            return None
+        progress("checking on validation images", i, n)
+        x = _transform(loaded, images.paths[i:i + CHECK_BATCH])
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).numpy()
+        a.add(runner(x), expected, images.run_top1[i:i + CHECK_BATCH], images.labels[i:i + CHECK_BATCH])
+    progress("checking on validation images", n, n)
+    return a
+
+
+def _transform(loaded: LoadedModel, paths: list[Path]) -> np.ndarray:
+    """The bundle's own timm transform: exactly what a timm user feeds the exported file."""
+    return torch.stack([loaded.transform(load_image(p)) for p in paths]).numpy()
+
+
+def _batches(loaded: LoadedModel, paths: list[Path], size: int = 8) -> Iterator[np.ndarray]:
+    for i in range(0, len(paths), size):
+        yield _transform(loaded, paths[i:i + size])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,59 @@
+"""The Export page: an export runs as a job and is offered with its check's figures; a failed check is not offered."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from core.engine.train import train
+from core.export.artifacts import export_run
+from core.export.parity import exports_dir
+from core.runs import RunDir
+
+APP = "../../app.py"
+
+
+@pytest.fixture
+def app_with_run(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("TRANSFERLAB_DATA_ROOTS", str(tmp_path))
+    st.cache_resource.clear()  # the job registry is process-global
+    run = RunDir(Path(train(tiny_config.replace(freeze="probe", output_dir=str(tmp_path / "ws" / "runs"))).run_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/export.py").run()
+    assert not at.exception
+    return at, run
+
+
+def download_keys(at) -> set[str]:
+    return {b.key for b in at.get("download_button")}
+
+
+def test_export_job_offers_the_file_with_its_check(app_with_run):
+    at, run = app_with_run
+    assert "dl_onnx" not in download_keys(at)
+    at.button(key="make_onnx").click().run()
+    for _ in range(150):
+        if "dl_onnx" in download_keys(at):
+            break
+        time.sleep(0.2)
+        at.run()
+    assert not at.exception
+    assert "dl_onnx" in download_keys(at)
+    assert any("Check passed: top-1 agrees with the run on 100.0% of 6" in c.value for c in at.caption)
+
+
+def test_a_failed_check_is_not_offered(app_with_run):
+    at, run = app_with_run
+    export_run(run, "torchscript")
+    check_file = exports_dir(run) / "torchscript" / "check.json"
+    check = json.loads(check_file.read_text())
+    check_file.write_text(json.dumps({**check, "passed": False, "reason": "Its top-1 differs on 1 of 6 images."}))
+    at.run()
+    assert not at.exception
+    assert "dl_torchscript" not in download_keys(at)
+    assert any("failed its check. Its top-1 differs on 1 of 6 images." in w.value for w in at.warning)
