@@ -63,7 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = build_config(args)
         if not cfg.data:
             raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
-        result = train(cfg, callbacks)
+        notes: list[str] = []
+        if cfg.freeze == "auto":  # the advisor looks at the data and chooses; its reasons go with the run
+            advice = advise_from_cli(cfg, quiet=args.quiet)
+            cfg, notes = advice.config, advice.reasons
+        result = train(cfg, callbacks, notes=notes)
     print_summary(result.run_dir, result.summary)
     return 0 if result.status in ("completed", "stopped") else 1
 
@@ -85,6 +89,54 @@ def print_summary(run_dir: str, s) -> None:
     if s.has_results:
         print(f"best_epoch: {s.best_epoch} of {s.epochs_run}  train_seconds: {s.train_seconds:.1f}")
         print(f"bundle: {Path(run_dir) / 'bundle'}")
+
+
+def advise_from_cli(cfg: TrainConfig, quiet: bool = False):
+    """The advisor's settings for cfg, printing what it looked at and why it chose them."""
+    from core.data.dataset import extract_dir_for, open_dataset
+    from core.plan.advisor import advise
+    ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+    show = None if quiet else (lambda phase, done, total: sys.stderr.write(f"\r{phase}: {done}/{total}   "))
+    advice = advise(cfg, ds, progress=show)
+    sys.stderr.write(("" if quiet else "\n") + "advisor: " + advice.paragraph + "\n")
+    return advice
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    cfg = TrainConfig(data=args.data, budget_min=args.budget_min, **({"backbone": args.backbone} if args.backbone
+                                                                    else {}))
+    advice = advise_from_cli(cfg, quiet=args.json)
+    if args.json:
+        print(json.dumps({"ranking": [dataclasses.asdict(r) for r in advice.ranking],
+                          "settings": {k: v for k, v in advice.config.to_dict().items()
+                                       if v != getattr(cfg, k) or k in ("freeze", "epochs", "img_size")},
+                          "reasons": advice.reasons, "estimate": dataclasses.asdict(advice.estimate),
+                          "seconds": round(time.perf_counter() - t0, 1)}, indent=2))
+        return 0
+    print(f"{'backbone':<24}{'params':>8}{'input':>7}{'probe accuracy (5-fold)':>25}")
+    for r in advice.ranking:
+        print(f"{r.backbone:<24}{r.params_m:>7.1f}M{r.input_size:>6}px{r.probe_accuracy:>24.1%}")
+    c = advice.config
+    print(f"\nchosen: freeze {c.freeze}, backbone {c.backbone}, img_size {c.img_size or 'native'}, epochs {c.epochs}, "
+          f"lr {c.lr:g}\nestimate: {advice.estimate.describe()}\nplanned in {time.perf_counter() - t0:.1f} s")
+    print(f"train it: python -m core train --data {args.data} --freeze {c.freeze} --epochs {c.epochs}"
+          + (f" --img-size {c.img_size}" if c.img_size else ""))
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from core.data.dataset import extract_dir_for, open_dataset
+    from core.plan.lr_finder import find_lr
+    cfg = (TrainConfig.load(args.config) if args.config else TrainConfig()).replace(data=args.data)
+    ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+    found = find_lr(cfg, ds, progress=None if args.json else
+                    (lambda phase, done, total: sys.stderr.write(f"\r{phase}: {done}/{total}   ")))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(found)))
+    else:
+        print(f"\n{found.describe()}\nuse it: python -m core train --data {args.data} --lr {found.suggestion:.1e}")
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -115,12 +167,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = RunDir(Path(args.run_dir))
     if not run.config.exists():
         raise FileNotFoundError(f"{args.run_dir} is not a run folder (no config.yaml).")
+    if args.format != "bundle":
+        return _export_checked(run, args)
     out = export_zip(run)
     if args.out:
         target = Path(args.out) / out.name if Path(args.out).is_dir() else Path(args.out)
         out = out.replace(target)
     print(out)
     return 0
+
+
+def _export_checked(run, args: argparse.Namespace) -> int:
+    """ONNX / int8 / TorchScript: export, check on the validation images, print the figures; exit 1 if it failed."""
+    import shutil
+
+    from core.export.artifacts import export_run
+    from core.export.parity import export_file
+    check = export_run(run, args.format, progress=lambda phase, d, t: sys.stderr.write(f"\r{phase}: {d}/{t}   "))
+    sys.stderr.write("\n")
+    out = export_file(run, args.format)
+    if args.out:
+        target = Path(args.out) / out.name if Path(args.out).is_dir() else Path(args.out)
+        out = Path(shutil.copyfile(out, target))
+    print(f"{'check passed' if check.passed else 'CHECK FAILED: ' + check.reason}: {check.summary_line()}")
+    print(out)
+    return 0 if check.passed else 1
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -130,6 +201,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
         acc = f"{s.val_accuracy:.3f}" if s and s.has_results else "-"
         test = f"  test_acc {s.test.accuracy:.3f}" if s and s.test else ""
         print(f"{run.run_id}  {run.read_status()['status']:<11}  val_acc {acc}{test}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Write every report under <run>/inspect/ (JSON, and PNG for heat-maps and the reliability diagram)."""
+    from core.analysis.inspect import inspect_run, read_report
+    from core.runs import RunDir
+    run = RunDir(Path(args.run_dir))
+    index = inspect_run(run, progress=lambda phase, d, t: sys.stderr.write(f"\r{phase}: {d}/{t}   "),
+                        saliency_images=args.saliency)
+    sys.stderr.write("\n")
+    c = read_report(run, "calibration.json")
+    print(f"calibration: T = {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f} "
+          f"on {c['num']} images" + (f" ({c['warning']})" if c["warning"] else ""))
+    if (mis := read_report(run, "mislabels.json")) is not None:
+        print(f"mislabels: {sum(m['flagged'] for m in mis)} of {len(mis)} training images flagged; worst: "
+              + ", ".join(f"{m['path']} ({m['given']} -> {m['suggested']})" for m in mis[:3]))
+    if (dup := read_report(run, "duplicates.json")) is not None:
+        s = dup["summary"]
+        print(f"duplicates: {s['exact_groups']} exact and {s['near_groups']} near-duplicate groups; "
+              f"{s['leaked_val']} validation image(s) have a copy in train")
+    if not index["dataset_found"]:
+        print("note: the dataset is not where the run found it; training-image reports were skipped")
+    print(f"reports: {run.path / 'inspect'}")
     return 0
 
 
@@ -200,13 +295,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p = sub.add_parser("export", help="zip a run's bundle")
+    p = sub.add_parser("export", help="zip a run's bundle, or export it to ONNX / int8 ONNX / TorchScript, checked")
     p.add_argument("run_dir")
-    p.add_argument("--out", help="where to put the zip (file or folder)")
+    p.add_argument("--out", help="where to put the zip or the exported file (file or folder)")
+    p.add_argument("--format", default="bundle", choices=("bundle", "onnx", "onnx-int8", "torchscript"),
+                   help="bundle = timm / Hugging Face folder (zip); the others are checked on the validation images")
+    p = sub.add_parser("plan", help="look at a dataset: rank the offline backbones, choose settings, estimate time")
+    p.add_argument("data", help="dataset folder or .zip")
+    p.add_argument("--budget-min", type=float, default=0.0, help="about how many minutes training may take")
+    p.add_argument("--backbone", default=None, help="the backbone to plan for (default: the config's)")
+    p.add_argument("--json", action="store_true", help="the ranking, settings, reasons and estimate as JSON")
+    p = sub.add_parser("lr-find", help="learning-rate range test: sweep, plot data and a suggested rate")
+    p.add_argument("--data", required=True, help="dataset folder or .zip")
+    p.add_argument("--config", help="YAML config file (backbone, freezing, batch size ...)")
+    p.add_argument("--json", action="store_true", help="the sweep (learning rates, smoothed losses) as JSON")
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--out", default="runs", help="runs folder")
+    p = sub.add_parser("inspect", help="calibration, top losses, mislabels, duplicates, saliency, embedding map")
+    p.add_argument("run_dir")
+    p.add_argument("--saliency", type=int, default=8, help="heat-maps for this many highest-loss val images")
     args = parser.parse_args(argv)
-    handler = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "runs": cmd_runs}[args.command]
+    handler = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "runs": cmd_runs, "plan": cmd_plan,
+               "lr-find": cmd_lr_find, "inspect": cmd_inspect}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

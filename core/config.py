@@ -48,10 +48,12 @@ class TrainConfig:
     weights: str = _f("bundled", "Where the pretrained weights come from: 'bundled' (offline ImageNet "
                                  "weights for tf_efficientnet_lite0/1/2), 'hub' (timm/Hugging Face download), "
                                  "'random' (no pretraining), or a path to a .safetensors/.pth file.", "model")
-    freeze: str = _f("partial", "What trains: 'probe' = only the new head (backbone frozen, fastest); "
-                             "'partial' = the last N stages and the head; 'full' = everything, the backbone "
-                             "at a lower learning rate; 'gradual' = head first, then stage by stage.", "model",
-                     choices=("probe", "partial", "full", "gradual"))
+    freeze: str = _f("auto", "What trains: 'auto' = chosen from your data before training (a probe when the "
+                          "pretrained features already separate the classes, else partial; see `plan`); "
+                          "'probe' = only the new head (backbone frozen, fastest); 'partial' = the last N stages "
+                          "and the head; 'full' = everything, the backbone at a lower learning rate; 'gradual' = "
+                          "head first, then stage by stage.", "model",
+                     choices=("auto", "probe", "partial", "full", "gradual"))
     trainable_stages: int = _f(3, "With 'partial': how many of the last backbone stages train.", "model",
                                min=1, max=20)
     unfreeze_per_epoch: int = _f(2, "With 'gradual': backbone stages unfrozen after each epoch (the first "
@@ -61,6 +63,9 @@ class TrainConfig:
                           max=2, advanced=True)
     img_size: int = _f(0, "Input size in pixels; 0 takes the backbone's own pretrained size.", "model",
                        min=0, max=1024, advanced=True)
+    budget_min: float = _f(0.0, "With freeze 'auto': about how many minutes training may take (0 = no limit); "
+                                "the advisor shortens the epochs, or chooses a probe, to fit.", "model", min=0.0,
+                           max=10000.0)
     # optimisation
     epochs: int = _f(8, "Passes over the training images.", "optim", min=1, max=500)
     batch_size: int = _f(16, "Images per training step.", "optim", min=1, max=1024)
@@ -91,6 +96,10 @@ class TrainConfig:
     # output
     output_dir: str = _f("runs", "Folder that holds one sub-folder per run.", "output")
     run_name: str = _f("", "Optional label for the run (shown in the run list).", "output")
+    tensorboard: str = _f("off", "'on' writes TensorBoard event files into the run folder (tensorboard/): "
+                                 "scalars per batch and epoch, hyperparameters, the confusion matrix. View with "
+                                 "`tensorboard --logdir runs`. Local files only.", "output", choices=("off", "on"),
+                          advanced=True)
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config import TrainConfig
+from core.data.dataset import extract_dir_for, open_dataset
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.engine.train import train
+from core.plan.advisor import advise
 from core.runs import RunDir, RunSummary, Status, create_run_dir, new_run_id
 
 MAX_BATCH_POINTS = 2000
@@ -234,8 +236,17 @@ class JobRegistry:
 
 def _training_job(cfg: TrainConfig, run: RunDir, resume: bool = False) -> Job:
     title = f"{cfg.freeze} {cfg.backbone} on {cfg.portable().data or 'no data'}"
-    return Job(TRAIN, title, lambda job: train(cfg, [job], stop=job.stop_event, run=run, resume=resume), cfg=cfg,
-               run=run)
+
+    def task(job: Job) -> Any:
+        concrete, notes = cfg, []
+        if cfg.freeze == "auto":  # look at the data first, in the worker: it takes seconds to a minute
+            job.on_phase("looking at the data", 0, 0)
+            ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+            advice = advise(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
+            concrete, notes = advice.config, advice.reasons
+            job.cfg = concrete
+        return train(concrete, [job], stop=job.stop_event, run=run, resume=resume, notes=notes)
+    return Job(TRAIN, title, task, cfg=cfg, run=run)
 
 
 def _one_line(exc: BaseException) -> str:

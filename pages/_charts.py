@@ -44,3 +44,12 @@ def overlay(runs: dict[str, list[dict]], metric: str) -> go.Figure:
                                 mode="lines+markers") for name, rows in runs.items()])
     fig.update_layout(title=f"{metric} by run", xaxis_title="epoch", **LAYOUT)
     return fig
+
+
+def lr_curve(lrs: list[float], losses: list[float], suggestion: float) -> go.Figure:
+    """The learning-rate range test: smoothed loss against a log learning-rate axis, the suggestion marked."""
+    fig = go.Figure(go.Scatter(x=lrs, y=losses, mode="lines", name="loss"))
+    fig.add_vline(x=suggestion, line_dash="dash", annotation_text=f"{suggestion:.1e}")
+    fig.update_layout(title="Learning-rate range test", xaxis_title="learning rate", xaxis_type="log",
+                      yaxis_title="loss (smoothed)", **LAYOUT)
+    return fig

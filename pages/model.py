@@ -8,15 +8,20 @@ from core.config import BUNDLED_BACKBONES, TrainConfig
 from core.errors import AccessError, ConfigError, WeightsError
 from core.models.backbones import CATALOGUE, create_model
 from core.models.freeze import describe_freeze
-from pages._ui import config_fields, config_widget, get_cfg, init_session, policy, set_cfg
+from pages._charts import lr_curve
+from pages._ui import config_fields, config_widget, get_cfg, get_registry, init_session, policy, set_cfg
 
 init_session()
 st.header("2 · Model")
 
 FREEZE_TEXT = {
+    "auto": "**Auto** (default) – TransferLab looks at your images first: when the pretrained features already "
+            "separate your classes it trains a probe (seconds), otherwise it fine-tunes the last stages; small "
+            "images are not upsampled; a time budget shortens training to fit. Press *Advise me* below to see "
+            "the choice and why before you train.",
     "probe": "**Probe** – the pretrained network is frozen and only a new final layer learns. Fastest by far "
              "(each image goes through the network once), good when your photos look like everyday photos.",
-    "partial": "**Partial** (default) – the last few stages of the network adapt as well, the pretrained "
+    "partial": "**Partial** – the last few stages of the network adapt as well, the pretrained "
                "part at a lower learning rate. On everyday photos (ants/bees, 3 epochs) it measured at least as "
                "accurate as full at two thirds of the time.",
     "full": "**Full** – the whole network adapts, the pretrained part at a lower learning rate. Slowest; "
@@ -29,6 +34,93 @@ FREEZE_TEXT = {
 @st.cache_data(show_spinner=False)
 def freeze_counts(backbone: str, freeze: str, stages: int, num_classes: int) -> dict:
     return describe_freeze(TrainConfig(backbone=backbone, freeze=freeze, trainable_stages=stages), num_classes)
+
+
+def advisor_panel(cfg: TrainConfig | None) -> None:
+    """'Advise me': the advisor runs as a job (it computes features, seconds to a minute) and its answer is
+    shown here: the ranking of the offline backbones, the settings it would train and why, the time estimate."""
+    if cfg is None or not cfg.data:
+        st.caption("Choose a dataset on the Data page to see what auto would choose.")
+        return
+    registry = get_registry()
+    if st.button("Advise me", key="advise"):
+        try:
+            policy().check_config(cfg)
+            job = registry.submit_task("plan", f"advice for {cfg.portable().data}", lambda j: plan_job(cfg, j))
+            st.session_state["advice_job"] = job.job_id
+        except (ConfigError, AccessError) as exc:
+            st.error(str(exc))
+    job = registry.get(st.session_state.get("advice_job"))
+    if job is not None:
+        advice_view(job.job_id)
+
+
+def plan_job(cfg: TrainConfig, job):
+    from core.data.dataset import extract_dir_for, open_dataset
+    from core.plan.advisor import advise
+    ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+    return advise(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
+
+
+@st.fragment(run_every=1.0)
+def advice_view(job_id: str) -> None:
+    snap = get_registry().snapshot(job_id)
+    if snap.active:
+        st.progress(snap.progress, text=f"Looking at the data: {snap.phase} {snap.phase_done}/{snap.phase_total}")
+        return
+    if snap.error:
+        st.error(snap.error)
+        return
+    advice = snap.result
+    st.dataframe([{"backbone": r.backbone, "parameters (M)": r.params_m, "input": f"{r.input_size} px",
+                   "probe accuracy (5-fold)": f"{r.probe_accuracy:.1%}"} for r in advice.ranking], hide_index=True)
+    c = advice.config
+    st.success(f"Auto would train: **{c.freeze}**, {c.backbone}, {c.img_size or 'native'} px, {c.epochs} epochs.")
+    st.write(advice.paragraph)
+
+
+def lr_finder_panel(cfg: TrainConfig) -> None:
+    """A learning-rate range test as a job; its curve, and the suggestion applied with one click."""
+    if not cfg.data:
+        return
+    registry = get_registry()
+    if st.button("Find a learning rate", key="lr_find", help="Trains a copy of the model for 60 short steps "
+                 "while the learning rate grows, and suggests one a decade below where the loss is lowest."):
+        try:
+            policy().check_config(cfg)
+            job = registry.submit_task("lr-find", f"learning-rate sweep on {cfg.portable().data}",
+                                       lambda j: lr_job(cfg, j))
+            st.session_state["lr_job"] = job.job_id
+        except (ConfigError, AccessError) as exc:
+            st.error(str(exc))
+    job = registry.get(st.session_state.get("lr_job"))
+    if job is not None:
+        lr_view(job.job_id)
+
+
+def lr_job(cfg: TrainConfig, job):
+    from core.data.dataset import extract_dir_for, open_dataset
+    from core.plan.lr_finder import find_lr
+    ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+    return find_lr(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
+
+
+@st.fragment(run_every=1.0)
+def lr_view(job_id: str) -> None:
+    snap = get_registry().snapshot(job_id)
+    if snap.active:
+        st.progress(snap.progress, text=f"{snap.phase} {snap.phase_done}/{snap.phase_total}")
+        return
+    if snap.error:
+        st.error(snap.error)
+        return
+    found = snap.result
+    st.plotly_chart(lr_curve(found.lrs, found.losses, found.suggestion), key="lr_chart")
+    st.caption(found.describe())
+    if st.button(f"Use {found.suggestion:.1e}", key="use_lr"):
+        set_cfg(lr=float(f"{found.suggestion:.1e}"))
+        st.session_state.pop("w_lr", None)  # the widget keeps its own value otherwise
+        st.rerun()
 
 
 st.subheader("Backbone")
@@ -74,13 +166,18 @@ st.markdown(FREEZE_TEXT[freeze])
 stages = config_widget("trainable_stages", "Trainable stages") if freeze == "partial" else cfg.trainable_stages
 summary = st.session_state.get("dataset_summary")
 n_classes = len(summary["classes"]) if summary else 2
-counts = freeze_counts(backbone, freeze, int(stages), n_classes)
-st.caption(f"{counts['trainable']:,} of {counts['total']:,} parameters train "
-           f"({counts['trainable'] / counts['total']:.1%}); {counts['trainable_stages']} of {counts['stages']} "
-           f"backbone stages" + (" at the start, more each epoch" if freeze == "gradual" else "") + ".")
 changes = {"freeze": freeze, "trainable_stages": int(stages)}
+if freeze == "auto":
+    changes["budget_min"] = config_widget("budget_min", "Time budget (minutes, 0 = none)")
+    advisor_panel(get_cfg().replace(backbone=backbone, weights=weights or "bundled", **changes) if weights else None)
+else:
+    counts = freeze_counts(backbone, freeze, int(stages), n_classes)
+    st.caption(f"{counts['trainable']:,} of {counts['total']:,} parameters train "
+               f"({counts['trainable'] / counts['total']:.1%}); {counts['trainable_stages']} of {counts['stages']} "
+               f"backbone stages" + (" at the start, more each epoch" if freeze == "gradual" else "") + ".")
 
 st.subheader("Hyperparameters")
+lr_finder_panel(get_cfg())
 cols = st.columns(4)
 for i, name in enumerate(config_fields("optim", advanced=False)):
     changes[name] = config_widget(name, container=cols[i % 4])

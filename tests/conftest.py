@@ -48,7 +48,7 @@ def tiny_folder(tmp_path: Path) -> Path:
 def tiny_config(tiny_folder: Path, tmp_path: Path):
     from core.config import TrainConfig
     return TrainConfig(data=str(tiny_folder), backbone="test_efficientnet", weights="random", img_size=64,
-                       epochs=2, batch_size=4, lr=1e-2, output_dir=str(tmp_path / "runs"), threads=2,
+                       freeze="partial", epochs=2, batch_size=4, lr=1e-2, output_dir=str(tmp_path / "runs"), threads=2,
                        early_stopping=0)
 
 

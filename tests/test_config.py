@@ -21,7 +21,7 @@ def test_out_of_range_names_field_and_range():
 
 
 def test_bad_choice_lists_allowed_values():
-    with pytest.raises(ConfigError, match="freeze: 'frozen' is not allowed; choose one of probe, partial, full"):
+    with pytest.raises(ConfigError, match="freeze: 'frozen' is not allowed; choose one of auto, probe, partial, full"):
         TrainConfig.from_dict({"freeze": "frozen"})
 
 

@@ -26,6 +26,8 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 def apply_freeze(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> int:
     """Set requires_grad by the freeze policy for this epoch; returns the number of trainable stages."""
     stages = backbone_stages(model)
+    if cfg.freeze == "auto":
+        raise ValueError("freeze 'auto' has no stages of its own: the advisor replaces it before training.")
     n = {"probe": 0, "partial": cfg.trainable_stages, "full": len(stages),
          "gradual": epoch * cfg.unfreeze_per_epoch}[cfg.freeze]
     n = min(n, len(stages))

@@ -64,7 +64,7 @@ def test_sample_data_button(app):
 def test_model_page_shows_parameter_counts(app):
     app.switch_page("pages/model.py").run()
     assert not app.exception
-    assert any("parameters train" in c.value for c in app.caption)
+    assert app.radio(key="w_freeze").value == "auto"  # the default: chosen from the data
     app.radio(key="w_freeze").set_value("probe").run()
     assert app.session_state["cfg"]["freeze"] == "probe"
     assert any("2,562 of 3,373,570 parameters train" in c.value for c in app.caption)
@@ -161,3 +161,61 @@ def test_start_refuses_a_config_outside_the_allowed_roots(app, tmp_path):
     assert app.session_state["run_id"] is None
     runs = tmp_path / "ws" / "runs"
     assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith("_")]
+
+
+def test_inspect_page_calibration_losses_saliency_and_the_analyses_job(app, tiny_folder):
+    from core.engine.train import train
+    cfg = TrainConfig(**{**tiny_cfg(app, tiny_folder), "freeze": "probe", "epochs": 1})
+    run_id = __import__("pathlib").Path(train(cfg).run_dir).name
+    app.session_state["run_id"] = run_id
+    app.switch_page("pages/inspect.py").run()
+    assert not app.exception
+    labels = {m.label for m in app.metric}
+    assert {"ECE before", "ECE after", "Temperature", "Validation images used"} <= labels
+    titles = {json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")}
+    assert "Reliability diagram (validation)" in titles
+    assert any("highest loss first" in c.value for c in app.caption)
+    assert any("Grad-CAM for" in str(i.proto) for i in app.get("image"))  # the saliency overlay is drawn
+
+    app.selectbox(key="loss_true").set_value("red").run()  # a confusion-cell style filter
+    assert not app.exception
+    app.button(key="job_mislabels").click().run()
+    for _ in range(300):
+        time.sleep(0.3)
+        app.run()
+        if len(app.get("plotly_chart")) == 2:  # the map is the analyses' last report
+            break
+    assert not app.exception
+    assert any("flagged by confident learning" in c.value for c in app.caption)
+    titles = {json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")}
+    assert "Embedding map (t-SNE), coloured by true class" in titles
+
+
+def test_data_page_finds_a_planted_duplicate_across_splits(app, tmp_path):
+    root = tmp_path / "leaky"
+    for split in ("train", "val"):
+        for name, color in COLORS.items():
+            for i in range(3):
+                make_image(root / split / name / f"{name}{i}.png", color, size=64, seed=10 * (split == "val") + i)
+    (root / "val" / "red" / "copy.png").write_bytes((root / "train" / "red" / "red0.png").read_bytes())
+    app.text_input(key="server_path").set_value(str(root)).run()
+    app.button(key="use_server").click().run()
+    app.button(key="find_dups").click().run()
+    assert not app.exception
+    assert any("1 validation image(s) have a copy in train" in w.value for w in app.warning)
+
+
+def test_model_page_advises_from_the_data(app, tiny_folder):
+    """Auto: 'Advise me' runs the advisor as a job and shows the ranking, the settings and why."""
+    app.session_state["cfg"] = {**app.session_state["cfg"], "data": str(tiny_folder)}
+    app.switch_page("pages/model.py").run()
+    app.button(key="advise").click().run()
+    for _ in range(600):
+        if any("Auto would train" in s.value for s in app.success):
+            break
+        time.sleep(0.2)
+        app.run()
+    assert not app.exception
+    assert any("Auto would train: **probe**" in s.value for s in app.success)
+    assert any("5-fold cross-validation" in m.value for m in app.markdown)
+    assert len(app.dataframe[-1].value) == 3  # the three offline backbones, ranked

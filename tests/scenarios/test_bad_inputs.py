@@ -163,7 +163,8 @@ def test_truncated_jpeg_is_reported_and_the_run_goes_on(base, tmp_path):
     assert [Path(f.path).name for f in failed] == ["cut.jpg"] and "could not be decoded" in failed[0].reason
     from core.engine.train import train
     result = train(TrainConfig(data=str(base), backbone="test_efficientnet", weights="random", img_size=64,
-                               epochs=1, batch_size=4, output_dir=str(tmp_path / "runs"), val_fraction=0.25))
+                               freeze="partial", epochs=1, batch_size=4, output_dir=str(tmp_path / "runs"),
+                               val_fraction=0.25))
     assert result.status == "completed"
     assert any(p.endswith("cut.jpg") for p in result.summary.skipped)
     assert result.summary.num_train + result.summary.val.num == VALID

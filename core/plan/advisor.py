@@ -1,0 +1,110 @@
+"""`freeze: auto`: look at the data, then choose the regime, input resolution and epochs, and say why.
+
+The rules, from measurements on ants/bees and the three dev sets unlike ImageNet (README, Defaults):
+- A linear probe on the backbone's pretrained features is cross-validated on a sample (seconds, cached). When it
+  already reaches PROBE_ENOUGH, fine-tuning has little left to add and costs 5-10x the time: `probe`.
+- Otherwise `partial` fine-tuning of the last stages (as accurate as `full` in the measurements, and faster).
+- Images much smaller than the backbone's input are not upsampled: the input size follows the images.
+- A time budget shortens the epochs to fit the estimate (core/plan/estimate.py); when even MIN_EPOCHS of
+  fine-tuning do not fit, the probe does.
+The backbone stays the one chosen; the ranking says when another offline backbone would do clearly better.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from core.config import TrainConfig
+from core.data.dataset import Dataset
+from core.models.backbones import CATALOGUE, OFFLINE
+from core.plan.estimate import Estimate, estimate_run
+from core.plan.ranking import BackboneScore, rank_backbones
+
+PROBE_ENOUGH = 0.95  # cross-validated probe accuracy from which a probe is chosen
+SMALL_IMAGES = 0.75  # images whose median shorter side is below this share of the input size set the size
+MIN_EPOCHS = 2
+CLEARLY_BETTER = 0.02  # a ranked backbone this much better than the chosen one is pointed out
+
+
+@dataclass
+class Advice:
+    config: TrainConfig  # concrete: freeze is never "auto" here
+    reasons: list[str] = field(default_factory=list)
+    ranking: list[BackboneScore] = field(default_factory=list)
+    estimate: Estimate | None = None
+
+    @property
+    def paragraph(self) -> str:
+        return " ".join(self.reasons)
+
+
+def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], None] | None = None,
+           should_stop: Callable[[], bool] = lambda: False) -> Advice:
+    """The concrete config for cfg on this dataset (cfg itself when freeze is not auto), with its reasons."""
+    if cfg.freeze != "auto":
+        return Advice(cfg, [f"Freezing '{cfg.freeze}' as chosen."], estimate=estimate_run(cfg, ds))
+    n = len(ds.train) + len(ds.val)
+    candidates = OFFLINE if cfg.weights == "bundled" else (cfg.backbone,)
+    ranking = rank_backbones(ds, cfg, candidates if cfg.backbone in candidates else (cfg.backbone,),
+                             progress, should_stop)
+    own = next(s for s in ranking if s.backbone == cfg.backbone)
+    reasons = [f"Looked at {own.images} of the {n} labeled images ({len(ds.classes)} classes)."]
+    if round(own.probe_accuracy, 3) >= PROBE_ENOUGH:  # the number it prints (one decimal of a percent)
+        chosen = cfg.replace(freeze="probe")
+        reasons.append(f"A linear probe on {cfg.backbone}'s pretrained features already reaches "
+                       f"{own.probe_accuracy:.1%} in 5-fold cross-validation (at least {PROBE_ENOUGH:.0%}): "
+                       f"fine-tuning has little to add here and takes 5-10x longer, so: probe.")
+    else:
+        chosen = cfg.replace(freeze="partial")
+        reasons.append(f"A linear probe on {cfg.backbone}'s pretrained features reaches {own.probe_accuracy:.1%} "
+                       f"in 5-fold cross-validation (below {PROBE_ENOUGH:.0%}): the features need adapting to "
+                       f"these images, so: partial fine-tuning of the last {cfg.trainable_stages} stages.")
+    chosen, size_reason = _input_size(chosen, ds)
+    reasons += size_reason
+    est = estimate_run(chosen, ds)
+    chosen, est, budget_reasons = _fit_budget(chosen, ds, est)
+    reasons += budget_reasons
+    best = ranking[0]
+    if best.backbone != cfg.backbone and best.probe_accuracy - own.probe_accuracy >= CLEARLY_BETTER:
+        reasons.append(f"{best.backbone} scores {best.probe_accuracy:.1%} on the same test; choose it on the Model "
+                       f"page (or --backbone) if the extra time is worth it.")
+    reasons.append(f"Estimated time here: {est.describe()}.")
+    return Advice(chosen, reasons, ranking, est)
+
+
+def _input_size(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
+    native = next((b.input_size for b in CATALOGUE if b.name == cfg.backbone), 224)
+    sides = []
+    for s in (ds.train + ds.val)[::max(1, (len(ds.train) + len(ds.val)) // 32)][:32]:
+        try:
+            with Image.open(s.path) as img:  # the header only
+                sides.append(min(img.size))
+        except OSError:
+            continue
+    if cfg.img_size or not sides:
+        return cfg, []
+    median = statistics.median(sides)
+    if median >= SMALL_IMAGES * native:
+        return cfg, [f"Images are large enough for the backbone's {native} px input (median shorter side "
+                     f"{median:.0f} px)."]
+    size = max(96, 32 * round(median / 32))
+    return cfg.replace(img_size=size), [f"The images are small (median shorter side {median:.0f} px): training "
+                                        f"at {size} px instead of upsampling them to {native} px."]
+
+
+def _fit_budget(cfg: TrainConfig, ds: Dataset, est: Estimate) -> tuple[TrainConfig, Estimate, list[str]]:
+    budget = cfg.budget_min * 60
+    if not budget or est.total_seconds <= budget or cfg.freeze == "probe":
+        return cfg, est, []
+    epochs = int((budget - est.setup_seconds) // max(est.seconds_per_epoch, 1e-6))
+    if epochs >= MIN_EPOCHS:
+        shorter = cfg.replace(epochs=min(epochs, cfg.epochs))
+        return shorter, estimate_run(shorter, ds), [f"{cfg.epochs} epochs would take longer than the {cfg.budget_min:g}"
+                                                   f" minute budget: {shorter.epochs} epochs."]
+    probe = cfg.replace(freeze="probe")
+    return probe, estimate_run(probe, ds), [f"Not even {MIN_EPOCHS} epochs of fine-tuning fit the "
+                                            f"{cfg.budget_min:g} minute budget: probe instead."]
