@@ -91,13 +91,14 @@ def print_summary(run_dir: str, s) -> None:
         print(f"bundle: {Path(run_dir) / 'bundle'}")
 
 
-def advise_from_cli(cfg: TrainConfig, quiet: bool = False):
-    """The advisor's settings for cfg, printing what it looked at and why it chose them."""
+def advise_from_cli(cfg: TrainConfig, quiet: bool = False, rank_all: bool = False):
+    """The advisor's settings for cfg, printing what it looked at and why it chose them (ranking every offline
+    backbone only for `plan`: training needs the chosen one's score alone)."""
     from core.data.dataset import extract_dir_for, open_dataset
     from core.plan.advisor import advise
     ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
     show = None if quiet else (lambda phase, done, total: sys.stderr.write(f"\r{phase}: {done}/{total}   "))
-    advice = advise(cfg, ds, progress=show)
+    advice = advise(cfg, ds, progress=show, rank_all=rank_all)
     sys.stderr.write(("" if quiet else "\n") + "advisor: " + advice.paragraph + "\n")
     return advice
 
@@ -106,7 +107,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg = TrainConfig(data=args.data, budget_min=args.budget_min, **({"backbone": args.backbone} if args.backbone
                                                                     else {}))
-    advice = advise_from_cli(cfg, quiet=args.json)
+    advice = advise_from_cli(cfg, quiet=args.json, rank_all=True)
     if args.json:
         print(json.dumps({"ranking": [dataclasses.asdict(r) for r in advice.ranking],
                           "settings": {k: v for k, v in advice.config.to_dict().items()

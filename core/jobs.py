@@ -242,7 +242,7 @@ def _training_job(cfg: TrainConfig, run: RunDir, resume: bool = False) -> Job:
         if cfg.freeze == "auto":  # look at the data first, in the worker: it takes seconds to a minute
             job.on_phase("looking at the data", 0, 0)
             ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
-            advice = advise(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
+            advice = advise(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set, rank_all=False)
             concrete, notes = advice.config, advice.reasons
             job.cfg = concrete
         return train(concrete, [job], stop=job.stop_event, run=run, resume=resume, notes=notes)

@@ -43,12 +43,15 @@ class Advice:
 
 
 def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], None] | None = None,
-           should_stop: Callable[[], bool] = lambda: False) -> Advice:
-    """The concrete config for cfg on this dataset (cfg itself when freeze is not auto), with its reasons."""
+           should_stop: Callable[[], bool] = lambda: False, rank_all: bool = True) -> Advice:
+    """The concrete config for cfg on this dataset (cfg itself when freeze is not auto), with its reasons.
+
+    rank_all=False scores only the chosen backbone: all the decision needs, and what training does (ranking the
+    other offline backbones cost 10-25 s the first time on the dev sets; `plan` and the Model page show it)."""
     if cfg.freeze != "auto":
         return Advice(cfg, [f"Freezing '{cfg.freeze}' as chosen."], estimate=estimate_run(cfg, ds))
     n = len(ds.train) + len(ds.val)
-    candidates = OFFLINE if cfg.weights == "bundled" else (cfg.backbone,)
+    candidates = OFFLINE if cfg.weights == "bundled" and rank_all else (cfg.backbone,)
     ranking = rank_backbones(ds, cfg, candidates if cfg.backbone in candidates else (cfg.backbone,),
                              progress, should_stop)
     own = next(s for s in ranking if s.backbone == cfg.backbone)
