@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.data.dataset import IMG_EXTENSIONS, extract_dir_for, open_dataset
+from core.data.derived import derive_dataset, sample_paths
 from core.data.uploads import save_uploaded_files
 from core.errors import AccessError, DatasetError
 from pages._charts import counts_bar
@@ -17,16 +18,39 @@ st.write("Labeled photos, one folder per class (`cats/…`, `dogs/…`), or `tra
          "class folders. Upload a zip or a whole folder, or start with the sample data.")
 
 
-def use_dataset(path: Path, label: str) -> None:
+def use_dataset(path: Path, label: str) -> bool:
     cfg = get_cfg()
     try:  # the engine opens it the same way: one extraction of a zip, one scan of the files (cached)
         ds = open_dataset(path, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
     except DatasetError as exc:
         st.error(str(exc))
-        return
+        return False
     set_cfg(data=str(path))
     st.session_state["dataset_summary"] = ds.summary()
     st.session_state["dataset_label"] = label
+    return True
+
+
+def drop_leaked_from_val(leaked: list[str]) -> None:
+    """A validation image with a copy in train overstates the score: use a derived dataset without it (a folder of
+    links to the same files, same split; the user's folder is left as it is)."""
+    cfg = get_cfg()
+    try:
+        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
+        names = sample_paths(ds.val, ds.root)
+        out = derive_dataset(ds, policy().uploads_dir, {names.get(p, p) for p in leaked}, {})
+    except DatasetError as exc:
+        st.error(str(exc))
+        return
+    if use_dataset(out, f"{st.session_state.get('dataset_label', 'dataset')}, without duplicates in val"):
+        st.session_state["data_note"] = (f"Now using a copy without the {len(leaked)} validation image(s) that had "
+                                         f"a copy in train (links to your files, same split).")
+        st.rerun()
+
+
+if handoff := st.session_state.pop("use_derived", None):  # the Inspect page's edited dataset: chosen here
+    if use_dataset(Path(handoff["path"]), handoff["label"]):
+        st.session_state["data_note"] = handoff["note"]
 
 
 sample_tab, zip_tab, dir_tab, server_tab = st.tabs(["Sample data", "Upload a zip", "Upload a folder",
@@ -74,6 +98,9 @@ if not summary:
 
 st.divider()
 st.subheader(f"Dataset · {st.session_state.get('dataset_label', '')}")
+if note := st.session_state.pop("data_note", None):
+    st.success(note)
+    st.page_link("pages/train.py", label="Train on it", icon=":material/arrow_forward:")
 counts = summary["counts"]
 cols = st.columns(4)
 cols[0].metric("Classes", len(summary["classes"]))
@@ -99,12 +126,16 @@ if st.button("Look for duplicates and leakage", key="find_dups"):
     cfg = get_cfg()
     with st.spinner("Hashing every image…"):
         ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
-        report, root = find_duplicates(ds), Path(ds.root)
+        st.session_state["dup_report"] = (cfg.data, find_duplicates(ds), Path(ds.root))
+if (dups := st.session_state.get("dup_report")) and dups[0] == get_cfg().data:  # kept for the button below
+    _, report, root = dups
     if not report.groups:
         st.success(f"No duplicates among {report.num_images} images.")
     elif report.leaked("val"):
         st.warning(f"{len(report.leaked('val'))} validation image(s) have a copy in train: the validation score "
-                   f"would overstate the model. Remove them from val/ before training.")
+                   f"would overstate the model. Drop them from validation before training.")
+        if st.button("Drop duplicates from validation", key="drop_dups", type="primary"):
+            drop_leaked_from_val(report.leaked("val"))
     for g in report.groups[:30]:
         st.caption(f"{'exact copies' if g.kind == 'exact' else 'near-duplicates'}"
                    f"{' across splits' if g.leaks else ''}")

@@ -7,7 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.analysis.inspect import calibration_report, inspect_run, loss_table, open_view, read_report, score_training
-from pages._ui import get_registry, init_session, run_picker
+from core.data.derived import derive_dataset, sample_paths
+from core.errors import DatasetError
+from pages._ui import get_registry, init_session, policy, run_picker
 
 init_session()
 st.header("Inspect")
@@ -19,7 +21,22 @@ try:
 except (ValueError, FileNotFoundError) as exc:
     st.warning(str(exc))
     st.stop()
-classes, root = view.classes, view.root
+
+
+@st.cache_resource(max_entries=2, ttl=120, show_spinner="Opening the dataset…")
+def run_dataset(path: str):
+    """The run's dataset (None when it is gone): validation paths are relative to its real root (a zip's extracted
+    folder, a folder's single top folder), training paths to the run's data path; the gallery looks in both."""
+    from core.runs import RunDir
+    try:
+        return open_view(RunDir(Path(path))).dataset()
+    except (DatasetError, ValueError, FileNotFoundError):
+        return None
+
+
+ds = run_dataset(str(run.path))
+classes, root = view.classes, Path(ds.root) if ds else view.root
+train_files = sample_paths(ds.train, view.root) if ds else {}  # training images by the names reports give them
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
@@ -29,12 +46,57 @@ def run_model(path: str):
     return load_run_model(RunDir(Path(path)))
 
 
+def locate(rel: str) -> Path | None:
+    """The image file a report row names, wherever the two naming rules above put it."""
+    found = [p for p in (root / rel, view.root / rel) if p.is_file()]
+    return found[0] if found else (Path(train_files[rel]) if rel in train_files else None)
+
+
 def gallery(rows: list[dict], caption, limit: int = 24) -> None:
-    shown = [r for r in rows if (root / r["path"]).is_file()][:limit]
+    shown = [(r, f) for r in rows if (f := locate(r["path"]))][:limit]
     if shown:
-        st.image([str(root / r["path"]) for r in shown], width=140, caption=[caption(r) for r in shown])
+        st.image([str(f) for _, f in shown], width=140, caption=[caption(r) for r, _ in shown])
     elif rows:
         st.caption(f"The images are not at {root} any more; file names: " + ", ".join(r["path"] for r in rows[:10]))
+
+
+def mislabel_editor(rows: list[dict], limit: int = 24) -> None:
+    """The suspects, each with 'exclude' and 'relabel as': the edits become a new dataset, never the user's files."""
+    shown = [(r, f) for r in rows if (f := locate(r["path"]))][:limit]
+    if not shown:
+        gallery(rows, str)
+        return
+    exclude, relabel = set(), {}
+    for start in range(0, len(shown), 4):
+        for col, (r, f) in zip(st.columns(4), shown[start:start + 4], strict=False):
+            col.image(str(f), width=140, caption=f"{r['path']}: labelled {r['given']}, looks like {r['suggested']} "
+                                                 f"(score {r['score']:.2f})")
+            key = f"{run.run_id}:{r['path']}"
+            if col.checkbox("exclude", key=f"mis_ex_{key}"):
+                exclude.add(r["path"])
+            others = [r["suggested"], *(c for c in classes if c not in (r["given"], r["suggested"]))]
+            if (new := col.selectbox("relabel as", ["keep label", *others], key=f"mis_re_{key}")) != "keep label":
+                relabel[r["path"]] = new
+    st.caption(f"{len(exclude)} excluded, {len(relabel)} relabelled. The edited dataset is a new folder of links to "
+               f"your files with the same split; your folder is not changed.")
+    if st.button("Use the edited dataset", key="use_edited", type="primary", disabled=not (exclude or relabel)):
+        use_edited(exclude, relabel)
+
+
+def use_edited(exclude: set[str], relabel: dict[str, str]) -> None:
+    """Derive the edited dataset, then let the Data page choose it (use_dataset: the one place that does)."""
+    try:
+        data = view.dataset()
+        files = sample_paths(data.train, view.root)
+        out = derive_dataset(data, policy().uploads_dir, {files.get(p, p) for p in exclude},
+                             {files.get(p, p): c for p, c in relabel.items() if p not in exclude})
+    except DatasetError as exc:
+        st.error(str(exc))
+        return
+    st.session_state["use_derived"] = {
+        "path": str(out), "label": f"run {run.run_id}'s data, {len(exclude)} excluded, {len(relabel)} relabelled",
+        "note": "Now using the edited dataset from the Inspect page (links to your files, same split)."}
+    st.switch_page("pages/data.py")
 
 
 def job_button(label: str, key: str) -> None:
@@ -119,8 +181,7 @@ with mislabel_tab:
         flagged = [m for m in mis if m["flagged"]]
         st.caption(f"{len(flagged)} of {len(mis)} training images flagged by confident learning; lowest label "
                    f"quality first.")
-        gallery(mis, lambda m: f"{m['path']}: labelled {m['given']}, looks like {m['suggested']} "
-                               f"(score {m['score']:.2f})")
+        mislabel_editor(mis)
     dup = read_report(run, "duplicates.json")
     if dup and dup["groups"]:
         st.subheader(f"Duplicates ({len(dup['groups'])} groups)")

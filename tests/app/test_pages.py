@@ -191,7 +191,8 @@ def test_inspect_page_calibration_losses_saliency_and_the_analyses_job(app, tiny
     assert "Embedding map (t-SNE), coloured by true class" in titles
 
 
-def test_data_page_finds_a_planted_duplicate_across_splits(app, tmp_path):
+def open_leaky_dataset(app, tmp_path):
+    """train/ and val/ of colour images with one train image copied into val, opened and searched for duplicates."""
     root = tmp_path / "leaky"
     for split in ("train", "val"):
         for name, color in COLORS.items():
@@ -201,6 +202,11 @@ def test_data_page_finds_a_planted_duplicate_across_splits(app, tmp_path):
     app.text_input(key="server_path").set_value(str(root)).run()
     app.button(key="use_server").click().run()
     app.button(key="find_dups").click().run()
+    return root
+
+
+def test_data_page_finds_a_planted_duplicate_across_splits(app, tmp_path):
+    open_leaky_dataset(app, tmp_path)
     assert not app.exception
     assert any("1 validation image(s) have a copy in train" in w.value for w in app.warning)
 
@@ -219,3 +225,49 @@ def test_model_page_advises_from_the_data(app, tiny_folder):
     assert any("Auto would train: **probe**" in s.value for s in app.success)
     assert any("5-fold cross-validation" in m.value for m in app.markdown)
     assert len(app.dataframe[-1].value) == 3  # the three offline backbones, ranked
+
+
+def derived_counts(app, tmp_path) -> dict:
+    """The counts of the dataset the session now uses, which must be a derived folder inside the workspace."""
+    from pathlib import Path
+
+    from core.data.dataset import open_dataset
+    data = Path(app.session_state["cfg"]["data"])
+    assert data.parent == tmp_path / "ws" / "uploads" and data.name.startswith("derived-"), data
+    return open_dataset(data, val_fraction=0.5, seed=1).counts()  # a derived folder keeps its split whatever these
+
+
+def test_data_page_drops_duplicates_from_validation(app, tmp_path):
+    root = open_leaky_dataset(app, tmp_path)
+    app.button(key="drop_dups").click().run()
+    assert not app.exception and not app.error
+    counts = derived_counts(app, tmp_path)
+    assert counts["val"] == {"blue": 3, "green": 3, "red": 3} and counts["train"] == {"blue": 3, "green": 3, "red": 3}
+    assert (root / "val" / "red" / "copy.png").exists()  # the user's folder is left as it was
+    assert any("without the 1 validation image(s)" in s.value for s in app.success)
+
+
+def test_inspect_page_excludes_and_relabels_mislabel_suspects(app, tiny_folder, tmp_path):
+    from pathlib import Path
+
+    from core.analysis.inspect import inspect_run, read_report
+    from core.data.dataset import open_dataset
+    from core.engine.train import train
+    from core.runs import RunDir
+    cfg = TrainConfig(**{**tiny_cfg(app, tiny_folder), "freeze": "probe", "epochs": 1})
+    run = RunDir(Path(train(cfg).run_dir))
+    inspect_run(run, saliency_images=0)  # what the page's analyses job writes
+    dropped, moved = read_report(run, "mislabels.json")[:2]
+    new_class = next(c for c in COLORS if c != moved["given"])
+    app.session_state["run_id"] = run.run_id
+    app.switch_page("pages/inspect.py").run()
+    app.checkbox(key=f"mis_ex_{run.run_id}:{dropped['path']}").check().run()
+    app.selectbox(key=f"mis_re_{run.run_id}:{moved['path']}").set_value(new_class).run()
+    app.button(key="use_edited").click().run()
+    assert not app.exception and not app.error
+    expected = open_dataset(tiny_folder, cfg.val_fraction, cfg.seed).counts()
+    expected["train"][dropped["given"]] -= 1
+    expected["train"][moved["given"]] -= 1
+    expected["train"][new_class] += 1
+    assert derived_counts(app, tmp_path) == expected
+    assert any("edited dataset" in s.value for s in app.success)  # shown on the Data page, with a link to Train

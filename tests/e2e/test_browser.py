@@ -83,15 +83,20 @@ def expect_empty(folder: Path, timeout_s: float = 15.0) -> None:
     assert not any(folder.iterdir()), sorted(folder.rglob("*"))
 
 
-def test_upload_train_download_predict(app_url, workspace, page, hymenoptera, tmp_path):
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+def upload_mini_zip(page, app_url, hymenoptera, tmp_path) -> None:
+    """Open the app and upload a 16-image ants/bees zip on the Data page."""
     page.goto(app_url)
     page.get_by_text("Labeled photos, one folder per class").wait_for(timeout=60000)
     page.get_by_role("tab", name="Upload a zip").click()
     page.locator(".st-key-zip_up input[type=file]").set_input_files(str(ants_bees_zip(hymenoptera,
                                                                                         tmp_path / "mini.zip")))
     page.get_by_text("Dataset · zip: mini.zip").wait_for(timeout=60000)
+
+
+def test_upload_train_download_predict(app_url, workspace, page, hymenoptera, tmp_path):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    upload_mini_zip(page, app_url, hymenoptera, tmp_path)
     page.locator(".js-plotly-plot").first.wait_for(timeout=30000)
     shot(page, shots, "1-data")
 
