@@ -68,6 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             advice = advise_from_cli(cfg, quiet=args.quiet)
             cfg, notes = advice.config, advice.reasons
         result = train(cfg, callbacks, notes=notes)
+    from core.engine.distributed import is_main_process
+    if not is_main_process():  # torchrun: rank 0 reports (and wrote the run folder)
+        return 0
     print_summary(result.run_dir, result.summary)
     return 0 if result.status in ("completed", "stopped") else 1
 

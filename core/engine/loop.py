@@ -27,6 +27,7 @@ from core.data.augment import Preprocessor
 from core.data.dataset import Dataset
 from core.device import autocast, free_cached_memory, is_out_of_memory, needs_grad_scaler
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
+from core.engine.distributed import Dist
 from core.engine.optim import SCHEDULES, build_optimizer, set_lr
 from core.errors import TrainingError
 from core.files.atomic import atomic_write_bytes
@@ -58,6 +59,7 @@ class Session:
     # split ("val" / "test") -> (logits, pooled features) of the current weights: what the summary reports
     final_outputs: Callable[[str], tuple[torch.Tensor, torch.Tensor]] = None
     objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
+    dist: Dist | None = None  # torchrun: this process's rank (core/engine/distributed.py); None in one process
     resume: bool = False
     batch_size: int = 0
     eval_batch: int = 16  # halved on CUDA out-of-memory during evaluation, like batch_size during training
@@ -112,6 +114,8 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
     o = Optimization(build_optimizer(cfg, s.model, net), SCHEDULES[cfg.scheduler](cfg),
                      torch.amp.GradScaler(enabled=needs_grad_scaler(s.device, cfg.amp)))
     loop = _restore_checkpoint(s, o) if s.resume else LoopState()
+    if s.dist:  # this rank trains on its share of every epoch, through DDP (gradients averaged across ranks)
+        n_train, net = s.dist.shard_size(n_train), s.dist.wrap(net, s.device)
     start_epoch = loop.epoch  # epochs finished before this process started
     s.emit("on_fit_start", fit_info(s, steps_per_epoch(s, n_train)))
     best_state, t_fit = None, time.perf_counter()
@@ -145,7 +149,8 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
         s.emit("on_epoch_end", m)  # first the metrics line, then the checkpoint: a kill between the two redoes
         if write_each_best:       # this epoch on resume, instead of resuming after a line that was never written
             _save_checkpoint(s, o, loop)
-        if s.stop.is_set() or (cfg.early_stopping and loop.since_improved >= cfg.early_stopping):
+        stopping = s.dist.any(s.stop.is_set()) if s.dist else s.stop.is_set()  # ranks stop together
+        if stopping or (cfg.early_stopping and loop.since_improved >= cfg.early_stopping):
             break
     if best_state is None and not s.run.best_weights.exists():  # stopped in epoch 1: keep what exists
         best_state = state_copy(s.model if write_each_best else net)
@@ -235,8 +240,12 @@ def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: It
             s.emit("on_batch_end", BatchMetrics(epoch, step, steps, loss_val, o.opt.param_groups[0]["lr"],
                                                 seen / (now - t_ep), now - t_fit,
                                                 eta_seconds(now - t_fit, done_here, remaining)))
-        if s.stop.is_set():
+        if s.stop.is_set() and s.dist is None:  # several processes stop together, at the epoch's end
             break
+    if s.dist:  # the epoch's figures over every rank, and rank 0's model on every rank before evaluating
+        loss_sum, correct, total = s.dist.sum(loss_sum, correct, torch.tensor(seen))
+        s.dist.sync_from_main(s.model)
+        return (loss_sum / max(total, 1)).item(), (correct / max(total, 1)).item(), int(total)
     return (loss_sum / max(seen, 1)).item(), (correct.float() / max(seen, 1)).item(), seen
 
 

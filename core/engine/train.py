@@ -9,6 +9,8 @@ checked after every batch. Two paths share one epoch loop:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from core.data.augment import Preprocessor
 from core.data.dataset import Dataset, Sample, Skipped, extract_dir_for, open_dataset
 from core.data.images import PROGRESS_EVERY, decode_images, geometry
 from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device, set_threads
+from core.engine import distributed
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, epoch_loop, scores
@@ -29,7 +32,7 @@ from core.engine.tensorboard import experiment_logs
 from core.errors import ConfigError, TrainingError
 from core.models import backbones, freeze
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
-from core.runs import RunDir, create_run_dir
+from core.runs import RunDir, RunSummary, Status, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
 
@@ -55,26 +58,41 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
         raise ConfigError("freeze 'auto' is decided from the data before training: resolve it with "
                           "core.plan.advisor.advise(cfg, dataset).config (the CLI and the app do), or choose "
                           "probe, partial, full or gradual.")
+    dist = distributed.setup(pick_device(cfg.device))  # None unless started by torchrun with several processes
+    scratch = None
+    if dist is not None:
+        if resume or cfg.freeze == "gradual":
+            raise ConfigError("Multi-process training (torchrun) runs fresh runs of probe, partial or full; resume "
+                              "and gradual unfreezing run in one process.")
+        if not dist.is_main:  # only rank 0 writes the run folder; the others write to a throwaway one
+            scratch = Path(tempfile.mkdtemp(prefix=f"transferlab-rank{dist.rank}-"))
+            run, callbacks = create_run_dir(scratch), []
     run = run or create_run_dir(cfg.output_dir)
     if not resume:
         cfg.save(run.config)
     s = Session(cfg, run, [RunRecorder(run), *experiment_logs(cfg, run), *callbacks], stop or threading.Event(),
-                resume=resume, notes=list(notes))
+                resume=resume, notes=list(notes), dist=dist)
     try:
         _prepare(s)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
         status = fit(s)
-        result = finish_run(s, status)
+        result = finish_run(s, status) if dist is None or dist.is_main else \
+            FitResult(Status(status), str(run.path), RunSummary(Status(status)))
     except BaseException as exc:
         s.emit("on_exception", exc)
         raise
+    finally:
+        distributed.teardown(dist)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     s.emit("on_fit_end", result)
     return result
 
 
 def _prepare(s: Session) -> None:
     cfg = s.cfg
-    set_threads(cfg.threads)
+    # several processes on one machine share its cores (torchrun starts LOCAL_WORLD_SIZE of them)
+    set_threads(cfg.threads or (max(1, set_threads(0) // s.dist.local_world) if s.dist else 0))
     torch.manual_seed(cfg.seed)
     s.gen = torch.Generator().manual_seed(cfg.seed)
     s.batch_size = cfg.batch_size
@@ -120,6 +138,7 @@ def _fit_probe(s: Session) -> str:
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(train_y), generator=s.gen).to(s.device)
+        order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         for i in range(0, len(order), s.batch_size):
             idx = order[i:i + s.batch_size]
             yield train_x[idx], train_y[idx]
@@ -195,6 +214,7 @@ def _fit_finetune(s: Session) -> str:
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs, g = s.batch_size, s.gen
         order = torch.randperm(len(train_y), generator=g)
+        order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
         if prefix is not None:
             prefix.eval()
