@@ -42,24 +42,30 @@ def advisor_panel(cfg: TrainConfig | None) -> None:
     if cfg is None or not cfg.data:
         st.caption("Choose a dataset on the Data page to see what auto would choose.")
         return
-    registry = get_registry()
     if st.button("Advise me", key="advise"):
-        try:
-            policy().check_config(cfg)
-            job = registry.submit_task("plan", f"advice for {cfg.portable().data}", lambda j: plan_job(cfg, j))
-            st.session_state["advice_job"] = job.job_id
-        except (ConfigError, AccessError) as exc:
-            st.error(str(exc))
-    job = registry.get(st.session_state.get("advice_job"))
+        start_job("advice_job", "plan", f"advice for {cfg.portable().data}", cfg, "core.plan.advisor", "advise")
+    job = get_registry().get(st.session_state.get("advice_job"))
     if job is not None:
         advice_view(job.job_id)
 
 
-def plan_job(cfg: TrainConfig, job):
-    from core.data.dataset import extract_dir_for, open_dataset
-    from core.plan.advisor import advise
-    ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
-    return advise(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
+def start_job(state_key: str, kind: str, title: str, cfg: TrainConfig, module: str, function: str) -> None:
+    """Queue `module.function(cfg, dataset, progress=, should_stop=)` as a job (after the server's policy check)
+    and remember it under state_key; its view polls the job's snapshot."""
+    try:
+        policy().check_config(cfg)
+    except (ConfigError, AccessError) as exc:
+        st.error(str(exc))
+        return
+
+    def task(job):
+        import importlib
+
+        from core.data.dataset import extract_dir_for, open_dataset
+        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+        work = getattr(importlib.import_module(module), function)
+        return work(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
+    st.session_state[state_key] = get_registry().submit_task(kind, title, task).job_id
 
 
 @st.fragment(run_every=1.0)
@@ -83,26 +89,13 @@ def lr_finder_panel(cfg: TrainConfig) -> None:
     """A learning-rate range test as a job; its curve, and the suggestion applied with one click."""
     if not cfg.data:
         return
-    registry = get_registry()
     if st.button("Find a learning rate", key="lr_find", help="Trains a copy of the model for 60 short steps "
                  "while the learning rate grows, and suggests one a decade below where the loss is lowest."):
-        try:
-            policy().check_config(cfg)
-            job = registry.submit_task("lr-find", f"learning-rate sweep on {cfg.portable().data}",
-                                       lambda j: lr_job(cfg, j))
-            st.session_state["lr_job"] = job.job_id
-        except (ConfigError, AccessError) as exc:
-            st.error(str(exc))
-    job = registry.get(st.session_state.get("lr_job"))
+        start_job("lr_job", "lr-find", f"learning-rate sweep on {cfg.portable().data}", cfg,
+                  "core.plan.lr_finder", "find_lr")
+    job = get_registry().get(st.session_state.get("lr_job"))
     if job is not None:
         lr_view(job.job_id)
-
-
-def lr_job(cfg: TrainConfig, job):
-    from core.data.dataset import extract_dir_for, open_dataset
-    from core.plan.lr_finder import find_lr
-    ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
-    return find_lr(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
 
 
 @st.fragment(run_every=1.0)

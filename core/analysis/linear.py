@@ -1,40 +1,12 @@
-"""Linear heads on frozen features, fitted in seconds: the transferability score of a backbone (how well a linear
-probe separates the classes) and out-of-fold probabilities (an estimate for images the head never trained on).
-
-Softmax regression with an L2 penalty, on standardised features, fitted with L-BFGS in torch (full batch: a few
-thousand images x ~1,300 features fit in memory). Folds are stratified and seeded.
+"""A linear probe on frozen features, cross-validated in milliseconds: the transferability score of a backbone (how
+well a linear head separates the classes). A ridge classifier in closed form on standardised features (12-39 s
+for L-BFGS logistic heads vs 0.3-2 s, within 1-2 points, measured on ants/bees and rsscn7); folds are stratified
+and seeded. The mislabel ranking (core/analysis/mislabels.py) fits logistic heads of its own for probabilities.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-L2 = 1e-3  # per-feature penalty on standardised features; chosen on ants/bees and the three dev sets (see plan/)
-
-
-def fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, l2: float = L2, steps: int = 100):
-    """A linear classifier on x (N x D) -> (predict_proba function for new rows)."""
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    xt = torch.from_numpy((x - mean) / std).float()
-    yt = torch.from_numpy(y).long()
-    w = torch.zeros(x.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(xt @ w + b, yt) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    w, b = w.detach(), b.detach()
-
-    def predict_proba(rows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return F.softmax(torch.from_numpy((rows - mean) / std).float() @ w + b, 1).numpy()
-    return predict_proba
 
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -45,18 +17,6 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
         idx = rng.permutation(np.flatnonzero(y == c))
         fold[idx] = np.arange(len(idx)) % folds
     return fold
-
-
-def out_of_fold_probs(x: np.ndarray, y: np.ndarray, classes: int, folds: int = 5, seed: int = 0,
-                      l2: float = L2) -> np.ndarray:
-    """Each row's class probabilities from a head fitted on the other folds (N x classes)."""
-    fold = stratified_folds(y, folds, seed)
-    probs = np.zeros((len(y), classes), dtype=np.float32)
-    for k in range(folds):
-        test = fold == k
-        if test.any() and (~test).any():
-            probs[test] = fit_softmax(x[~test], y[~test], classes, l2)(x[test])
-    return probs
 
 
 def ridge_predict(x: np.ndarray, y: np.ndarray, classes: int, rows: np.ndarray, alpha: float = 1.0) -> np.ndarray:
