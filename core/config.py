@@ -189,6 +189,11 @@ def _default(name: str) -> Any:
     return TrainConfig.__dataclass_fields__[name].default
 
 
+def field_default(name: str) -> Any:
+    """A field's default: the value a user left alone (the advisor may choose it for them)."""
+    return _default(name)
+
+
 def field_meta(name: str) -> dict[str, Any]:
     """Help text, section, choices and range of one field (for the UI and the CLI)."""
     return dict(TrainConfig.__dataclass_fields__[name].metadata)

@@ -27,11 +27,12 @@ from core.device import autocast, free_cached_memory, is_out_of_memory, pick_dev
 from core.engine import distributed
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.finish import finish_run
-from core.engine.loop import EvalResult, Session, epoch_loop, scores
+from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, scores, state_copy
 from core.engine.tensorboard import experiment_logs
 from core.errors import ConfigError, TrainingError
 from core.models import backbones, freeze
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
+from core.models.heads import Standardiser
 from core.runs import RunDir, RunSummary, Status, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
@@ -135,6 +136,9 @@ def _fit_probe(s: Session) -> str:
     train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
     val_y = _labels(ds.val, s.device)
     head = s.model.get_classifier()
+    # the head trains on standardised features and is folded back afterwards (core/models/heads.py)
+    norm = Standardiser.fit(train_x)
+    train_x, val_x = norm(train_x), norm(pooled["val"])
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(train_y), generator=s.gen).to(s.device)
@@ -145,13 +149,17 @@ def _fit_probe(s: Session) -> str:
 
     def evaluate() -> EvalResult:
         with torch.inference_mode():
-            return scores(head(pooled["val"]), val_y)
+            return scores(head(val_x), val_y)
 
-    def final(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def final(split: str) -> tuple[torch.Tensor, torch.Tensor]:  # after folding: raw features, like the bundle
         with torch.inference_mode():
             return head(pooled[split]), pooled[split]
     s.final_outputs = final
-    return epoch_loop(s, head, batches, len(train_y), evaluate)
+    status = epoch_loop(s, head, batches, len(train_y), evaluate)
+    norm.fold_into(head)  # the delivered head reads raw pooled features
+    if s.run.best_weights.exists():
+        save_weights(state_copy(s.model), s.run.best_weights)
+    return status
 
 
 def _stack_first_view(feats: list[np.ndarray | None], device: torch.device) -> torch.Tensor:

@@ -13,7 +13,7 @@ from core.config import TrainConfig
 from core.data.dataset import open_dataset
 from core.errors import ConfigError
 from core.models.backbones import OFFLINE
-from core.plan.advisor import advise
+from core.plan.advisor import PROBE_EPOCHS, PROBE_LR, advise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,13 @@ def test_separable_colours_get_a_probe_at_their_own_small_size(tiny_folder):
     assert "reaches 100.0% in 5-fold cross-validation" in advice.paragraph
     assert [s.backbone for s in advice.ranking] and {s.backbone for s in advice.ranking} == set(OFFLINE)
     assert advice.config.img_size == 96 and "small (median shorter side 48 px)" in advice.paragraph
+    assert (advice.config.epochs, advice.config.lr) == (PROBE_EPOCHS, PROBE_LR) and "20 epochs" in advice.paragraph
     assert advice.estimate.total_seconds > 0
+
+
+def test_the_probe_keeps_the_epochs_and_learning_rate_a_user_chose(tiny_folder):
+    advice = advise(TrainConfig(data=str(tiny_folder), epochs=3), open_dataset(tiny_folder), rank_all=False)
+    assert advice.config.freeze == "probe" and (advice.config.epochs, advice.config.lr) == (3, 1e-3)
 
 
 def test_features_that_do_not_separate_the_classes_get_fine_tuning(noise_folder):
