@@ -75,6 +75,28 @@ class Preprocessor:
         return out.contiguous(memory_format=torch.channels_last)
 
 
+def batch_mixer(mode: str, alpha: float, label_smoothing: float, num_classes: int, seed: int = 0):
+    """timm's Mixup / CutMix for a training batch: (images, integer labels) -> (mixed images, soft targets with
+    the label smoothing folded in); None when mode is 'off'. timm mixes a batch with its own reverse, so it needs
+    an even batch: an odd last batch goes through unmixed (as one-hot soft targets). timm draws from NumPy's
+    global generator, so it is seeded here: the run's seed decides the mixing too."""
+    if mode == "off":
+        return None
+    import numpy as np
+    from timm.data import Mixup
+    np.random.seed(seed)
+    mix = Mixup(mixup_alpha=alpha if mode in ("mixup", "both") else 0.0,
+                cutmix_alpha=1.0 if mode in ("cutmix", "both") else 0.0,
+                label_smoothing=label_smoothing, num_classes=num_classes)
+
+    def apply(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(x) % 2:
+            off = label_smoothing / num_classes
+            return x, F.one_hot(y, num_classes).float() * (1 - label_smoothing) + off
+        return mix(x, y)
+    return apply
+
+
 def preview(paths: list[str], data_cfg: dict, preset: str, per_image: int = 3, seed: int = 0) -> list:
     """A few augmented views of each image as uint8 HWC arrays, exactly as training would see them."""
     import numpy as np

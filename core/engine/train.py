@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from core.config import TrainConfig
-from core.data.augment import Preprocessor
+from core.data.augment import Preprocessor, batch_mixer
 from core.data.dataset import Dataset, Sample, Skipped, extract_dir_for, open_dataset
 from core.data.images import PROGRESS_EVERY, decode_images, geometry
 from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device, set_threads
@@ -215,9 +215,11 @@ def _fit_finetune(s: Session) -> str:
         prefix.eval()
         val_src = _prefix_outputs(s, prefix, val_u8, val_rows, "validation")
         train_src = _prefix_outputs(s, prefix, train_u8, train_rows, "training") \
-            if cfg.augmentation == "none" else None
+            if cfg.augmentation == "none" and cfg.mixup == "off" else None
     else:
         val_src = train_src = None
+
+    mixer = batch_mixer(cfg.mixup, cfg.mixup_alpha, cfg.label_smoothing, len(ds.classes), cfg.seed)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs, g = s.batch_size, s.gen
@@ -235,10 +237,13 @@ def _fit_finetune(s: Session) -> str:
             if s.device.type == "cuda":
                 x_u8 = x_u8.pin_memory()  # lets the copy to the GPU overlap with compute (non_blocking)
             x = s.pre.train_view(x_u8, cfg.augmentation, g)
+            y = train_y[idx].to(s.device, non_blocking=True)
+            if mixer is not None:
+                x, y = mixer(x, y)
             if prefix is not None:
                 with torch.no_grad():
                     x = prefix(x)
-            yield x, train_y[idx].to(s.device, non_blocking=True)
+            yield x, y
 
     def evaluate() -> EvalResult:
         logits = _run_batched(s, net, val_src) if val_src is not None else \

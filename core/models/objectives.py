@@ -29,12 +29,16 @@ class Objective(Protocol):
 
 @dataclass(frozen=True)
 class Classify:
-    """Cross-entropy of the network's logits against integer labels, with label smoothing."""
+    """Cross-entropy of the network's logits against integer labels, with label smoothing, or against soft
+    targets (a batch mixed by Mixup / CutMix, core/data/augment.py)."""
 
     label_smoothing: float = 0.0
 
     def __call__(self, net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y = batch
         logits = net(x)
+        if y.ndim == 2:  # soft targets (Mixup / CutMix: smoothing already in them); right = the larger share
+            loss = F.cross_entropy(logits.float(), y)
+            return StepOutput(loss, len(y), (logits.detach().argmax(1) == y.argmax(1)).sum())
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         return StepOutput(loss, len(y), (logits.detach().argmax(1) == y).sum())

@@ -75,6 +75,36 @@ def test_colours_are_learned(tiny_config):
     assert result.summary.val_accuracy == 1.0
 
 
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_colours_are_learned_through_mixed_batches(tiny_config, mode):
+    """Mixup / CutMix (timm's) blend images and labels; the head still learns the classes, with an odd last
+    batch (10 training images, batch 4) passing unmixed."""
+    cfg = tiny_config.replace(freeze="full", epochs=6, augmentation="none", lr=3e-3, backbone_lr_mult=1.0,
+                              mixup=mode, mixup_alpha=0.4)
+    seen = []
+
+    class Targets(Callback):
+        def on_epoch_end(self, m):
+            seen.append(m.train_acc)
+    result = train(cfg, callbacks=[Targets()])
+    assert result.summary.val_accuracy >= 2 / 3 and len(seen) == 6
+
+
+def test_mixed_targets_are_soft_and_sum_to_one():
+    from core.data.augment import batch_mixer
+    from core.models.objectives import Classify
+    mix = batch_mixer("mixup", 0.4, 0.1, num_classes=3, seed=0)
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    mixed_x, soft = mix(x.clone(), y)
+    assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
+    assert not torch.equal(mixed_x, x) and (soft.max(1).values < 0.95).all()  # smoothing + a second image
+    odd_x, odd = mix(x[:3].clone(), y[:3])
+    assert torch.equal(odd_x, x[:3]) and odd.argmax(1).tolist() == [0, 1, 2]
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+    out = Classify()(net, (mixed_x, soft))
+    assert out.size == 4 and out.loss.requires_grad and 0 <= int(out.correct) <= 4
+
+
 @pytest.mark.parametrize("freeze,trainable", [("probe", 0), ("partial", 2)])
 def test_frozen_weights_stay_bit_identical(tiny_config, freeze, trainable):
     cfg = tiny_config.replace(freeze=freeze, trainable_stages=2, epochs=2, seed=3)
