@@ -88,7 +88,7 @@ class TrainConfig:
                                 "(0 = never).", "optim", min=0, max=100)
     mixup: str = _f("off", "Mix training images and their labels when the backbone trains (timm's Mixup): 'mixup' "
                            "blends two images, 'cutmix' pastes a patch of one into another, 'both' alternates. "
-                           "Regularises long runs; measured no help in 8-epoch runs on the dev sets (README).",
+                           "A regulariser for longer runs; off by default.",
                     "optim", choices=("off", "mixup", "cutmix", "both"), advanced=True)
     mixup_alpha: float = _f(0.2, "With mixup: Beta(alpha, alpha) mixing strength (CutMix uses alpha 1.0, its paper's "
                                  "value).", "optim", min=0.01, max=2.0, advanced=True)
