@@ -66,6 +66,12 @@ class TrainConfig:
     budget_min: float = _f(0.0, "With freeze 'auto': about how many minutes training may take (0 = no limit); "
                                 "the advisor shortens the epochs, or chooses a probe, to fit.", "model", min=0.0,
                            max=10000.0)
+    init_from: str = _f("", "Start from a finished run instead of pretrained weights: its run folder, bundle folder "
+                            "or exported bundle .zip. Its backbone and preprocessing are used (leave backbone out "
+                            "or give the same; weights is ignored; img_size still overrides); the head is kept when "
+                            "the class names are the same (training goes on with new data), else a new head is "
+                            "trained. The run's lineage (ImageNet -> run A on X -> this run) goes into its model "
+                            "card.", "model")
     # optimisation
     epochs: int = _f(8, "Passes over the training images.", "optim", min=1, max=500)
     batch_size: int = _f(16, "Images per training step.", "optim", min=1, max=1024)
@@ -149,6 +155,9 @@ class TrainConfig:
             changes["data"] = Path(self.data).name
         if self.weights not in WEIGHT_KEYWORDS:
             changes["weights"] = Path(self.weights).name
+        if self.init_from:  # a run's bundle folder keeps its run id: <run id>/bundle
+            src = Path(self.init_from)
+            changes["init_from"] = f"{src.parent.name}/{src.name}" if src.name == "bundle" else src.name
         return dataclasses.replace(self, **changes)
 
     # ---- files --------------------------------------------------------------------------------------
@@ -181,7 +190,7 @@ class TrainConfig:
         if self.weights not in WEIGHT_KEYWORDS and not self.weights.lower().endswith(WEIGHT_FILE_SUFFIXES):
             problems.append(f"weights: '{self.weights}' is neither one of {', '.join(WEIGHT_KEYWORDS)} nor a "
                             f"weights file ({', '.join(WEIGHT_FILE_SUFFIXES)}).")
-        if self.weights == "bundled" and self.backbone not in BUNDLED_BACKBONES:
+        if self.weights == "bundled" and self.backbone not in BUNDLED_BACKBONES and not self.init_from:
             hint = (" They are TensorFlow ports: the matching architecture is tf_efficientnet_lite0 (configs "
                     "from before 2026-11-24 named efficientnet_lite0; change the backbone).") \
                 if self.backbone == "efficientnet_lite0" else ""

@@ -22,6 +22,7 @@ from core.config import TrainConfig
 from core.data.dataset import extract_dir_for, open_dataset
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.engine.train import train
+from core.models import init_from
 from core.plan.advisor import advise
 from core.runs import RunDir, RunSummary, Status, create_run_dir, new_run_id
 
@@ -171,6 +172,7 @@ class JobRegistry:
         cfg.validate()
         if self.guard:
             self.guard(cfg)
+        cfg = init_from.resolve(cfg)  # a bad starting run is a sentence now, not a failed job later
         return self._enqueue(_training_job(cfg, create_run_dir(cfg.output_dir)))
 
     def resume(self, run: RunDir) -> Job:

@@ -85,6 +85,7 @@ class RunSummary:
     note: str = ""  # why there are no results, when there are none
     calibration: dict | None = None  # temperature + validation ECE/NLL before and after (analysis.calibration)
     leakage: dict | None = None  # duplicates across splits found at the end of the run (data.duplicates)
+    lineage: list[str] = field(default_factory=list)  # where its weights came from, oldest first, ending with it
 
     @property
     def val_accuracy(self) -> float | None:

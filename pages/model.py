@@ -9,10 +9,11 @@ from core.errors import AccessError, ConfigError, WeightsError
 from core.models.backbones import CATALOGUE, create_model
 from core.models.freeze import describe_freeze
 from pages._charts import lr_curve
-from pages._ui import config_fields, config_widget, get_cfg, get_registry, init_session, policy, set_cfg
+from pages._ui import config_fields, config_widget, get_cfg, get_registry, init_session, policy, runs_dir, set_cfg
 
 init_session()
 st.header("2 · Model")
+FROM_RUN = "finished run"
 
 FREEZE_TEXT = {
     "auto": "**Auto** (default) – TransferLab looks at your images first: when the pretrained features already "
@@ -29,6 +30,37 @@ FREEZE_TEXT = {
     "gradual": "**Gradual** – the new layer learns first, then the network is unfrozen stage by stage "
                "(fastai-style). Gentle on small datasets.",
 }
+
+
+def start_from_run_picker(cfg: TrainConfig) -> None:
+    """'finished run': a run from the history, or a run folder / bundle folder / bundle .zip by path; its
+    backbone and preprocessing come with it, its head too when the classes are the same."""
+    from core.models.init_from import read_source
+    from core.runs import list_runs
+    runs = {str(r.path): r for r in list_runs(runs_dir()) if (r.bundle_dir / "model.safetensors").exists()}
+    labels = {p: f"{r.run_id} · {(s := r.read_summary()).backbone} on {s.dataset} · acc {s.val_accuracy or 0:.3f}"
+              for p, r in runs.items() if r.read_summary()}
+    options = [""] + list(labels) + ([cfg.init_from] if cfg.init_from and cfg.init_from not in labels else [])
+    picked = st.selectbox("Finished run", options, index=options.index(cfg.init_from), key="w_init_run",
+                          format_func=lambda p: labels.get(p, p or "choose a run"))
+    typed = st.text_input("or a run folder, bundle folder or bundle .zip on this server", key="w_init_path")
+    path = typed.strip() or picked
+    if not path:
+        st.info("Choose a finished run, or give its path.")
+        return
+    try:
+        policy().check_path(path, "The run to start from")
+        src = read_source(path, weights=False)
+    except (ConfigError, AccessError) as exc:
+        st.error(str(exc))
+        return
+    err = set_cfg(init_from=path, backbone=src.architecture)
+    if err:
+        st.error(err)
+        return
+    st.caption(f"Backbone {src.architecture} at {src.input_size} px from run {src.name} (classes "
+               f"{', '.join(src.classes)}): its head is kept when your classes are the same, else a new one is "
+               f"trained. Lineage: {' -> '.join(src.lineage)} -> this run.")
 
 
 @st.cache_data(show_spinner=False)
@@ -126,13 +158,15 @@ c1, c2 = st.columns(2)
 backbone = c1.selectbox("Backbone", names + ([cfg.backbone] if cfg.backbone not in names else []),
                         index=(names + [cfg.backbone]).index(cfg.backbone), key="w_backbone",
                         help="Any timm model name also works from the CLI.")
-sources = ["bundled", "hub", "file"] if backbone in BUNDLED_BACKBONES else ["hub", "file"]
-current_source = cfg.weights if cfg.weights in ("bundled", "hub") else "file"
+sources = (["bundled", "hub", "file"] if backbone in BUNDLED_BACKBONES else ["hub", "file"]) + [FROM_RUN]
+current_source = FROM_RUN if cfg.init_from else cfg.weights if cfg.weights in ("bundled", "hub") else "file"
 source = c2.radio("Pretrained weights", sources, horizontal=True, key="w_weights_source",
                   index=sources.index(current_source) if current_source in sources else 0,
                   help="bundled: ships with the app (offline). hub: downloaded from Hugging Face (needs network)."
-                       " file: your own .safetensors/.pth.")
-weights = source
+                       " file: your own .safetensors/.pth. finished run: go on from a model trained here.")
+weights = source if source != FROM_RUN else cfg.weights
+if source == FROM_RUN:
+    start_from_run_picker(cfg)
 if source == "file":
     up = st.file_uploader("Weights file", type=["safetensors", "pth", "pt"], key="weights_up")
     weights = cfg.weights if cfg.weights.endswith((".safetensors", ".pth", ".pt")) else None
@@ -147,9 +181,12 @@ if source == "file":
             weights = None
     if weights is None:
         st.info("Upload a weights file, or choose another source.")
-err = set_cfg(backbone=backbone, weights=weights) if weights else None
+err = None
+if source != FROM_RUN and (weights or cfg.init_from):  # pretrained weights again: no longer from a run
+    err = set_cfg(backbone=backbone, init_from="", **({"weights": weights} if weights else {}))
 if err:
     st.error(err)
+backbone = get_cfg().backbone  # a finished run's own, when starting from one
 
 st.subheader("What to train")
 cfg = get_cfg()

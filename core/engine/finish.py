@@ -23,6 +23,7 @@ from core.engine.loop import Session
 from core.export.bundle import write_bundle
 from core.export.record import write_run_record
 from core.files.atomic import atomic_write_json, share_file
+from core.models.init_from import run_lineage
 from core.runs import RunSummary, SplitReport, Status
 
 
@@ -72,7 +73,8 @@ def build_summary(s: Session, outputs: dict[str, SplitOutputs], status: str) -> 
         best_epoch=best["epoch"] if best else None, epochs_run=len(history),
         train_seconds=time.perf_counter() - s.t0, num_train=len(ds.train),
         skipped=[relative_path(k.path, ds.root) for k in ds.skipped], device=str(s.device),
-        batch_size=s.batch_size, notes=list(s.notes))
+        batch_size=s.batch_size, notes=list(s.notes),
+        lineage=run_lineage(s.cfg, s.run.run_id, _dataset_name(s)))
 
 
 def portable_dataset_summary(summary: dict) -> dict:

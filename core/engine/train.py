@@ -30,7 +30,7 @@ from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, scores, state_copy
 from core.engine.tensorboard import experiment_logs
 from core.errors import ConfigError, TrainingError
-from core.models import backbones, freeze
+from core.models import backbones, freeze, init_from
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.models.heads import Standardiser
 from core.runs import RunDir, RunSummary, Status, create_run_dir
@@ -55,6 +55,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
     summary's notes (the advisor's reasons, when it chose the settings).
     """
     cfg.validate()
+    cfg = init_from.resolve(cfg)  # started from a run: its backbone (and a bad path is a sentence here)
     if cfg.freeze == "auto":
         raise ConfigError("freeze 'auto' is decided from the data before training: resolve it with "
                           "core.plan.advisor.advise(cfg, dataset).config (the CLI and the app do), or choose "
@@ -100,7 +101,9 @@ def _prepare(s: Session) -> None:
     s.device = pick_device(cfg.device)
     s.eval_batch = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
     s.dataset = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
-    s.model = backbones.create_model(cfg, len(s.dataset.classes)).to(s.device)
+    s.model = backbones.create_model(cfg, len(s.dataset.classes), s.dataset.classes).to(s.device)
+    if cfg.init_from:
+        s.notes.append(init_from.start_note(cfg, s.dataset.classes))
     s.model = s.model.to(memory_format=torch.channels_last)
     s.data_cfg = backbones.data_config(s.model, cfg.img_size)
     s.pre = Preprocessor(s.data_cfg, s.device)

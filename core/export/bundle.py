@@ -42,7 +42,7 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
         temperature = float((summary.calibration or {}).get("temperature", 1.0))
         timm.models.save_for_hf(model, tmp, model_config={"label_names": list(classes), "temperature": temperature},
                                 safe_serialization=True, data_config=cfg_for_hf)
-        (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        (tmp / "config.yaml").write_text(config_yaml(cfg, summary), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(model_card(cfg, classes, summary), encoding="utf-8")
         if dest.exists():
@@ -52,6 +52,12 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def config_yaml(cfg: TrainConfig, summary: RunSummary) -> str:
+    """config.yaml as the bundle carries it: headed by the weights' lineage as a comment (a replay ignores it)."""
+    lineage = getattr(summary, "lineage", None)
+    return (f"# lineage: {' -> '.join(lineage)}\n" if lineage else "") + cfg.to_yaml()
 
 
 def model_card(cfg: TrainConfig, classes: list[str], summary: RunSummary) -> str:

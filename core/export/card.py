@@ -50,10 +50,12 @@ def render_card(cfg: TrainConfig, classes: list[str], summary: RunSummary, recor
     checks = checks or {}
     title = cfg.run_name or f"{cfg.backbone} fine-tuned on {len(classes)} classes"
     temperature = (getattr(summary, "calibration", None) or {}).get("temperature", 1.0)
+    start = f"run `{cfg.init_from}` (`{cfg.backbone}`)" if cfg.init_from else f"`{cfg.backbone}`"
     parts = [_front_matter(title, cfg, summary), f"# {title}",
-             f"Image classifier fine-tuned with TransferLab from `{cfg.backbone}` (freeze mode `{cfg.freeze}`) on "
+             f"Image classifier fine-tuned with TransferLab from {start} (freeze mode `{cfg.freeze}`) on "
              f"`{summary.dataset or cfg.data}`. Classes: {', '.join(classes)}.",
-             _metrics(summary), _calibration(summary), _exports(checks), _use_and_limits(classes, summary, record),
+             _lineage(summary), _metrics(summary), _calibration(summary), _exports(checks),
+             _use_and_limits(classes, summary, record),
              _data(record), _training(cfg, summary, record), _provenance(record), _environment(record),
              "## Load and predict\n" + LOAD_TIMM.format(temperature=f"{temperature:.4g}")
              + ("\n\nThe ONNX file (no PyTorch needed):\n" + LOAD_ONNX if any("onnx" in f for f in checks) else "")
@@ -85,6 +87,14 @@ def _front_matter(title: str, cfg: TrainConfig, summary: RunSummary) -> str:
             "dataset": {"name": summary.dataset or cfg.data, "type": "imagefolder"}, "metrics": metrics}]}]
     meta = {k: v for k, v in meta.items() if v is not None}
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---"
+
+
+def _lineage(s: RunSummary) -> str:
+    """The chain of weights that led to this model (ImageNet -> run A on X -> this run)."""
+    steps = getattr(s, "lineage", None) or []
+    if len(steps) < 2:
+        return ""
+    return "## Lineage\n\n" + " -> ".join(steps[:-1]) + f" -> **this model** ({steps[-1]})"
 
 
 def _metrics(s: RunSummary) -> str:

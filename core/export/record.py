@@ -108,7 +108,12 @@ def code_version() -> str:
 
 def provenance(cfg: TrainConfig, run_id: str) -> list[dict[str, str]]:
     """The weights' chain, oldest first: where the starting weights came from, then this fine-tuning."""
-    if cfg.weights == "bundled":
+    if cfg.init_from:  # another run's weights, whatever its own start was (its lineage says)
+        from core.models.init_from import read_source
+        src = read_source(cfg.init_from, weights=False)
+        start = {"step": "started from", "source": f"TransferLab {src.lineage[-1]}", "file": cfg.portable().init_from,
+                 "hash": src.digest, "note": "its weights came from " + " -> ".join(src.lineage)}
+    elif cfg.weights == "bundled":
         from core.models.backbones import BUNDLED_PACKAGES, bundled_weights_path
         package = BUNDLED_PACKAGES[cfg.backbone][0].replace("_", "-")
         path = bundled_weights_path(cfg.backbone)

@@ -64,8 +64,12 @@ def bundled_weights_path(backbone: str = "tf_efficientnet_lite0") -> Path:
     return Path(getattr(importlib.import_module(module), cls).get_model_file_path())
 
 
-def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """Build cfg.backbone with a fresh num_classes head and load pretrained weights into the backbone."""
+def create_model(cfg: TrainConfig, num_classes: int, classes: list[str] | None = None) -> nn.Module:
+    """Build cfg.backbone with a fresh num_classes head and load pretrained weights into the backbone; with
+    cfg.init_from, the source run's network instead (its head kept when `classes` are its classes)."""
+    if cfg.init_from:
+        from core.models.init_from import create_from_source  # it builds on the helpers below
+        return create_from_source(cfg, num_classes, classes)
     model = _create_with_weights(cfg, num_classes)
     head = model.get_classifier()
     if isinstance(head, nn.Linear):  # a fresh head starts at zero: no random opinion before it has seen data

@@ -35,6 +35,7 @@ from core.files.atomic import atomic_write_bytes
 from core.files.cache import cache_root, evict_lru, locked, touch
 from core.files.digest import bytes_digest, file_digest
 from core.models.backbones import FeatureExtractor
+from core.models.init_from import read_source
 
 ORT_BATCH = 16  # ONNX Runtime batches of 4 and 16 measure within noise on the 2-core machines (bench)
 MAX_SESSIONS = 8  # CPU: one single-threaded ONNX Runtime session per worker, up to this many
@@ -112,7 +113,10 @@ def pretrained_features(cfg: TrainConfig, samples: list[Sample], exact: bool = T
 
 
 def weights_digest(cfg: TrainConfig) -> str:
-    """What identifies cfg's pretrained weights in cache keys."""
+    """What identifies cfg's pretrained weights in cache keys: for a run started from another run, the content
+    hash of that run's weights (never the ImageNet weights' key: its features differ)."""
+    if cfg.init_from:
+        return "init-from-" + read_source(cfg.init_from, weights=False).digest
     if cfg.weights == "bundled":
         from core.models.backbones import bundled_weights_path
         return bundled_weights_path(cfg.backbone).name

@@ -20,6 +20,7 @@ from PIL import Image
 
 from core.config import TrainConfig, field_default
 from core.data.dataset import Dataset
+from core.models import init_from
 from core.models.backbones import CATALOGUE, OFFLINE
 from core.plan.estimate import Estimate, estimate_run
 from core.plan.ranking import BackboneScore, rank_backbones
@@ -52,14 +53,18 @@ def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], No
 
     rank_all=False scores only the chosen backbone: all the decision needs, and what training does (ranking the
     other offline backbones cost 10-25 s the first time on the dev sets; `plan` and the Model page show it)."""
+    cfg = init_from.resolve(cfg)  # started from a run: its backbone's features are what a probe would train on
     if cfg.freeze != "auto":
         return Advice(cfg, [f"Freezing '{cfg.freeze}' as chosen."], estimate=estimate_run(cfg, ds))
     n = len(ds.train) + len(ds.val)
-    candidates = OFFLINE if cfg.weights == "bundled" and rank_all else (cfg.backbone,)
+    candidates = OFFLINE if cfg.weights == "bundled" and rank_all and not cfg.init_from else (cfg.backbone,)
     ranking = rank_backbones(ds, cfg, candidates if cfg.backbone in candidates else (cfg.backbone,),
                              progress, should_stop)
     own = next(s for s in ranking if s.backbone == cfg.backbone)
     reasons = [f"Looked at {own.images} of the {n} labeled images ({len(ds.classes)} classes)."]
+    if cfg.init_from:
+        reasons.append(f"Starting from run {init_from.read_source(cfg.init_from, weights=False).name}: "
+                       f"'pretrained features' below are that run's.")
     if round(own.probe_accuracy, 3) >= PROBE_ENOUGH:  # the number it prints (one decimal of a percent)
         chosen, probe_reasons = _as_probe(cfg)
         reasons.append(f"A linear probe on {cfg.backbone}'s pretrained features already reaches "
@@ -102,6 +107,8 @@ def _input_size(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
                 sides.append(min(img.size))
         except OSError:
             continue
+    if cfg.init_from and not cfg.img_size:
+        return cfg, ["The input size follows the run this one starts from."]
     if cfg.img_size or not sides:
         return cfg, []
     median = statistics.median(sides)

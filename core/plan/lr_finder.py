@@ -47,7 +47,7 @@ def find_lr(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], N
     cfg = cfg.replace(freeze="partial") if cfg.freeze == "auto" else cfg
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    model = create_model(cfg, len(ds.classes)).to(device).to(memory_format=torch.channels_last)
+    model = create_model(cfg, len(ds.classes), ds.classes).to(device).to(memory_format=torch.channels_last)
     data_cfg = data_config(model, cfg.img_size)
     freeze.apply_freeze(model, cfg)
     rng = np.random.default_rng(cfg.seed)

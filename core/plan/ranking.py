@@ -74,6 +74,7 @@ def rank_backbones(ds: Dataset, cfg: TrainConfig, backbones: tuple[str, ...] = O
                                f"needs more readable images to rank backbones ({failed[0].reason if failed else ''}).")
         x, y = np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
         seconds = time.perf_counter() - t0
-        scores.append(BackboneScore(name, info[name].params_m, info[name].input_size,
+        params_m, size = (info[name].params_m, info[name].input_size) if name in info else (0.0, 0)  # any timm name
+        scores.append(BackboneScore(name, params_m, size,
                                     cv_accuracy(x, y, len(ds.classes), FOLDS, cfg.seed), len(rows), seconds))
     return sorted(scores, key=lambda s: (-round(s.probe_accuracy * 200), s.params_m))

@@ -271,3 +271,24 @@ def test_inspect_page_excludes_and_relabels_mislabel_suspects(app, tiny_folder, 
     expected["train"][new_class] += 1
     assert derived_counts(app, tmp_path) == expected
     assert any("edited dataset" in s.value for s in app.success)  # shown on the Data page, with a link to Train
+
+
+def test_model_page_starts_from_a_finished_run(app, tiny_folder):
+    """'finished run' beside bundled / hub / file: a run from the history sets init_from and its backbone."""
+    from pathlib import Path
+
+    from core.engine.train import train
+    run = Path(train(TrainConfig(**{**tiny_cfg(app, tiny_folder), "freeze": "probe", "epochs": 1})).run_dir)
+    app.switch_page("pages/model.py").run()
+    app.radio(key="w_weights_source").set_value("finished run").run()
+    app.selectbox(key="w_init_run").set_value(str(run)).run()
+    assert not app.exception and not app.error
+    cfg = app.session_state["cfg"]
+    assert cfg["init_from"] == str(run) and cfg["backbone"] == "test_efficientnet"
+    assert any(f"from run {run.name}" in c.value and "Lineage: random initialisation" in c.value
+               for c in app.caption)
+    app.text_input(key="w_init_path").input(str(tiny_folder)).run()  # a path that is no run: a sentence
+    assert "neither a run folder nor a model bundle" in app.error[0].value
+    app.text_input(key="w_init_path").input("").run()
+    app.radio(key="w_weights_source").set_value("hub").run()  # back to pretrained weights
+    assert app.session_state["cfg"]["init_from"] == "" and not app.error
