@@ -142,6 +142,7 @@ def _fit_probe(s: Session) -> str:
     # the head trains on standardised features and is folded back afterwards (core/models/heads.py)
     norm = Standardiser.fit(train_x)
     train_x, val_x = norm(train_x), norm(pooled["val"])
+    norm.unfold_from(head)  # a head kept from an earlier run (init_from) starts where it was; a zero head stays
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(train_y), generator=s.gen).to(s.device)

@@ -38,3 +38,11 @@ class Standardiser:
         w = linear.weight.float() / self.std
         linear.bias.sub_((w @ self.mean).to(linear.bias.dtype))
         linear.weight.copy_(w.to(linear.weight.dtype))
+
+    @torch.no_grad()
+    def unfold_from(self, linear: nn.Linear) -> None:
+        """The inverse: make a head made for raw features (one kept from an earlier run) give the same logits on
+        standardised ones, so training starts where that head was."""
+        w = linear.weight.float()
+        linear.bias.add_((w @ self.mean).to(linear.bias.dtype))
+        linear.weight.copy_((w * self.std).to(linear.weight.dtype))

@@ -15,6 +15,8 @@ def test_folded_head_gives_the_same_logits_on_raw_features():
     expected = head(z)
     norm.fold_into(head)
     assert torch.allclose(head(x), expected, atol=1e-3)
+    norm.unfold_from(head)  # and back: a head made for raw features, on standardised ones
+    assert torch.allclose(head(z), expected, atol=1e-3)
 
 
 def test_standardised_probe_separates_classes_that_hide_in_a_small_channel():

@@ -77,6 +77,20 @@ def test_same_classes_with_new_images_go_on_at_the_source_level(source, tmp_path
     assert bundle_cfg["pretrained_cfg"]["input_size"] == [3, 64, 64]
 
 
+def test_a_probe_from_a_run_starts_with_its_head_as_it_was(source, tmp_path):
+    """The probe trains its head on standardised features: the kept head is carried into that space first, so with
+    a learning rate too small to change it the first epoch scores what the source scored."""
+    new = colour_folder(tmp_path / "colours-b", COLORS, range(100, 110))
+    result = train(continue_cfg(new, source, tmp_path, freeze="probe", lr=1e-6))
+    first = RunDir(Path(result.run_dir)).read_metrics()[0]
+    assert first["val_acc"] == 1.0
+    # and the delivered head (back on raw features) is the source's, moved by no more than lr x steps
+    src = load_file(str(source / "bundle" / "model.safetensors"))
+    got = load_file(str(Path(result.run_dir) / "bundle" / "model.safetensors"))
+    for k in ("classifier.weight", "classifier.bias"):
+        assert torch.allclose(got[k], src[k], atol=1e-3), k
+
+
 def test_other_classes_get_a_new_head_and_train(source, tmp_path):
     other = colour_folder(tmp_path / "other", {"green": COLORS["green"], "yellow": (220, 220, 40)}, range(8))
     cfg = continue_cfg(other, source, tmp_path, epochs=3, augmentation="none", lr=1e-2)
