@@ -125,7 +125,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"\nchosen: freeze {c.freeze}, backbone {c.backbone}, img_size {c.img_size or 'native'}, epochs {c.epochs}, "
           f"lr {c.lr:g}\nestimate: {advice.estimate.describe()}\nplanned in {time.perf_counter() - t0:.1f} s")
     print(f"train it: python -m core train --data {args.data} --freeze {c.freeze} --epochs {c.epochs}"
-          + (f" --img-size {c.img_size}" if c.img_size else ""))
+          + (f" --img-size {c.img_size}" if c.img_size else "") + (f" --lr {c.lr:g}" if c.lr != cfg.lr else ""))
+    return 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from core.models.backbones import CATALOGUE
+    from core.plan.latency import catalogue_rows, measure_latency
+    if args.measure:
+        names = tuple(b.name for b in CATALOGUE if args.all or "bundled" in b.weight_sources)
+        measure_latency(names, progress=lambda phase, d, t: sys.stderr.write(f"\r{phase} ({d}/{t})   "))
+        sys.stderr.write("\n")
+    rows = catalogue_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'backbone':<24}{'params':>8}{'input':>7}{'offline':>9}{'CPU ms/image':>14}")
+    for r in rows:
+        ms = f"{r['CPU ms/image']:.1f}" if r["CPU ms/image"] is not None else "-"
+        print(f"{r['backbone']:<24}{r['params (M)']:>7.1f}M{r['input (px)']:>5}px{'yes' if r['offline'] else 'no':>9}"
+              f"{ms:>14}")
+    if not any(r["CPU ms/image"] for r in rows):
+        print("\nCPU latency not measured on this machine yet: python -m core backbones --measure")
     return 0
 
 
@@ -309,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-min", type=float, default=0.0, help="about how many minutes training may take")
     p.add_argument("--backbone", default=None, help="the backbone to plan for (default: the config's)")
     p.add_argument("--json", action="store_true", help="the ranking, settings, reasons and estimate as JSON")
+    p = sub.add_parser("backbones", help="the catalogue: parameters, input size, offline or not, CPU latency here")
+    p.add_argument("--measure", action="store_true", help="time each backbone on this CPU (ONNX Runtime, batch 1)")
+    p.add_argument("--all", action="store_true", help="with --measure: the download-only backbones too")
+    p.add_argument("--json", action="store_true", help="the table as JSON")
     p = sub.add_parser("lr-find", help="learning-rate range test: sweep, plot data and a suggested rate")
     p.add_argument("--data", required=True, help="dataset folder or .zip")
     p.add_argument("--config", help="YAML config file (backbone, freezing, batch size ...)")
@@ -320,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--saliency", type=int, default=8, help="heat-maps for this many highest-loss val images")
     args = parser.parse_args(argv)
     handler = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "runs": cmd_runs, "plan": cmd_plan,
-               "lr-find": cmd_lr_find, "inspect": cmd_inspect}[args.command]
+               "lr-find": cmd_lr_find, "inspect": cmd_inspect, "backbones": cmd_backbones}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

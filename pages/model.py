@@ -8,6 +8,7 @@ from core.config import BUNDLED_BACKBONES, TrainConfig
 from core.errors import AccessError, ConfigError, WeightsError
 from core.models.backbones import CATALOGUE, create_model
 from core.models.freeze import describe_freeze
+from core.plan.latency import cached_latency
 from pages._charts import lr_curve
 from pages._ui import config_fields, config_widget, get_cfg, get_registry, init_session, policy, runs_dir, set_cfg
 
@@ -148,10 +149,32 @@ def lr_view(job_id: str) -> None:
         st.rerun()
 
 
+@st.fragment(run_every=1.0)
+def latency_view(job_id: str) -> None:
+    snap = get_registry().snapshot(job_id)
+    if snap.active:
+        st.progress(snap.progress, text=f"Measuring: {snap.phase}")
+    elif snap.error:
+        st.error(snap.error)
+    elif st.session_state.pop("latency_job", None):
+        st.rerun()  # the catalogue above re-reads the measured times
+
+
 st.subheader("Backbone")
+latency = cached_latency()
 st.dataframe([{"name": b.name, "parameters (M)": b.params_m, "input": f"{b.input_size} px",
-               "weights": ", ".join(b.weight_sources), "offline": "yes" if "bundled" in b.weight_sources else
-               "needs download", "notes": b.note} for b in CATALOGUE], hide_index=True)
+               "CPU ms/image": latency.get(b.name), "weights": ", ".join(b.weight_sources),
+               "offline": "yes" if "bundled" in b.weight_sources else "needs download", "notes": b.note}
+              for b in CATALOGUE], hide_index=True)
+if st.button("Measure CPU latency here" if not latency else "Measure CPU latency again", key="measure_latency",
+             help="Each catalogue backbone exported to ONNX and timed in ONNX Runtime on this machine's CPU (batch "
+                  "1, one thread): what one prediction costs. About half a minute; kept for next time."):
+    from core.plan.latency import measure_latency
+    st.session_state["latency_job"] = get_registry().submit_task(
+        "latency", "CPU latency of the catalogue",
+        lambda job: measure_latency(tuple(b.name for b in CATALOGUE), progress=job.on_phase)).job_id
+if st.session_state.get("latency_job"):
+    latency_view(st.session_state["latency_job"])
 cfg = get_cfg()
 names = [b.name for b in CATALOGUE]
 c1, c2 = st.columns(2)
