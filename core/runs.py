@@ -85,6 +85,7 @@ class RunSummary:
     note: str = ""  # why there are no results, when there are none
     calibration: dict | None = None  # temperature + validation ECE/NLL before and after (analysis.calibration)
     leakage: dict | None = None  # duplicates across splits found at the end of the run (data.duplicates)
+    adaptation: dict | None = None  # a self-supervised adaptation run (engine.adapt): objective, probe before/after
 
     @property
     def val_accuracy(self) -> float | None:
