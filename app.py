@@ -13,6 +13,7 @@ init_session()
 
 pages = [
     st.Page("pages/data.py", title="Data", icon=":material/folder_open:", url_path="data", default=True),
+    st.Page("pages/adapt.py", title="Adapt", icon=":material/auto_awesome:", url_path="adapt"),
     st.Page("pages/model.py", title="Model", icon=":material/tune:", url_path="model"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),

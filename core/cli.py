@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import TrainConfig
+from core.config import TrainConfig, field_meta
 from core.engine.callbacks import Callback, FitInfo
 from core.errors import ConfigError
 
@@ -219,6 +219,31 @@ def _export_checked(run, args: argparse.Namespace) -> int:
     return 0 if check.passed else 1
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """Self-supervised adaptation into an adapted-weights run; prints the probe before/after and the weights file."""
+    from core.engine.adapt import adapt
+    flags = {"data": args.data, "unlabeled": args.unlabeled, "adapt_objective": args.objective,
+             "adapt_from": args.start, "adapt_epochs": args.epochs, "output_dir": args.out,
+             "backbone": args.backbone, "weights": args.weights, "img_size": args.img_size,
+             "batch_size": args.batch_size, "lr": args.lr}
+    base = TrainConfig.load(args.config).to_dict() if args.config else {}
+    cfg = TrainConfig.from_dict({**base, **{k: v for k, v in flags.items() if v is not None}})
+    result = adapt(cfg, [] if args.quiet else [ProgressBar()])
+    info = result.adaptation
+    sys.stderr.write("\n")
+    print(f"run: {result.run_dir}\nstatus: {result.status}")
+    if info.get("probe_before") is not None:
+        after = f"{info['probe_after']:.4f}" if info.get("probe_after") is not None else "-"
+        print(f"probe_accuracy_before: {info['probe_before']:.4f}  after: {after}  "
+              f"({info['probe_images']} labeled images, 5-fold linear probe)")
+    print(f"loss per epoch: {', '.join(f'{v:.4f}' for v in info.get('loss_per_epoch', []))}")
+    if result.weights:
+        print(f"weights: {result.weights}\ntrain from them: python -m core train --data {args.data} "
+              f"--backbone {cfg.backbone} --weights {result.weights}" + (f" --img-size {cfg.img_size}"
+                                                                          if cfg.img_size else ""))
+    return 0 if result.status in ("completed", "stopped") else 1
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from core.runs import list_runs
     for run in list_runs(args.out):
@@ -338,6 +363,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="dataset folder or .zip")
     p.add_argument("--config", help="YAML config file (backbone, freezing, batch size ...)")
     p.add_argument("--json", action="store_true", help="the sweep (learning rates, smoothed losses) as JSON")
+    p = sub.add_parser("adapt", help="self-supervised adaptation of the backbone on unlabeled images (+ the "
+                                     "training images): an adapted-weights run that train --weights starts from")
+    p.add_argument("--data", required=True, help="the labeled dataset (its training images join the pool; the "
+                                                 "probe before/after is measured on it)")
+    p.add_argument("--unlabeled", default=None, help=field_meta("unlabeled")["help"])
+    p.add_argument("--objective", required=True, choices=("simsiam", "reconstruct"),
+                   help=field_meta("adapt_objective")["help"])
+    p.add_argument("--from", dest="start", default=None, choices=field_meta("adapt_from")["choices"],
+                   help=field_meta("adapt_from")["help"])
+    p.add_argument("--epochs", type=int, default=None, help=field_meta("adapt_epochs")["help"])
+    p.add_argument("--out", default=None, help="runs folder (default: runs)")
+    p.add_argument("--config", help="YAML config file (backbone, weights, image size, batch size, lr ...)")
+    p.add_argument("--backbone", "--model", default=None, help=field_meta("backbone")["help"])
+    p.add_argument("--weights", default=None, help=field_meta("weights")["help"])
+    p.add_argument("--img-size", type=int, default=None, help=field_meta("img_size")["help"])
+    p.add_argument("--batch-size", type=int, default=None, help=field_meta("batch_size")["help"])
+    p.add_argument("--lr", type=float, default=None, help=field_meta("lr")["help"])
+    p.add_argument("--quiet", action="store_true", help="no progress line")
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--out", default="runs", help="runs folder")
     p = sub.add_parser("inspect", help="calibration, top losses, mislabels, duplicates, saliency, embedding map")
@@ -345,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--saliency", type=int, default=8, help="heat-maps for this many highest-loss val images")
     args = parser.parse_args(argv)
     handler = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "runs": cmd_runs, "plan": cmd_plan,
-               "lr-find": cmd_lr_find, "inspect": cmd_inspect, "backbones": cmd_backbones}[args.command]
+               "lr-find": cmd_lr_find, "inspect": cmd_inspect, "backbones": cmd_backbones,
+               "adapt": cmd_adapt}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

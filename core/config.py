@@ -112,6 +112,22 @@ class TrainConfig:
                                  "scalars per batch and epoch, hyperparameters, the confusion matrix. View with "
                                  "`tensorboard --logdir runs`. Local files only.", "output", choices=("off", "on"),
                           advanced=True)
+    # self-supervised adaptation (core/engine/adapt.py): the backbone learns the user's domain from unlabeled
+    # images before fine-tuning
+    unlabeled: str = _f("", "Optional folder or .zip of unlabeled images (searched recursively). Self-supervised "
+                            "adaptation learns from them and from the training images without their labels.",
+                        "data")
+    adapt_objective: str = _f("off", "Self-supervised adaptation before fine-tuning: 'off'; 'simsiam' = two "
+                                     "augmented views of an image should give the same features (SimSiam); "
+                                     "'reconstruct' = an autoencoder: redraw the image from the backbone's "
+                                     "features. Off by default: on the sample sets it did not beat fine-tuning "
+                                     "for the same time (README).", "adapt",
+                              choices=("off", "simsiam", "reconstruct"))
+    adapt_epochs: int = _f(5, "Self-supervised adaptation: passes over the unlabeled pool.", "adapt", min=1,
+                           max=500)
+    adapt_from: str = _f("imagenet", "Self-supervised adaptation starts from the backbone's pretrained weights "
+                                     "('imagenet': the weights setting) or from random weights ('random': "
+                                     "pretraining on your images alone).", "adapt", choices=("imagenet", "random"))
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod

@@ -86,6 +86,7 @@ class RunSummary:
     calibration: dict | None = None  # temperature + validation ECE/NLL before and after (analysis.calibration)
     leakage: dict | None = None  # duplicates across splits found at the end of the run (data.duplicates)
     lineage: list[str] = field(default_factory=list)  # where its weights came from, oldest first, ending with it
+    adaptation: dict | None = None  # a self-supervised adaptation run (engine.adapt): objective, probe before/after
 
     @property
     def val_accuracy(self) -> float | None:

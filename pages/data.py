@@ -141,4 +141,6 @@ if (dups := st.session_state.get("dup_report")) and dups[0] == get_cfg().data:  
                    f"{' across splits' if g.leaks else ''}")
         st.image([str(root / m.path) for m in g.members], width=110,
                  caption=[f"{m.split}: {m.path}" for m in g.members])
+st.page_link("pages/adapt.py", label="Optional: unlabeled images, self-supervised adaptation",
+             icon=":material/auto_awesome:")
 st.page_link("pages/model.py", label="Next: choose the model", icon=":material/arrow_forward:")

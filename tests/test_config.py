@@ -51,7 +51,7 @@ def test_every_field_has_help_and_section():
     import dataclasses
     for f in dataclasses.fields(TrainConfig):
         meta = field_meta(f.name)
-        assert meta["help"] and meta["section"] in ("data", "model", "optim", "hardware", "output"), f.name
+        assert meta["help"] and meta["section"] in ("data", "model", "optim", "hardware", "output", "adapt"), f.name
 
 
 def test_old_lite0_config_with_bundled_weights_says_what_to_change():

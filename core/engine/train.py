@@ -25,6 +25,7 @@ from core.data.dataset import Dataset, Sample, Skipped, extract_dir_for, open_da
 from core.data.images import PROGRESS_EVERY, decode_images, geometry
 from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device, set_threads
 from core.engine import distributed
+from core.engine.adapt import adapt_then_train_config
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, scores, state_copy
@@ -60,6 +61,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
         raise ConfigError("freeze 'auto' is decided from the data before training: resolve it with "
                           "core.plan.advisor.advise(cfg, dataset).config (the CLI and the app do), or choose "
                           "probe, partial, full or gradual.")
+    if cfg.adapt_objective != "off" and not resume:  # self-supervised adaptation first, into a run of its own
+        cfg, notes = adapt_then_train_config(cfg, callbacks, stop, notes)
     dist = distributed.setup(pick_device(cfg.device))  # None unless started by torchrun with several processes
     scratch = None
     if dist is not None:

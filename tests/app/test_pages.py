@@ -292,3 +292,33 @@ def test_model_page_starts_from_a_finished_run(app, tiny_folder):
     app.text_input(key="w_init_path").input("").run()
     app.radio(key="w_weights_source").set_value("hub").run()  # back to pretrained weights
     assert app.session_state["cfg"]["init_from"] == "" and not app.error
+
+
+def test_adapt_page_unlabeled_folder_job_and_before_after_probe(app, tiny_folder, tmp_path):
+    """The Adapt page: a server folder of unlabeled images (checked against the allowed roots), an adaptation
+    job, and its before/after probe accuracy; then 'Train from these weights' sets the config."""
+    pool = tmp_path / "pool"
+    for i in range(4):
+        make_image(pool / f"u{i}.png", (90, 90, 200), seed=50 + i)
+    app.session_state["cfg"] = {**tiny_cfg(app, tiny_folder), "adapt_epochs": 1, "adapt_from": "random"}
+    app.switch_page("pages/adapt.py").run()
+    app.text_input(key="unlabeled_path").set_value("/etc").run()
+    app.button(key="use_unlabeled").click().run()
+    assert any("outside the folders this server may read" in e.value for e in app.error)
+    app.text_input(key="unlabeled_path").set_value(str(pool)).run()
+    app.button(key="use_unlabeled").click().run()
+    assert not app.exception and app.session_state["cfg"]["unlabeled"] == str(pool)
+    assert any("4 unlabeled images found" in s.value for s in app.success)
+    app.selectbox(key="adapt_objective_pick").set_value("reconstruct").run()
+    app.button(key="adapt_start").click().run()
+    for _ in range(600):
+        labels = [m.label for m in app.metric]
+        if "After adapting" in labels or app.error:
+            break
+        time.sleep(0.2)
+        app.run()
+    assert not app.exception and not app.error
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Probe accuracy before"].endswith("%") and metrics["After adapting"].endswith("%")
+    app.button(key="use_job").click().run()
+    assert app.session_state["cfg"]["weights"].endswith("adapted.safetensors")
