@@ -85,6 +85,9 @@ class RunSummary:
     note: str = ""  # why there are no results, when there are none
     calibration: dict | None = None  # temperature + validation ECE/NLL before and after (analysis.calibration)
     leakage: dict | None = None  # duplicates across splits found at the end of the run (data.duplicates)
+    # multi-task runs (core/engine/multitask.py): task -> {"classes", "weight", "val", "test"} (SplitReport dicts);
+    # classes/val/test above are then the first task's
+    tasks: dict | None = None
 
     @property
     def val_accuracy(self) -> float | None:

@@ -61,6 +61,8 @@ class Workspace:
             self.check_path(cfg.data, "The dataset")
         if cfg.weights not in WEIGHT_KEYWORDS:
             self.check_path(cfg.weights, "The weights file")
+        if cfg.tasks:
+            self.check_path(cfg.tasks, "The labels file")
         out = Path(cfg.output_dir).expanduser().resolve()
         if not (out == self.root or self.root in out.parents):
             raise AccessError(f"The output folder {out} is outside this server's workspace {self.root}; runs are "
