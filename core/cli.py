@@ -89,6 +89,15 @@ def print_summary(run_dir: str, s) -> None:
         for c, m in report.per_class.items():
             print(f"  {c:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}  "
                   f"n={m['support']}")
+    for task, t in (s.tasks or {}).items():  # multi-task runs: every task's scores and its own bundle
+        print(f"task {task}: " + "  ".join(f"{split}_accuracy {t[split]['accuracy']:.4f} macro_f1 "
+                                           f"{t[split]['macro_f1']:.4f} n={t[split]['num']}"
+                                           for split in ("val", "test") if t.get(split))
+              + f"  bundle: {Path(run_dir) / f'bundle-{task}'}")
+    if s.has_results and s.tasks:
+        print(f"best_epoch: {s.best_epoch} of {s.epochs_run}  train_seconds: {s.train_seconds:.1f}")
+        print(f"multi-output model: {Path(run_dir) / 'multitask.torchscript.pt'}")
+        return
     if s.has_results:
         print(f"best_epoch: {s.best_epoch} of {s.epochs_run}  train_seconds: {s.train_seconds:.1f}")
         print(f"bundle: {Path(run_dir) / 'bundle'}")
@@ -97,9 +106,9 @@ def print_summary(run_dir: str, s) -> None:
 def advise_from_cli(cfg: TrainConfig, quiet: bool = False, rank_all: bool = False):
     """The advisor's settings for cfg, printing what it looked at and why it chose them (ranking every offline
     backbone only for `plan`: training needs the chosen one's score alone)."""
-    from core.data.dataset import extract_dir_for, open_dataset
+    from core.data.multitask import single_task_view
     from core.plan.advisor import advise
-    ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+    ds = single_task_view(cfg)  # the class folders; multi-task: the images labeled for the first task
     show = None if quiet else (lambda phase, done, total: sys.stderr.write(f"\r{phase}: {done}/{total}   "))
     advice = advise(cfg, ds, progress=show, rank_all=rank_all)
     sys.stderr.write(("" if quiet else "\n") + "advisor: " + advice.paragraph + "\n")
@@ -250,7 +259,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         s = run.read_summary()
         acc = f"{s.val_accuracy:.3f}" if s and s.has_results else "-"
         test = f"  test_acc {s.test.accuracy:.3f}" if s and s.test else ""
-        print(f"{run.run_id}  {run.read_status()['status']:<11}  val_acc {acc}{test}")
+        tasks = "".join(f"  {k}_acc {t['val']['accuracy']:.3f}" for k, t in (s.tasks or {}).items() if t.get("val")) \
+            if s else ""
+        print(f"{run.run_id}  {run.read_status()['status']:<11}  val_acc {acc}{test}{tasks}")
     return 0
 
 
@@ -332,8 +343,10 @@ class ProgressBar(Callback):
                          f"ETA {m.eta:.0f}s   ")
 
     def on_epoch_end(self, m) -> None:
+        tasks = "".join(f" {k} {t['val_acc']:.3f}" for k, t in (m.tasks or {}).items())  # multi-task: each task
         sys.stderr.write(f"\repoch {m.epoch}: train loss {m.train_loss:.3f} acc {m.train_acc:.3f} | val loss "
-                         f"{m.val_loss:.3f} acc {m.val_acc:.3f} | {m.seconds:.1f}s{' ' * 20}\n")
+                         f"{m.val_loss:.3f} acc {m.val_acc:.3f}{' |' + tasks if tasks else ''} | {m.seconds:.1f}s"
+                         f"{' ' * 20}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

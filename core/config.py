@@ -128,6 +128,13 @@ class TrainConfig:
     adapt_from: str = _f("imagenet", "Self-supervised adaptation starts from the backbone's pretrained weights "
                                      "('imagenet': the weights setting) or from random weights ('random': "
                                      "pretraining on your images alone).", "adapt", choices=("imagenet", "random"))
+    # multitask (core/data/multitask.py): several labelings of one image folder, one shared backbone
+    tasks: str = _f("", "Multi-task: a labels file (.csv or .json) over the images of `data`: a path column "
+                        "(relative to the data folder), then one column per task; an empty cell = no label for "
+                        "that task. Empty = one task, the class folders.", "data")
+    task_weights: str = _f("", "Multi-task: loss weight per task, e.g. 'species=1,colour=0.5' (tasks not named "
+                               "weigh 1; weights are scaled to average 1). Empty = equal weights.", "data",
+                           advanced=True)
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -174,6 +181,8 @@ class TrainConfig:
         if self.init_from:  # a run's bundle folder keeps its run id: <run id>/bundle
             src = Path(self.init_from)
             changes["init_from"] = f"{src.parent.name}/{src.name}" if src.name == "bundle" else src.name
+        if self.tasks:
+            changes["tasks"] = Path(self.tasks).name
         return dataclasses.replace(self, **changes)
 
     # ---- files --------------------------------------------------------------------------------------
@@ -212,8 +221,30 @@ class TrainConfig:
                 if self.backbone == "efficientnet_lite0" else ""
             problems.append(f"weights: 'bundled' weights exist only for {', '.join(BUNDLED_BACKBONES)}, not "
                             f"'{self.backbone}'.{hint} Use weights=hub (needs network) or a weights file.")
+        if self.task_weights:
+            try:
+                parse_task_weights(self.task_weights)
+            except ValueError as exc:
+                problems.append(f"task_weights: {exc}")
         if problems:
             raise ConfigError("Invalid config: " + " ".join(problems))
+
+
+def parse_task_weights(text: str) -> dict[str, float]:
+    """'species=1,colour=0.5' -> {'species': 1.0, 'colour': 0.5}; ValueError naming the bad part."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, raw = part.partition("=")
+        try:
+            value = float(raw) if sep and name.strip() else None
+        except ValueError:
+            value = None
+        if value is None or not value >= 0 or value == float("inf"):
+            raise ValueError(f"'{part}' is not of the form task=weight with a weight of 0 or more.")
+        if name.strip() in out:
+            raise ValueError(f"task '{name.strip()}' is given twice.")
+        out[name.strip()] = value
+    return out
 
 
 def _default(name: str) -> Any:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config import TrainConfig
-from core.data.dataset import extract_dir_for, open_dataset
+from core.data.multitask import single_task_view
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.engine.train import train
 from core.models import init_from
@@ -243,7 +243,7 @@ def _training_job(cfg: TrainConfig, run: RunDir, resume: bool = False) -> Job:
         concrete, notes = cfg, []
         if cfg.freeze == "auto":  # look at the data first, in the worker: it takes seconds to a minute
             job.on_phase("looking at the data", 0, 0)
-            ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+            ds = single_task_view(cfg)  # multi-task: the images labeled for the first task
             advice = advise(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set, rank_all=False)
             concrete, notes = advice.config, advice.reasons
             job.cfg = concrete

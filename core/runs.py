@@ -87,6 +87,9 @@ class RunSummary:
     leakage: dict | None = None  # duplicates across splits found at the end of the run (data.duplicates)
     lineage: list[str] = field(default_factory=list)  # where its weights came from, oldest first, ending with it
     adaptation: dict | None = None  # a self-supervised adaptation run (engine.adapt): objective, probe before/after
+    # multi-task runs (core/engine/multitask.py): task -> {"classes", "weight", "val", "test"} (SplitReport dicts);
+    # classes/val/test above are then the first task's
+    tasks: dict | None = None
 
     @property
     def val_accuracy(self) -> float | None:

@@ -53,3 +53,19 @@ def lr_curve(lrs: list[float], losses: list[float], suggestion: float) -> go.Fig
     fig.update_layout(title="Learning-rate range test", xaxis_title="learning rate", xaxis_type="log",
                       yaxis_title="loss (smoothed)", **LAYOUT)
     return fig
+
+
+def task_curves(epochs: list[dict], metric: str = "acc") -> go.Figure:
+    """Multi-task runs: each task's validation `metric` per epoch (and its training accuracy, dotted)."""
+    rows = [e for e in epochs if e.get("tasks")]
+    x = [e["epoch"] for e in rows]
+    names = list(rows[0]["tasks"]) if rows else []
+    traces = [go.Scatter(x=x, y=[e["tasks"][t][f"val_{metric}"] for e in rows], name=f"{t} (validation)",
+                         mode="lines+markers") for t in names]
+    if metric == "acc":
+        traces += [go.Scatter(x=x, y=[e["tasks"][t]["train_acc"] for e in rows], name=f"{t} (train)",
+                              mode="lines", line={"dash": "dot"}) for t in names]
+    fig = go.Figure(traces)
+    fig.update_layout(title={"loss": "Loss per task", "acc": "Accuracy per task"}[metric], xaxis_title="epoch",
+                      **LAYOUT)
+    return fig

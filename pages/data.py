@@ -7,8 +7,9 @@ import streamlit as st
 
 from core.data.dataset import IMG_EXTENSIONS, extract_dir_for, open_dataset
 from core.data.derived import derive_dataset, sample_paths
+from core.data.multitask import open_multitask
 from core.data.uploads import save_uploaded_files
-from core.errors import AccessError, DatasetError
+from core.errors import AccessError, ConfigError, DatasetError
 from pages._charts import counts_bar
 from pages._ui import SAMPLE_DATA, get_cfg, init_session, policy, set_cfg
 
@@ -21,8 +22,9 @@ st.write("Labeled photos, one folder per class (`cats/…`, `dogs/…`), or `tra
 def use_dataset(path: Path, label: str) -> bool:
     cfg = get_cfg()
     try:  # the engine opens it the same way: one extraction of a zip, one scan of the files (cached)
-        ds = open_dataset(path, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
-    except DatasetError as exc:
+        ds = open_multitask(cfg.replace(data=str(path))) if cfg.tasks else \
+            open_dataset(path, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
+    except (DatasetError, ConfigError) as exc:
         st.error(str(exc))
         return False
     set_cfg(data=str(path))
@@ -92,6 +94,45 @@ with server_tab:
         except AccessError as exc:
             st.error(str(exc))
 
+
+
+def use_labels(path: Path | None) -> None:
+    """Make the run multi-task with this labels file over the chosen images (None: back to the class folders)."""
+    cfg = get_cfg()
+    if path is not None and cfg.data:
+        try:
+            st.session_state["dataset_summary"] = open_multitask(cfg.replace(tasks=str(path))).summary()
+        except (DatasetError, ConfigError) as exc:
+            st.error(str(exc))
+            return
+    set_cfg(tasks=str(path or ""), **({} if path else {"task_weights": ""}))
+    if path is None and cfg.data:
+        use_dataset(Path(cfg.data), st.session_state.get("dataset_label", "dataset"))
+
+
+with st.expander("Several labelings of the same images (multi-task, optional)", expanded=bool(get_cfg().tasks)):
+    st.write("A labels file turns the run multi-task: one shared backbone, one head per task, one exported model "
+             "per task. CSV (or JSON): a path relative to the image folder, then one column per task; leave a cell "
+             "empty where an image has no label for that task.")
+    st.code("path,species,light\ntrain/ants/1.jpg,ants,bright\ntrain/bees/7.jpg,,dark", language="text")
+    up = st.file_uploader("Labels file", type=["csv", "json"], key="labels_up")
+    if up is not None and st.session_state.get("labels_done") != up.file_id:
+        st.session_state["labels_done"] = up.file_id
+        use_labels(policy().store_upload(up.getvalue(), up.name, "labels"))
+    left, right = st.columns([3, 1])
+    labels_path = left.text_input("Or a labels file on the server", key="labels_path")
+    if right.button("Use this labels file", key="use_labels") and labels_path:
+        try:
+            use_labels(policy().check_path(labels_path, "The labels file"))
+        except AccessError as exc:
+            st.error(str(exc))
+    if get_cfg().tasks:
+        st.success(f"Multi-task run: labels from `{get_cfg().portable().tasks}`. Task loss weights are on the Model "
+                   f"page (advanced).")
+        if st.button("Back to one task (the class folders)", key="clear_labels"):
+            use_labels(None)
+            st.rerun()
+
 summary = st.session_state.get("dataset_summary")
 if not summary:
     st.stop()
@@ -110,6 +151,9 @@ for col, split in zip(cols[1:], ("train", "val", "test"), strict=True):
 for w in summary["warnings"]:
     st.warning(w)
 st.plotly_chart(counts_bar(summary), key="counts_chart")
+if summary.get("task_counts"):  # multi-task: labeled images per task and class (the chart shows the first task)
+    st.dataframe([{"task": task, "class": c, **{split: n[c] for split, n in splits.items()}}
+                  for task, splits in summary["task_counts"].items() for c in splits["train"]], hide_index=True)
 
 st.subheader("Examples per class")
 for name, paths in summary["examples"].items():
@@ -121,7 +165,7 @@ if summary["skipped"]:
     with st.expander(f"{len(summary['skipped'])} file(s) skipped", expanded=True):
         st.dataframe([{"file": Path(s["path"]).name, "folder": Path(s["path"]).parent.name, "reason": s["reason"]}
                       for s in summary["skipped"]], hide_index=True)
-if st.button("Look for duplicates and leakage", key="find_dups"):
+if not get_cfg().tasks and st.button("Look for duplicates and leakage", key="find_dups"):
     from core.data.duplicates import find_duplicates
     cfg = get_cfg()
     with st.spinner("Hashing every image…"):

@@ -58,6 +58,18 @@ st.header("6 · Export")
 run = run_picker()
 if run is None:
     st.stop()
+if (summary := run.read_summary()) and summary.tasks:  # multi-task: a bundle per task and one multi-output file
+    from core.export.multitask import FILE, task_bundle_zip
+    st.write("A multi-task run exports one timm bundle per task (each loads alone with timm's `local-dir:`) and one "
+             "TorchScript file that returns every task's probabilities in one pass (`tasks.json` inside names them).")
+    for i, task in enumerate(summary.tasks):
+        st.download_button(f"Bundle of task '{task}' (.zip)", key=f"dl_task_{i}", on_click="ignore",
+                           data=lambda task=task: task_bundle_zip(run.path, task).read_bytes(),
+                           file_name=f"{run.run_id}-{task}-model.zip", mime="application/zip")
+    if (run.path / FILE).exists():
+        st.download_button("All tasks in one model (TorchScript)", data=lambda: (run.path / FILE).read_bytes(),
+                           file_name=FILE, mime="application/octet-stream", key="dl_multi", on_click="ignore")
+    st.stop()
 bundle = run.bundle_dir
 if not (bundle / "model.safetensors").exists():
     st.warning("This run has no trained model to export.")

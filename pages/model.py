@@ -94,8 +94,8 @@ def start_job(state_key: str, kind: str, title: str, cfg: TrainConfig, module: s
     def task(job):
         import importlib
 
-        from core.data.dataset import extract_dir_for, open_dataset
-        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
+        from core.data.multitask import single_task_view
+        ds = single_task_view(cfg)  # multi-task: the images labeled for the first task
         work = getattr(importlib.import_module(module), function)
         return work(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
     st.session_state[state_key] = get_registry().submit_task(kind, title, task).job_id

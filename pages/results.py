@@ -6,8 +6,8 @@ import streamlit as st
 
 from core.analysis.predictions import load_predictions
 from core.config import TrainConfig
-from core.runs import list_runs
-from pages._charts import confusion, curves, overlay
+from core.runs import SplitReport, list_runs
+from pages._charts import confusion, curves, overlay, task_curves
 from pages._ui import init_session, run_picker, runs_dir
 
 init_session()
@@ -25,7 +25,16 @@ if s.test is not None:
     split = st.radio("Evaluated on", ["validation", "test"], horizontal=True, key="res_split",
                      help="Validation chose the best epoch; the test split was only used once, at the end, with "
                           "the best weights: it is the fairer estimate of accuracy on new images.")
-report = s.test if split == "test" else s.val
+report, classes = (s.test if split == "test" else s.val), s.classes
+if s.tasks:  # multi-task run: every task in a table, one task's details at a time
+    key = "test" if split == "test" else "val"
+    st.dataframe([{"task": k, "accuracy": round(t[key]["accuracy"], 4), "macro F1": round(t[key]["macro_f1"], 3),
+                   "macro precision": round(t[key]["macro_precision"], 3),
+                   "macro recall": round(t[key]["macro_recall"], 3), "images": t[key]["num"],
+                   "loss weight": round(t["weight"], 3), "bundle": f"bundle-{k}/"}
+                  for k, t in s.tasks.items() if t.get(key)], hide_index=True)
+    task = st.radio("Task", [k for k, t in s.tasks.items() if t.get(key)], horizontal=True, key="res_task")
+    report, classes = SplitReport.from_dict(s.tasks[task][key]), s.tasks[task]["classes"]
 cols = st.columns(5)
 cols[0].metric("Accuracy", f"{report.accuracy:.1%}")
 cols[1].metric("Macro F1", f"{report.macro_f1:.3f}")
@@ -47,12 +56,15 @@ left, right = st.columns(2)
 left.dataframe([{"class": c, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
                  "F1": round(m["f1"], 3), "images": m["support"]} for c, m in report.per_class.items()],
                hide_index=True)
-right.plotly_chart(confusion(report.confusion_matrix, s.classes), key="cm_chart")
+right.plotly_chart(confusion(report.confusion_matrix, classes), key="cm_chart")
 history = run.read_metrics()
 if history:
     c1, c2 = st.columns(2)
     c1.plotly_chart(curves(history, "loss"), key="res_loss")
     c2.plotly_chart(curves(history, "acc"), key="res_acc")
+    if history[-1].get("tasks"):
+        c1.plotly_chart(task_curves(history, "loss"), key="res_task_loss")
+        c2.plotly_chart(task_curves(history, "acc"), key="res_task_acc")
 
 preds = load_predictions(run.predictions)
 outputs = preds.splits.get("test" if split == "test" else "val") if preds else None
@@ -77,6 +89,8 @@ for r in list_runs(runs_dir()):
                  "freeze": rs.freeze if rs else "", "accuracy": rs.val_accuracy if rs else None,
                  "test accuracy": rs.test.accuracy if rs and rs.test else None,
                  "macro F1": rs.val.macro_f1 if rs and rs.val else None,
+                 "tasks": ", ".join(f"{k} {t['val']['accuracy']:.1%}" for k, t in (rs.tasks or {}).items()
+                                    if t.get("val")) if rs else "",
                  "seconds": round(rs.train_seconds) if rs else None})
     curves_by_run[r.run_id] = r.read_metrics()
 st.dataframe(rows, hide_index=True)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.errors import AccessError, ConfigError
 from core.runs import RunDir, Status
-from pages._charts import batch_curve, curves
+from pages._charts import batch_curve, curves, task_curves
 from pages._ui import current_run_id, get_cfg, get_registry, init_session, runs_dir
 
 init_session()
@@ -16,7 +16,8 @@ cfg = get_cfg()
 
 if cfg.data:
     st.caption(f"Dataset `{cfg.data}` · `{cfg.backbone}` ({cfg.weights} weights) · freeze **{cfg.freeze}** · "
-               f"{cfg.epochs} epochs · batch {cfg.batch_size} · lr {cfg.lr:g} · augmentation {cfg.augmentation}")
+               f"{cfg.epochs} epochs · batch {cfg.batch_size} · lr {cfg.lr:g} · augmentation {cfg.augmentation}"
+               + (f" · multi-task labels `{cfg.portable().tasks}`" if cfg.tasks else ""))
 else:  # no st.stop(): a tab opened on ?run=<id> must still show that run
     st.info("Choose a dataset on the Data page to start a training.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/folder_open:")
@@ -83,6 +84,9 @@ def live_status() -> None:
     else:
         s = snap.summary
         acc = f" · validation accuracy {s.val_accuracy:.1%}" if s and s.has_results else ""
+        if s and s.tasks:  # multi-task: every task's own accuracy
+            acc = " · validation accuracy " + ", ".join(f"{k} {t['val']['accuracy']:.1%}"
+                                                        for k, t in s.tasks.items() if t.get("val"))
         test = f" · test accuracy {s.test.accuracy:.1%}" if s and s.test else ""
         st.success(f"Training {snap.status}{acc}{test}")
     if snap.info:
@@ -112,6 +116,8 @@ def figures(epochs: list[dict], batches: list[dict]) -> dict:
     out = {}
     if epochs:
         out["loss_chart"], out["acc_chart"] = curves(epochs, "loss"), curves(epochs, "acc")
+        if epochs[-1].get("tasks"):  # multi-task: the accuracy above is joint (every labeled task right)
+            out["task_acc_chart"], out["task_loss_chart"] = task_curves(epochs, "acc"), task_curves(epochs, "loss")
     if batches:
         out["batch_loss_chart"] = batch_curve(batches, "loss", "Loss per batch")
         out["lr_chart"] = batch_curve(batches, "lr", "Learning rate")

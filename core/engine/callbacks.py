@@ -53,6 +53,7 @@ class EpochMetrics:
     elapsed: float
     eta: float
     trainable_params: int
+    tasks: dict | None = None  # multi-task runs: task -> {"val_loss", "val_acc", "train_acc"}
 
 
 @dataclass
@@ -83,7 +84,10 @@ class RunRecorder(Callback):
         self.run.write_status(Status.RUNNING, epochs=info.epochs)
 
     def on_epoch_end(self, m: EpochMetrics) -> None:
-        self.run.append_metrics(asdict(m))
+        record = asdict(m)
+        if record["tasks"] is None:  # single-task runs: the metrics lines stay as they were
+            del record["tasks"]
+        self.run.append_metrics(record)
         self.run.write_status(Status.RUNNING, epoch=m.epoch)
 
     def on_fit_end(self, result: FitResult) -> None:

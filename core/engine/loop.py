@@ -43,6 +43,7 @@ class EvalResult:
     loss: float
     acc: float
     probs: np.ndarray
+    tasks: dict | None = None  # multi-task runs: task -> {"val_loss", "val_acc", "train_acc"} (recorded per epoch)
 
 
 @dataclass
@@ -135,7 +136,8 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
         secs = time.perf_counter() - t_ep
         elapsed = time.perf_counter() - t_fit
         m = EpochMetrics(epoch, train_loss, train_acc, ev.loss, ev.acc, o.opt.param_groups[0]["lr"], seen / secs,
-                         secs, elapsed, eta_seconds(elapsed, epoch - start_epoch, cfg.epochs - epoch), trainable)
+                         secs, elapsed, eta_seconds(elapsed, epoch - start_epoch, cfg.epochs - epoch), trainable,
+                         ev.tasks)
         if (ev.acc, -ev.loss) > (loop.best_acc, -loop.best_acc_loss):  # best = accuracy, then lower loss
             loop.best_acc, loop.best_acc_loss = ev.acc, ev.loss
             best_state = state_copy(s.model if write_each_best else net)  # probe: only the head changes

@@ -57,6 +57,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
     """
     cfg.validate()
     cfg = init_from.resolve(cfg)  # started from a run: its backbone (and a bad path is a sentence here)
+    if cfg.tasks:  # several labelings of one image folder: core/engine/multitask.py (same contract)
+        from core.engine.multitask import train_multitask
+        return train_multitask(cfg, callbacks, stop, run, resume, notes)
     if cfg.freeze == "auto":
         raise ConfigError("freeze 'auto' is decided from the data before training: resolve it with "
                           "core.plan.advisor.advise(cfg, dataset).config (the CLI and the app do), or choose "

@@ -3,7 +3,7 @@
 The epoch loop (core/engine/loop.py) calls `objective(net, batch)` inside autocast and backpropagates the loss it
 returns; it never knows what the loss is. Plain classification is here today; distillation (soft targets of a
 teacher), self-supervised adaptation and multi-task (a weighted sum of task losses) are further objectives with
-the same call, so the loop stays one loop.
+the same call, so the loop stays one loop. `MultiTask` is the weighted sum of per-task cross-entropies.
 """
 
 from __future__ import annotations
@@ -42,3 +42,40 @@ class Classify:
             return StepOutput(loss, len(y), (logits.detach().argmax(1) == y.argmax(1)).sum())
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         return StepOutput(loss, len(y), (logits.detach().argmax(1) == y).sum())
+
+
+@dataclass
+class MultiTask:
+    """Several classification tasks on one network (core/models/multitask.py: a tuple of logits, one per task).
+
+    batch = (x, y) with y of shape N x tasks and -1 where an image has no label for a task. The loss is
+    sum_t weights[t] * (cross-entropy of task t over the images labeled for it, divided by their number), so a
+    task with few labels in a batch is not drowned by one with many, and a task with none adds nothing. `correct`
+    counts images whose every labeled task is right (the joint accuracy). `tally` holds each task's (right,
+    labeled) counts since reset(), on the device: per-task training accuracy without a sync per batch.
+    """
+
+    weights: tuple[float, ...]
+    label_smoothing: float = 0.0
+    tally: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.tally = None
+
+    def __call__(self, net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        x, y = batch
+        outputs = net(x)
+        loss = torch.zeros((), device=y.device)
+        all_right = torch.ones(len(y), dtype=torch.bool, device=y.device)
+        tally = torch.zeros(len(self.weights), 2, dtype=torch.long, device=y.device)
+        for t, (logits, w) in enumerate(zip(outputs, self.weights, strict=True)):
+            yt, labeled = y[:, t], y[:, t] >= 0
+            n = labeled.sum()
+            task_loss = F.cross_entropy(logits.float(), yt, ignore_index=-1, reduction="sum",
+                                        label_smoothing=self.label_smoothing) / n.clamp(min=1)
+            loss = loss + w * task_loss
+            right = logits.detach().argmax(1) == yt
+            all_right &= right | ~labeled
+            tally[t, 0], tally[t, 1] = (right & labeled).sum(), n
+        self.tally = tally if self.tally is None else self.tally + tally
+        return StepOutput(loss, len(y), all_right.sum())
