@@ -61,6 +61,10 @@ class Workspace:
             self.check_path(cfg.data, "The dataset")
         if cfg.weights not in WEIGHT_KEYWORDS:
             self.check_path(cfg.weights, "The weights file")
+        for teacher in cfg.teachers:
+            self.check_path(teacher, "The teacher")
+        if cfg.unlabeled:
+            self.check_path(cfg.unlabeled, "The unlabeled images folder")
         out = Path(cfg.output_dir).expanduser().resolve()
         if not (out == self.root or self.root in out.parents):
             raise AccessError(f"The output folder {out} is outside this server's workspace {self.root}; runs are "
