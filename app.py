@@ -16,6 +16,7 @@ pages = [
     st.Page("pages/adapt.py", title="Adapt", icon=":material/auto_awesome:", url_path="adapt"),
     st.Page("pages/model.py", title="Model", icon=":material/tune:", url_path="model"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/distill.py", title="Distil", icon=":material/school:", url_path="distil"),
     st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),
     st.Page("pages/inspect.py", title="Inspect", icon=":material/troubleshoot:", url_path="inspect"),
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),

@@ -1,4 +1,4 @@
-"""Command line: `python -m core train|predict|export|runs`. Same engine and config as the web UI.
+"""Command line: `python -m core train|distill|predict|export|runs|...`. Same engine and config as the web UI.
 
 Every TrainConfig field is a flag (`--val-fraction 0.3`), generated from the dataclass so the CLI and the
 config cannot drift; `--config run.yaml` loads a file first and flags override it. Errors print one sentence
@@ -18,7 +18,7 @@ from core.config import TrainConfig, field_meta
 from core.engine.callbacks import Callback, FitInfo
 from core.errors import ConfigError
 
-ALIASES = {"output_dir": ["--out"], "backbone": ["--model"]}
+ALIASES = {"output_dir": ["--out"], "backbone": ["--model"], "teachers": ["--teacher"]}
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +26,34 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML config file; flags given here override its values")
     p.add_argument("--quiet", action="store_true", help="no progress bar (dataset warnings still print)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch")
+    _config_flags(p)
+
+
+def _config_flags(p: argparse.ArgumentParser, aliases: dict[str, list[str]] | None = None) -> None:
+    """One flag per TrainConfig field; a list field (teachers) is a repeatable flag."""
     for f in dataclasses.fields(TrainConfig):
-        flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+        flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, []), *(aliases or {}).get(f.name, [])]
+        if f.type.startswith("tuple"):
+            p.add_argument(*flags, dest=f.name, action="append", default=None, metavar="PATH", help=_field_help(f)
+                           + " Repeat the flag for several.")
+            continue
         kind = {"int": int, "float": float}.get(f.type, str)
         p.add_argument(*flags, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"),
                        help=_field_help(f))
+
+
+def _distill_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="knowledge distillation: finished runs (--teacher) teach a new student "
+                                       "(--student BACKBONE); prints a table against the same student trained on "
+                                       "labels alone")
+    p.add_argument("--config", help="YAML config file; flags given here override its values")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (dataset warnings still print)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted distillation (the student run's "
+                                                       "folder): the student, then its baseline, then the table")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the labels-only baseline (halves the time; the table then cannot show whether "
+                        "distilling helped)")
+    _config_flags(p, {"backbone": ["--student"]})
 
 
 def _field_help(f: dataclasses.Field) -> str:
@@ -39,7 +62,7 @@ def _field_help(f: dataclasses.Field) -> str:
     The flag's argparse default stays None (so a flag overrides --config only when given), which is why the
     default shown is TrainConfig's, written here once. argparse %-formats help texts: a literal % is doubled.
     """
-    text = f.metadata["help"] + (f" (default: {f.default})" if f.default != "" else "")
+    text = f.metadata["help"] + (f" (default: {f.default})" if f.default not in ("", ()) else "")
     return text.replace("%", "%%")
 
 
@@ -73,6 +96,70 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print_summary(result.run_dir, result.summary)
     return 0 if result.status in ("completed", "stopped") else 1
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Train the distilled student, then (unless --no-baseline) the same student on the labels alone, then the
+    side-by-side table; each step is an ordinary run, so --resume picks up at the step a kill interrupted."""
+    from core.engine.distillation import baseline_config, link_baseline, linked_baseline, make_table
+    from core.engine.train import train
+    from core.export.compare import to_markdown
+    from core.runs import RunDir, Status, create_run_dir
+    callbacks = [DatasetWarnings()] if args.quiet else [ProgressBar(), DatasetWarnings()]
+    if args.resume:
+        student = RunDir(Path(args.resume))
+        if not student.config.exists():
+            raise FileNotFoundError(f"{args.resume} is not a run folder (no config.yaml).")
+        cfg = TrainConfig.load(student.config)
+        if not cfg.teachers:
+            raise ConfigError(f"{args.resume} is not a distilled run (its config names no teachers); resume it "
+                              f"with `train --resume`.")
+        result = _run_step(train, cfg, callbacks, student)
+    else:
+        cfg = build_config(args)
+        if not cfg.data:
+            raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
+        if not cfg.teachers:
+            raise ConfigError("No teacher given: pass --teacher <finished run folder or bundle> (repeat it for an "
+                              "ensemble).")
+        notes: list[str] = []
+        if cfg.freeze == "auto":
+            advice = advise_from_cli(cfg, quiet=args.quiet)
+            cfg, notes = advice.config, advice.reasons
+        student = create_run_dir(cfg.output_dir)
+        result = train(cfg, callbacks, run=student, notes=notes)
+    print_summary(result.run_dir, result.summary)
+    if result.status != Status.COMPLETED:
+        return 0 if result.status == Status.STOPPED else 1
+    base = linked_baseline(student)
+    if args.baseline or base is not None:
+        if base is None:
+            base = create_run_dir(cfg.output_dir)
+            link_baseline(student, base)
+            sys.stderr.write(f"\nlabels-only baseline (same student and settings, no teachers): {base.path}\n")
+            result = train(baseline_config(cfg), callbacks, run=base)
+        else:
+            result = _run_step(train, baseline_config(cfg), callbacks, base)
+        print_summary(result.run_dir, result.summary)
+        if result.status != Status.COMPLETED:
+            return 0 if result.status == Status.STOPPED else 1
+    rows = make_table(student, progress=None if args.quiet else
+                      (lambda phase, d, t: sys.stderr.write(f"\r{phase}: {d}/{t}   ")))
+    sys.stderr.write("\n")
+    print("\n" + to_markdown(rows) + f"table: {student.path / 'distill' / 'table.md'}")
+    return 0
+
+
+def _run_step(train, cfg: TrainConfig, callbacks, run):
+    """A run of a distillation on --resume: resumed when interrupted, read back when it already finished."""
+    from core.engine.callbacks import FitResult
+    from core.runs import Status
+    summary = run.read_summary()
+    if summary is not None and summary.status == Status.COMPLETED and (run.bundle_dir / "model.safetensors").exists():
+        return FitResult(summary.status, str(run.path), summary)
+    if not run.config.exists():
+        cfg.save(run.config)
+    return train(cfg, callbacks, run=run, resume=True)
 
 
 def print_summary(run_dir: str, s) -> None:
@@ -353,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _distill_parser(sub)
     p = sub.add_parser("predict", help="top-k classes for images with an exported bundle")
     p.add_argument("bundle", help="bundle folder or .zip")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -402,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "runs": cmd_runs, "plan": cmd_plan,
                "lr-find": cmd_lr_find, "inspect": cmd_inspect, "backbones": cmd_backbones,
-               "adapt": cmd_adapt}[args.command]
+               "adapt": cmd_adapt, "distill": cmd_distill}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -115,8 +115,8 @@ class TrainConfig:
     # self-supervised adaptation (core/engine/adapt.py): the backbone learns the user's domain from unlabeled
     # images before fine-tuning
     unlabeled: str = _f("", "Optional folder or .zip of unlabeled images (searched recursively). Self-supervised "
-                            "adaptation learns from them and from the training images without their labels.",
-                        "data")
+                            "adaptation learns from them and from the training images without their labels; with "
+                            "teachers, distillation learns from the teachers' predictions on them.", "data")
     adapt_objective: str = _f("off", "Self-supervised adaptation before fine-tuning: 'off'; 'simsiam' = two "
                                      "augmented views of an image should give the same features (SimSiam); "
                                      "'reconstruct' = an autoencoder: redraw the image from the backbone's "
@@ -135,6 +135,17 @@ class TrainConfig:
     task_weights: str = _f("", "Multi-task: loss weight per task, e.g. 'species=1,colour=0.5' (tasks not named "
                                "weigh 1; weights are scaled to average 1). Empty = equal weights.", "data",
                            advanced=True)
+    # distillation (core/engine/distill.py): a finished run or an ensemble of runs teaches this one
+    teachers: tuple[str, ...] = _f((), "Knowledge distillation: finished runs (run folders), bundle folders or bundle "
+                                       ".zip files whose predictions this run learns from besides the labels; "
+                                       "several are an ensemble (their softened probabilities averaged). Their "
+                                       "classes must be the dataset's. Empty = ordinary training.", "distill")
+    distill_alpha: float = _f(0.5, "With teachers: weight of the teacher's soft targets in the loss, (1 - alpha) "
+                                   "x cross-entropy + alpha x T^2 x KL(teacher || student) (Hinton et al. 2015).",
+                              "distill", min=0.0, max=1.0)
+    distill_temperature: float = _f(2.0, "With teachers: softmax temperature T of teacher and student in the "
+                                         "distillation term (higher = softer targets).", "distill",
+                                    min=1.0, max=20.0)
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -152,7 +163,7 @@ class TrainConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
@@ -183,6 +194,10 @@ class TrainConfig:
             changes["init_from"] = f"{src.parent.name}/{src.name}" if src.name == "bundle" else src.name
         if self.tasks:
             changes["tasks"] = Path(self.tasks).name
+        if self.teachers:
+            changes["teachers"] = tuple(Path(t).name for t in self.teachers)
+        if self.unlabeled:
+            changes["unlabeled"] = Path(self.unlabeled).name
         return dataclasses.replace(self, **changes)
 
     # ---- files --------------------------------------------------------------------------------------
@@ -226,6 +241,11 @@ class TrainConfig:
                 parse_task_weights(self.task_weights)
             except ValueError as exc:
                 problems.append(f"task_weights: {exc}")
+        if self.mixup != "off" and (self.teachers or self.tasks):
+            problems.append(f"mixup: '{self.mixup}' does not combine with {'teachers' if self.teachers else 'tasks'} "
+                            f"(their targets belong to unmixed images); set mixup to off.")
+        if self.teachers and self.tasks:
+            problems.append("teachers: distillation trains one task; remove tasks or teachers.")
         if problems:
             raise ConfigError("Invalid config: " + " ".join(problems))
 
@@ -263,7 +283,13 @@ def field_meta(name: str) -> dict[str, Any]:
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     kind = typing.get_type_hints(TrainConfig)[f.name]
-    if isinstance(kind, types.UnionType):  # only simple scalar fields exist today
+    if typing.get_origin(kind) is tuple:  # a list of strings (teachers): YAML lists, CLI repeated flags
+        if isinstance(value, (str, Path)):
+            value = [value] if str(value) else []
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, Path)) for v in value):
+            raise ConfigError(f"{f.name}: expected a list of paths, got {value!r}.")
+        return tuple(str(v) for v in value)
+    if isinstance(kind, types.UnionType):  # scalar fields, and the string lists above
         kind = typing.get_args(kind)[0]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -276,6 +302,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 
 def _check_field(f: dataclasses.Field, value: Any) -> str | None:
     m = f.metadata
+    if isinstance(value, tuple):
+        return f"{f.name}: an entry is empty." if any(not v.strip() for v in value) else None
     if m.get("choices") and value not in m["choices"]:
         return f"{f.name}: '{value}' is not allowed; choose one of {', '.join(m['choices'])}."
     lo, hi = m.get("min"), m.get("max")

@@ -67,6 +67,8 @@ class Workspace:
             self.check_path(cfg.unlabeled, "The unlabeled images")
         if cfg.tasks:
             self.check_path(cfg.tasks, "The labels file")
+        for teacher in cfg.teachers:
+            self.check_path(teacher, "The teacher")
         out = Path(cfg.output_dir).expanduser().resolve()
         if not (out == self.root or self.root in out.parents):
             raise AccessError(f"The output folder {out} is outside this server's workspace {self.root}; runs are "

@@ -71,7 +71,7 @@ def test_train_help_lists_every_flag_once_with_its_default(capsys):
     assert starts == sorted(starts)
     for f, start, end in zip(fields, starts, [*starts[1:], len(options)], strict=True):
         entry = options[start:end]
-        shown = [] if f.default == "" else [f"(default: {f.default})"]
+        shown = [] if f.default in ("", ()) else [f"(default: {f.default})"]
         assert re.findall(r"\(default: [^)]*\)", entry) == shown, entry
 
 

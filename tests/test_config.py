@@ -51,9 +51,30 @@ def test_every_field_has_help_and_section():
     import dataclasses
     for f in dataclasses.fields(TrainConfig):
         meta = field_meta(f.name)
-        assert meta["help"] and meta["section"] in ("data", "model", "optim", "hardware", "output", "adapt"), f.name
+        assert meta["help"] and meta["section"] in ("data", "model", "optim", "hardware", "output", "adapt",
+                                                     "distill"), f.name
 
 
 def test_old_lite0_config_with_bundled_weights_says_what_to_change():
     with pytest.raises(ConfigError, match="TensorFlow ports.*tf_efficientnet_lite0"):
         TrainConfig(backbone="efficientnet_lite0").validate()
+
+
+def test_teachers_are_a_list_in_yaml_and_a_repeatable_flag(tmp_path):
+    from core.cli import build_config
+    cfg = TrainConfig(teachers=("runs/a", "/x/b.zip"))
+    assert "teachers:\n- runs/a\n- /x/b.zip\n" in cfg.to_yaml()
+    assert TrainConfig.from_yaml(cfg.to_yaml()) == cfg
+    assert TrainConfig.from_dict({"teachers": "runs/a"}).teachers == ("runs/a",)
+    assert cfg.portable().teachers == ("a", "b.zip")  # named, never located, when the config leaves the server
+    with pytest.raises(ConfigError, match="teachers: expected a list of paths"):
+        TrainConfig.from_dict({"teachers": [1, 2]})
+    import argparse
+
+    from core.cli import _distill_parser
+    sub = argparse.ArgumentParser().add_subparsers(dest="command")
+    _distill_parser(sub)
+    args = sub.choices["distill"].parse_args(["--teacher", "r1", "--teacher", "r2", "--student",
+                                              "tf_efficientnet_lite1", "--data", "d"])
+    got = build_config(args)
+    assert got.teachers == ("r1", "r2") and got.backbone == "tf_efficientnet_lite1" and args.baseline

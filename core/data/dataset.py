@@ -65,7 +65,8 @@ class Dataset:
                 continue
             out[split] = {c: 0 for c in self.classes}
             for s in samples:
-                out[split][self.classes[s.label]] += 1
+                if s.label >= 0:  # unlabeled images (core/data/unlabeled.py) belong to no class
+                    out[split][self.classes[s.label]] += 1
         return out
 
     def summary(self, examples: int = 6) -> dict:

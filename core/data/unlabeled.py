@@ -1,24 +1,26 @@
-"""Unlabeled images: every image file under a folder (recursively) or inside a .zip, as samples without labels.
+"""Unlabeled images: a folder (any layout, searched recursively) or a .zip of image files without labels.
 
-Used by self-supervised adaptation (core/engine/adapt.py). A folder with no images, or a path that does not exist,
-is an error that names the path; files that later fail to decode are skipped by the caller, as in training.
+Self-supervised adaptation (core/engine/adapt.py) learns from them; distillation learns from them through a
+teacher's predictions alone. They are Samples with label UNLABELED (-1): objectives leave them out of the label
+loss and the accuracy, and Dataset.counts() does not count them under any class. Unusable files are skipped with
+the reason, as in a labeled dataset; a path that does not exist or holds no usable image is an error naming it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.dataset import IMG_EXTENSIONS, Sample
+from core.data.dataset import Sample, Skipped, check_image
 from core.errors import DatasetError
 from core.files.paths import is_ignored
 from core.files.zips import extract_zip
 
-NO_LABEL = -1
+UNLABELED = -1
+NO_LABEL = UNLABELED  # the name self-supervised adaptation uses
 
 
-def list_unlabeled(source: str | Path, extract_dir: str | Path) -> list[Sample]:
-    """Every image under `source` (a folder, searched recursively, or a .zip, unpacked safely into extract_dir),
-    sorted by path, with label NO_LABEL."""
+def open_unlabeled(source: str | Path, extract_dir: str | Path | None = None) -> tuple[list[Sample], list[Skipped]]:
+    """Every usable image under `source` as a Sample with label UNLABELED, and the files skipped with why."""
     src = Path(source).expanduser()
     if not src.exists():
         raise DatasetError(f"Unlabeled images: {src} does not exist. Give a folder of images or a .zip of one.")
@@ -26,9 +28,21 @@ def list_unlabeled(source: str | Path, extract_dir: str | Path) -> list[Sample]:
         if src.suffix.lower() != ".zip":
             raise DatasetError(f"Unlabeled images: {src} is a file but not a .zip. Give a folder of images or a "
                                f".zip of one.")
-        src = extract_zip(src, Path(extract_dir))
-    paths = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
-                   and not is_ignored(p.relative_to(src)))
-    if not paths:
-        raise DatasetError(f"Unlabeled images: no image files ({', '.join(IMG_EXTENSIONS)}) found in {source}.")
-    return [Sample(str(p), NO_LABEL) for p in paths]
+        src = extract_zip(src, Path(extract_dir) if extract_dir else src.parent / f".{src.stem}-extracted")
+    samples, skipped = [], []
+    for path in sorted(src.rglob("*")):
+        if is_ignored(path.relative_to(src)) or not path.is_file() or path.is_symlink():
+            continue
+        reason = check_image(path)
+        if reason:
+            skipped.append(Skipped(str(path), reason))
+        else:
+            samples.append(Sample(str(path), UNLABELED))
+    if not samples:
+        raise DatasetError(f"Unlabeled images: no usable images found in {source}.")
+    return samples, skipped
+
+
+def list_unlabeled(source: str | Path, extract_dir: str | Path) -> list[Sample]:
+    """The usable images only (adaptation skips unusable files, as training does)."""
+    return open_unlabeled(source, extract_dir)[0]

@@ -136,7 +136,9 @@ def adapt_then_train_config(cfg: TrainConfig, callbacks: Sequence[Callback] = ()
         raise TrainingError(f"Adaptation was stopped (run {Path(result.run_dir).name}); the training did not "
                             f"start.")
     note = f"Backbone adapted first (run {Path(result.run_dir).name}): {result.summary.note}"
-    return cfg.replace(weights=result.weights, adapt_objective="off"), [*notes, note]
+    # the unlabeled images served the adaptation; the training keeps them only for distillation's teachers
+    return cfg.replace(weights=result.weights, adapt_objective="off",
+                       unlabeled=cfg.unlabeled if cfg.teachers else ""), [*notes, note]
 
 
 def describe(info: dict) -> str:

@@ -60,6 +60,7 @@ class Session:
     # split ("val" / "test") -> (logits, pooled features) of the current weights: what the summary reports
     final_outputs: Callable[[str], tuple[torch.Tensor, torch.Tensor]] = None
     objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
+    teachers: list = field(default_factory=list)  # distillation: core.engine.distill.Teacher, when cfg has some
     dist: Dist | None = None  # torchrun: this process's rank (core/engine/distributed.py); None in one process
     resume: bool = False
     batch_size: int = 0
@@ -219,6 +220,7 @@ def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: It
     freeze.set_train_mode(net)  # frozen BatchNorm layers stay in eval mode
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
+    scored = torch.zeros((), device=s.device, dtype=torch.long)  # examples with a label (accuracy's denominator)
     seen, t_ep, last_report = 0, time.perf_counter(), 0.0
     for step, batch in enumerate(batch_iter, start=1):
         set_lr(o.opt, o.schedule(((epoch - 1) + step / steps) / cfg.epochs))
@@ -232,6 +234,7 @@ def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: It
         if out.correct is not None:
             correct += out.correct
         seen += out.size
+        scored += out.size if out.labeled is None else out.labeled
         now = time.perf_counter()
         if now - last_report >= REPORT_EVERY_S or step == steps:
             last_report = now
@@ -245,10 +248,10 @@ def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: It
         if s.stop.is_set() and s.dist is None:  # several processes stop together, at the epoch's end
             break
     if s.dist:  # the epoch's figures over every rank, and rank 0's model on every rank before evaluating
-        loss_sum, correct, total = s.dist.sum(loss_sum, correct, torch.tensor(seen))
+        loss_sum, correct, total, scored = s.dist.sum(loss_sum, correct, torch.tensor(seen), scored)
         s.dist.sync_from_main(s.model)
-        return (loss_sum / max(total, 1)).item(), (correct / max(total, 1)).item(), int(total)
-    return (loss_sum / max(seen, 1)).item(), (correct.float() / max(seen, 1)).item(), seen
+        return (loss_sum / max(total, 1)).item(), (correct / max(scored, 1)).item(), int(total)
+    return (loss_sum / max(seen, 1)).item(), (correct.float() / scored.clamp_min(1)).item(), seen
 
 
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from core.data.augment import Preprocessor, batch_mixer
 from core.data.dataset import Dataset, Sample, Skipped, extract_dir_for, open_dataset
 from core.data.images import PROGRESS_EVERY, decode_images, geometry
 from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device, set_threads
-from core.engine import distributed
+from core.engine import distill, distributed
 from core.engine.adapt import adapt_then_train_config
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.finish import finish_run
@@ -34,6 +34,7 @@ from core.errors import ConfigError, TrainingError
 from core.models import backbones, freeze, init_from
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.models.heads import Standardiser
+from core.models.objectives import Distill
 from core.runs import RunDir, RunSummary, Status, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
@@ -84,6 +85,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
         _prepare(s)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
         status = fit(s)
+        distill.remove_unlabeled(s.dataset)  # summary, record and duplicates are about the labeled images
         result = finish_run(s, status) if dist is None or dist.is_main else \
             FitResult(Status(status), str(run.path), RunSummary(Status(status)))
     except BaseException as exc:
@@ -114,6 +116,11 @@ def _prepare(s: Session) -> None:
     s.data_cfg = backbones.data_config(s.model, cfg.img_size)
     s.pre = Preprocessor(s.data_cfg, s.device)
     freeze.apply_freeze(s.model, cfg, epoch=0)
+    unlabeled = distill.add_unlabeled(cfg, s.dataset)  # label -1: learned from the teachers only
+    if cfg.teachers:  # distillation: a teacher that cannot be used fails here, before any decoding
+        s.teachers = distill.load_teachers(cfg, s.dataset.classes)
+        s.objective = Distill(cfg.distill_alpha, cfg.distill_temperature, cfg.label_smoothing)
+        s.notes.append(distill.describe(cfg, unlabeled))
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -143,6 +150,10 @@ def _fit_probe(s: Session) -> str:
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
     train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
+    soft = _soft_targets(s)
+    if s.stop.is_set():
+        return "stopped"
+    soft = soft.repeat_interleave(views, 0).to(s.device) if soft is not None else None
     val_y = _labels(ds.val, s.device)
     head = s.model.get_classifier()
     # the head trains on standardised features and is folded back afterwards (core/models/heads.py)
@@ -155,7 +166,7 @@ def _fit_probe(s: Session) -> str:
         order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         for i in range(0, len(order), s.batch_size):
             idx = order[i:i + s.batch_size]
-            yield train_x[idx], train_y[idx]
+            yield (train_x[idx], train_y[idx]) + ((soft[idx],) if soft is not None else ())
 
     def evaluate() -> EvalResult:
         with torch.inference_mode():
@@ -170,6 +181,17 @@ def _fit_probe(s: Session) -> str:
     if s.run.best_weights.exists():
         save_weights(state_copy(s.model), s.run.best_weights)
     return status
+
+
+def _soft_targets(s: Session) -> torch.Tensor | None:
+    """Distillation: the teachers' probabilities at the distillation temperature for each training image (in
+    ds.train's order, after undecodable images were dropped), from the per-machine cache where present; None
+    without teachers or when stopped."""
+    if not s.teachers:
+        return None
+    return distill.soft_targets(s.teachers, s.dataset.train, s.cfg.distill_temperature, s.device,
+                                progress=lambda phase, d, t: s.emit("on_phase", phase, d, t),
+                                should_stop=s.stop.is_set)
 
 
 def _stack_first_view(feats: list[np.ndarray | None], device: torch.device) -> torch.Tensor:
@@ -213,6 +235,9 @@ def _fit_finetune(s: Session) -> str:
     s.emit("on_phase", "decoding images", total, total)
     (train_u8, train_rows), (val_u8, val_rows) = stores["train"], stores["val"]
     train_y, val_y = _labels(ds.train, torch.device("cpu")), _labels(ds.val, s.device)
+    soft = _soft_targets(s)
+    if s.stop.is_set():
+        return "stopped"
 
     # partial freezing: the frozen prefix's outputs never change, so they are computed once (validation
     # always; training images when augmentation is off) and the epochs run only the rest of the network
@@ -240,8 +265,9 @@ def _fit_finetune(s: Session) -> str:
             prefix.eval()
         for i in range(0, n, bs):
             idx = order[i:i + bs].sort().values  # sorted: sequential reads from a memory-mapped store
+            extra = (soft[idx].to(s.device),) if soft is not None else ()  # distillation's soft targets
             if train_src is not None:
-                yield train_src[idx.to(train_src.device)], train_y[idx].to(s.device)
+                yield (train_src[idx.to(train_src.device)], train_y[idx].to(s.device)) + extra
                 continue
             x_u8 = torch.from_numpy(train_u8[train_rows[idx.numpy()]])
             if s.device.type == "cuda":
@@ -253,7 +279,7 @@ def _fit_finetune(s: Session) -> str:
             if prefix is not None:
                 with torch.no_grad():
                     x = prefix(x)
-            yield x, y
+            yield (x, y) + extra
 
     def evaluate() -> EvalResult:
         logits = _run_batched(s, net, val_src) if val_src is not None else \

@@ -4,6 +4,7 @@ import io
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -322,3 +323,29 @@ def test_adapt_page_unlabeled_folder_job_and_before_after_probe(app, tiny_folder
     assert metrics["Probe accuracy before"].endswith("%") and metrics["After adapting"].endswith("%")
     app.button(key="use_job").click().run()
     assert app.session_state["cfg"]["weights"].endswith("adapted.safetensors")
+
+
+def test_distil_page_queues_student_baseline_and_table(app, tiny_folder):
+    from core.engine.train import train
+    cfg = TrainConfig.from_dict({**tiny_cfg(app, tiny_folder), "freeze": "probe", "epochs": 2})
+    teacher = train(cfg)
+    app.session_state["cfg"] = cfg.to_dict()
+    app.switch_page("pages/distill.py").run()
+    assert not app.exception
+    app.multiselect(key="distill_teachers").set_value([Path(teacher.run_dir).name]).run()
+    assert app.selectbox(key="distill_student").value == "test_efficientnet"  # the Model page's backbone
+    app.button(key="distill_start").click().run()
+    assert not app.exception and not app.error
+    for _ in range(600):
+        time.sleep(0.2)
+        app.run()
+        texts = [p.proto.text for p in app.get("progress")]
+        if any(t.startswith("table: completed") or "failed" in t for t in texts):
+            break
+    texts = [p.proto.text for p in app.get("progress")]
+    assert any(t.startswith("student: completed") for t in texts), texts
+    assert any(t.startswith("baseline: completed") for t in texts), texts
+    assert any(t.startswith("table: completed") for t in texts), texts
+    app.run()
+    table = app.dataframe[0].value
+    assert list(table["role"]) == ["teacher", "student (distilled)", "student (labels only)"]

@@ -81,7 +81,7 @@ def test_bad_unlabeled_input_names_the_path(tiny_folder, tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "notes.txt").write_text("no images here")
-    with pytest.raises(DatasetError, match=f"no image files .* found in {empty}"):
+    with pytest.raises(DatasetError, match=f"no usable images found in {empty}"):
         adapt(tiny_adapt_cfg(tiny_folder, tmp_path, unlabeled=str(empty)))
     with pytest.raises(ConfigError, match="adapt_objective is 'off'"):
         adapt(tiny_adapt_cfg(tiny_folder, tmp_path, adapt_objective="off"))
