@@ -3,7 +3,9 @@
 Pooled features of different backbones and datasets differ in scale by orders of magnitude per channel, so one
 learning rate cannot suit them all: on magnetic-tile defects the head trained on raw Lite0 features reached 58% in
 8 epochs where a closed-form ridge probe reached 78% (README, Defaults). Standardising with the training
-features' mean and standard deviation fixes the conditioning; folding the two into the linear layer afterwards
+features' mean and standard deviation fixes the conditioning (deviations below the median one are raised to it:
+near-constant channels would otherwise weigh their noise like signal; `python -m bench.probe_head`); folding the
+two into the linear layer afterwards
 (w / std, b - w . mean / std) gives the same logits from raw features, so the exported model stays a plain timm
 model with no extra layer.
 """
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+FLOOR = 1.0
+
 
 @dataclass(frozen=True)
 class Standardiser:
@@ -22,10 +26,13 @@ class Standardiser:
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, x: torch.Tensor, eps: float = 1e-6) -> Standardiser:
-        """Per-feature mean and standard deviation of the training rows (N x D)."""
+    def fit(cls, x: torch.Tensor, floor: float = FLOOR) -> Standardiser:
+        """Per-feature mean and standard deviation of the training rows (N x D); a deviation below `floor` x the
+        median one is raised to it, so near-constant channels are not blown up (their noise, and the rounding of an
+        int8 export, would then weigh like signal)."""
         x = x.float()
-        return cls(x.mean(0), x.std(0, unbiased=False) + eps)
+        std = x.std(0, unbiased=False)
+        return cls(x.mean(0), std.clamp(min=float(std.median()) * floor + 1e-6))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() == 0:
