@@ -14,6 +14,7 @@ The subsets are hard links in a temporary folder. Accuracy, not time, is the res
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -77,6 +78,7 @@ def blood_cells(tmp: Path) -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-init-from-") as tmp:
         ants_bees(Path(tmp) / "ants_bees")
         blood_cells(Path(tmp) / "blood")
