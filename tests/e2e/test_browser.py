@@ -68,10 +68,12 @@ def chart_trace(page, timeout_s: float = 20.0, points: int | None = None) -> dic
     the full rerun after "Training completed" redraws the chart a moment after the message."""
     deadline = time.monotonic() + timeout_s
     while True:
-        trace = page.evaluate("() => { const d = document.querySelector('.js-plotly-plot').data[0];"
+        # null while a rerun redraws the chart: wait for it like for the points
+        trace = page.evaluate("() => { const p = document.querySelector('.js-plotly-plot');"
+                              " if (!p || !p.data) return null; const d = p.data[0];"
                               " return {x: Array.from(d.x), y: Array.from(d.y)}; }")
-        if points is None or len(trace["x"]) == points or time.monotonic() > deadline:
-            return trace
+        if trace is not None and (points is None or len(trace["x"]) == points) or time.monotonic() > deadline:
+            return trace or {"x": [], "y": []}
         page.wait_for_timeout(250)
 
 
