@@ -5,9 +5,8 @@ learning rate cannot suit them all: on magnetic-tile defects the head trained on
 8 epochs where a closed-form ridge probe reached 78% (README, Defaults). Standardising with the training
 features' mean and standard deviation fixes the conditioning (deviations below the median one are raised to it:
 near-constant channels would otherwise weigh their noise like signal; `python -m bench.probe_head`); folding the
-two into the linear layer afterwards
-(w / std, b - w . mean / std) gives the same logits from raw features, so the exported model stays a plain timm
-model with no extra layer.
+two into the linear layer afterwards (w / std, b - w . mean / std) gives the same logits from raw features, so the
+exported model stays a plain timm model with no extra layer.
 """
 
 from __future__ import annotations
