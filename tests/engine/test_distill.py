@@ -141,8 +141,10 @@ def test_cli_distill_makes_a_normal_run_a_baseline_and_the_table(teacher_run, ti
                  "--epochs", "2", "--batch-size", "4", "--data", str(tiny_folder), "--out", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    runs = sorted(p for p in out.iterdir() if p.is_dir() and p.name[0].isdigit())
+    runs = [p for p in out.iterdir() if p.is_dir() and p.name[0].isdigit()]
     assert len(runs) == 2  # the student and its labels-only baseline, both ordinary runs
+    # the student is the run with teachers (run ids started in the same second do not sort by start)
+    runs.sort(key=lambda p: TrainConfig.load(RunDir(p).config).teachers == ())
     student = RunDir(runs[0])
     rows = read_table(student)
     assert [r.role for r in rows] == ["teacher", "teacher", "student (distilled)", "student (labels only)"]
