@@ -33,7 +33,7 @@ from core.data.unlabeled import NO_LABEL, list_unlabeled
 from core.device import autocast, needs_grad_scaler, pick_device, set_threads
 from core.engine.callbacks import Callback
 from core.engine.loop import check_finite, save_weights, state_copy
-from core.engine.optim import SCHEDULES, set_lr
+from core.engine.optim import SCHEDULES, param_groups, set_lr
 from core.errors import ConfigError, DatasetError, TrainingError
 from core.models import backbones
 from core.models.features import pretrained_features
@@ -268,15 +268,9 @@ def _optimizer(cfg: TrainConfig, net: nn.Module) -> torch.optim.Optimizer:
     ImageNet taught it) or at cfg.lr from random weights; no weight decay on biases and norm weights."""
     backbone = {id(p) for p in net.backbone.parameters()}
     mult = cfg.backbone_lr_mult if cfg.adapt_from == "imagenet" else 1.0
-    groups = []
-    for is_backbone, lr in ((True, cfg.lr * mult), (False, cfg.lr)):
-        params = [p for p in net.parameters() if (id(p) in backbone) == is_backbone]
-        for decay in (True, False):
-            chosen = [p for p in params if (p.ndim > 1) == decay]
-            if chosen:
-                groups.append({"params": chosen, "lr": lr, "base_lr": lr,
-                               "weight_decay": cfg.weight_decay if decay else 0.0})
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.AdamW(param_groups([([p for p in net.parameters() if id(p) in backbone], cfg.lr * mult),
+                                           ([p for p in net.parameters() if id(p) not in backbone], cfg.lr)],
+                                          cfg.weight_decay), lr=cfg.lr)
 
 
 def _emitter(callbacks: Sequence[Callback]):

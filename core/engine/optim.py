@@ -12,20 +12,28 @@ from core.config import TrainConfig
 from core.models.freeze import head_parameters
 
 
+def param_groups(parts: list[tuple[list[nn.Parameter], float]], weight_decay: float) -> list[dict]:
+    """Optimizer groups for (parameters, learning rate) parts: weight decay on weights, none on biases and norm
+    weights (1-D); `base_lr` is what the schedules scale."""
+    groups = []
+    for params, lr in parts:
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr, "base_lr": lr,
+                               "weight_decay": weight_decay if decay else 0.0})
+    return groups
+
+
 def build_optimizer(cfg: TrainConfig, model: nn.Module, net: nn.Module) -> torch.optim.Optimizer:
     """Head at lr, backbone at lr * backbone_lr_mult; no weight decay on biases and norm weights.
 
     `net` is what trains: the whole model, the part after a cached frozen prefix, or only the head (probe).
     """
     head = {id(p) for p in head_parameters(model)}
-    groups = []
-    for is_head, lr in ((True, cfg.lr), (False, cfg.lr * cfg.backbone_lr_mult)):
-        params = [p for p in net.parameters() if (id(p) in head) == is_head]
-        for decay in (True, False):
-            chosen = [p for p in params if (p.ndim > 1) == decay]
-            if chosen:
-                groups.append({"params": chosen, "lr": lr, "base_lr": lr,
-                               "weight_decay": cfg.weight_decay if decay else 0.0})
+    groups = param_groups([([p for p in net.parameters() if id(p) in head], cfg.lr),
+                           ([p for p in net.parameters() if id(p) not in head], cfg.lr * cfg.backbone_lr_mult)],
+                          cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
