@@ -278,3 +278,20 @@ def _descend_single_folder(root: Path) -> Path:
                 root = dirs[0]
                 continue
         return root
+
+
+def labeled_sample(ds: Dataset, max_images: int, min_per_class: int, seed: int = 0) -> list[Sample]:
+    """Up to about max_images labeled images (train and validation), the same share of every class and at least
+    min_per_class of each, in a seeded order: what backbone ranking and the adaptation's probe score."""
+    pool = ds.train + ds.val
+    by_class: dict[int, list[Sample]] = {}
+    for s in pool:
+        by_class.setdefault(s.label, []).append(s)
+    rng = random.Random(seed)
+    share = min(1.0, max_images / max(len(pool), 1))
+    picked = []
+    for label in sorted(by_class):
+        items = sorted(by_class[label], key=lambda s: s.path)
+        rng.shuffle(items)
+        picked += items[:max(min_per_class, round(len(items) * share))]
+    return picked

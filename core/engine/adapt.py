@@ -13,7 +13,6 @@ early on validation loss and knows freeze modes and classifier heads; here there
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from torch import nn
 from core.analysis.linear import cv_accuracy
 from core.config import TrainConfig
 from core.data.augment import Preprocessor
-from core.data.dataset import Dataset, Sample, extract_dir_for, open_dataset
+from core.data.dataset import Dataset, Sample, extract_dir_for, labeled_sample, open_dataset
 from core.data.images import decode_images, geometry
 from core.data.unlabeled import NO_LABEL, list_unlabeled
 from core.device import autocast, needs_grad_scaler, pick_device, set_threads
@@ -178,7 +177,7 @@ def probe_accuracy(cfg: TrainConfig, ds: Dataset, emit=None, phase: str = "probe
     """Cross-validated linear-probe accuracy of cfg's backbone (cfg.weights) on up to PROBE_MAX_IMAGES labeled
     images, a stratified seeded sample of train + val (features from the per-machine cache when present); None
     when stopped."""
-    samples = _probe_sample(ds, cfg.seed)
+    samples = labeled_sample(ds, PROBE_MAX_IMAGES, PROBE_FOLDS, cfg.seed)  # the ranking's sample
     progress = (lambda d, t: emit("on_phase", phase, d, t)) if emit else None
     feats, _ = pretrained_features(cfg, samples, exact=False, progress=progress, should_stop=should_stop)
     if should_stop():
@@ -189,18 +188,6 @@ def probe_accuracy(cfg: TrainConfig, ds: Dataset, emit=None, phase: str = "probe
                            f"{2 * PROBE_FOLDS}.")
     x, y = np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
     return cv_accuracy(x, y, len(ds.classes), PROBE_FOLDS, cfg.seed)
-
-
-def _probe_sample(ds: Dataset, seed: int) -> list[Sample]:
-    """The same share of every class (the sampling of core/plan/ranking.py, which engine/ may not import)."""
-    pool = ds.train + ds.val
-    share = min(1.0, PROBE_MAX_IMAGES / max(len(pool), 1))
-    rng, picked = random.Random(seed), []
-    for label in sorted({s.label for s in pool}):
-        items = sorted((s for s in pool if s.label == label), key=lambda s: s.path)
-        rng.shuffle(items)
-        picked += items[:max(PROBE_FOLDS, round(len(items) * share))]
-    return picked
 
 
 # -------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ measures again.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import tempfile
@@ -30,7 +31,10 @@ def _cache_file() -> Path:
     return cache_root() / "latency.json"
 
 
+@functools.cache
 def machine_id() -> str:
+    """The CPU model and ONNX Runtime version: what a measurement holds for (read once per process; the Model
+    page asks on every rerun)."""
     import onnxruntime as ort
     cpu = platform.processor() or platform.machine()
     try:

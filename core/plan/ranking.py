@@ -9,7 +9,6 @@ whether fine-tuning is worth its time.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import numpy as np
 
 from core.analysis.linear import cv_accuracy
 from core.config import TrainConfig
-from core.data.dataset import Dataset, Sample
+from core.data.dataset import Dataset, Sample, labeled_sample
 from core.errors import DatasetError
 from core.models.backbones import CATALOGUE, OFFLINE
 from core.models.features import pretrained_features
@@ -39,18 +38,7 @@ class BackboneScore:
 
 def sample_for_ranking(ds: Dataset, max_images: int = MAX_IMAGES, seed: int = 0) -> list[Sample]:
     """Up to max_images labeled images (train and validation), the same share from every class."""
-    pool = ds.train + ds.val
-    by_class: dict[int, list[Sample]] = {}
-    for s in pool:
-        by_class.setdefault(s.label, []).append(s)
-    rng = random.Random(seed)
-    share = min(1.0, max_images / max(len(pool), 1))
-    picked = []
-    for label in sorted(by_class):
-        items = sorted(by_class[label], key=lambda s: s.path)
-        rng.shuffle(items)
-        picked += items[:max(FOLDS, round(len(items) * share))]
-    return picked
+    return labeled_sample(ds, max_images, FOLDS, seed)
 
 
 def rank_backbones(ds: Dataset, cfg: TrainConfig, backbones: tuple[str, ...] = OFFLINE,
