@@ -46,6 +46,7 @@ from core.export.multitask import export_multitask_torchscript
 from core.files.atomic import atomic_write_json
 from core.models import backbones, freeze
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
+from core.models.heads import Standardiser
 from core.models.multitask import WithPooled, apply_freeze, create_multitask_model, task_model
 from core.models.objectives import MultiTask
 from core.runs import RunDir, SplitReport, Status, create_run_dir
@@ -125,6 +126,12 @@ def _fit_probe(s: Session) -> str:
     train_y = label_matrix(ds.train, s.device).repeat_interleave(n_views, dim=0)
     val_y = label_matrix(ds.val, s.device)
     heads = s.model.with_trunk(nn.Identity())
+    # as for one task, the heads train on standardised features and are folded back afterwards
+    # (core/models/heads.py): one standardisation serves every head, since they read the same features
+    norm = Standardiser.fit(train_x)
+    train_x, val_x = norm(train_x), norm(pooled["val"])
+    for head in heads.heads:
+        norm.unfold_from(head)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         s.objective.reset()
@@ -133,7 +140,7 @@ def _fit_probe(s: Session) -> str:
             idx = order[i:i + s.batch_size]
             yield train_x[idx], train_y[idx]
 
-    def final(split: str) -> tuple[torch.Tensor, ...]:
+    def final(split: str) -> tuple[torch.Tensor, ...]:  # after folding: raw features, like the bundles
         with torch.inference_mode():
             return WithPooled(heads)(pooled[split])
 
@@ -141,7 +148,8 @@ def _fit_probe(s: Session) -> str:
     best: dict[int, tuple[tuple[float, float], int, dict]] = {}
 
     def evaluate() -> EvalResult:
-        ev = task_scores(s, final("val")[:-1], val_y)
+        with torch.inference_mode():
+            ev = task_scores(s, heads(val_x), val_y)
         epoch = len(s.run.read_metrics()) + 1
         for t, m in enumerate(ev.tasks.values()):
             if t not in best or (m["val_acc"], -m["val_loss"]) > best[t][0]:
@@ -149,9 +157,11 @@ def _fit_probe(s: Session) -> str:
         return ev
     s.final_outputs = final
     status = epoch_loop(s, heads, batches, len(train_y), evaluate)
+    for t, (_, _, state) in best.items():
+        heads.heads[t].load_state_dict(state)
+    for head in heads.heads:
+        norm.fold_into(head)  # the delivered heads read raw pooled features
     if best:
-        for t, (_, _, state) in best.items():
-            heads.heads[t].load_state_dict(state)
         save_weights(state_copy(s.model), s.run.best_weights)
         s.notes.append("Probe: each task's head is the one from its own best epoch (" + ", ".join(
             f"{ds.tasks[t].name} {epoch}" for t, (_, epoch, _) in sorted(best.items())) + ").")

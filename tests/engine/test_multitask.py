@@ -147,3 +147,41 @@ def test_killed_multitask_run_resumes(two_tasks, tmp_path):
     summary = run.read_summary()
     assert summary.status == "completed" and set(summary.tasks) == {"hue", "light"}
     assert (run.path / "bundle-light" / "model.safetensors").exists()
+
+
+def test_probe_heads_train_like_a_single_task_probe(tmp_path):
+    """A multi-task probe's head learns exactly as the single-task probe does on the same images and split (both
+    on standardised features, folded back into a plain head): one task in a labels file and the same images as
+    class folders give the same validation probabilities."""
+    from core.analysis.predictions import load_predictions
+    from core.engine.train import train
+    rng = np.random.default_rng(1)
+    root, lines = tmp_path / "shots", ["path,hue"]
+    for split, n in (("train", 8), ("val", 4)):
+        for hue, rgb in (("blue", (40, 60, 220)), ("red", (220, 40, 40))):
+            for i in range(n):
+                arr = np.clip(np.array(rgb) + rng.normal(0, 40, (48, 48, 3)), 0, 255).astype(np.uint8)
+                path = root / split / hue / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(path)
+                lines.append(f"{split}/{hue}/{i}.png,{hue}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    cfg = TrainConfig(data=str(root), backbone="test_efficientnet", weights="random", img_size=64, freeze="probe",
+                      epochs=4, batch_size=4, lr=3e-3, augmentation="none", early_stopping=0, threads=2,
+                      output_dir=str(tmp_path / "runs"))
+    single = train(cfg)
+    multi = train(cfg.replace(tasks=str(labels)))
+    expected = load_predictions(Path(single.run_dir) / "predictions.npz").splits["val"]
+    got = json.loads((Path(multi.run_dir) / "multitask.json").read_text())["splits"]["hue"]["val"]
+    assert got["paths"] == expected.paths
+    assert got["predicted"] == expected.predicted.tolist()
+    # each run's bundle with plain timm: the multi-task head is the single-task head
+    transform, probs = None, {}
+    for run, folder in ((single, "bundle"), (multi, "bundle-hue")):
+        model = timm.create_model(f"local-dir:{Path(run.run_dir) / folder}", pretrained=True).eval()
+        transform = transform or timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+        with torch.inference_mode():
+            x = torch.stack([transform(load_image(root / p)) for p in got["paths"]])
+            probs[folder] = model(x).softmax(1).numpy()
+    np.testing.assert_allclose(probs["bundle-hue"], probs["bundle"], atol=1e-5)
