@@ -85,7 +85,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = build_config(args)
         if not cfg.data:
-            raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
+            raise ConfigError("No dataset given: pass --data <folder or .zip> (or --tasks with two or more datasets) "
+                              "or set data: in the config file.")
+        _check_data_is_first_task(args.data, cfg)
         notes: list[str] = []
         if cfg.freeze == "auto":  # the advisor looks at the data and chooses; its reasons go with the run
             advice = advise_from_cli(cfg, quiet=args.quiet)
@@ -96,6 +98,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print_summary(result.run_dir, result.summary)
     return 0 if result.status in ("completed", "stopped") else 1
+
+
+def _check_data_is_first_task(data: str | None, cfg: TrainConfig) -> None:
+    """--tasks listing datasets makes data the first of them; a different --data given with it is a mistake."""
+    from core.config import task_datasets
+    pairs = task_datasets(cfg.tasks) if cfg.tasks else []
+    if data and pairs and Path(data).expanduser().resolve() != Path(pairs[0][1]).expanduser().resolve():
+        raise ConfigError(f"--data {data} is not the first dataset of --tasks ({pairs[0][1]}): with datasets as "
+                          f"tasks, the first of them is the dataset; leave --data out.")
 
 
 def cmd_distill(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ WEIGHT_KEYWORDS = ("bundled", "hub", "random")
 # belong in timm's tf_* variants (TF "same" padding, mean = std = 0.5); core/backbones.py maps the packages.
 BUNDLED_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
+LABELS_FILE_SUFFIXES = (".csv", ".json")  # `tasks` as one labels file; anything else is a list of datasets
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names a bundle folder: bundle-<task>/
 
 
 
@@ -37,7 +41,8 @@ def _f(default: Any, help: str, section: str, *, choices: tuple | None = None,
 class TrainConfig:
     # data
     data: str = _f("", "Dataset: a folder of class folders, a folder with train/ and val/ (optionally test/), "
-                       "or a .zip of either.", "data")
+                       "or a .zip of either. When tasks lists datasets, data is the first of them (set "
+                       "automatically).", "data")
     val_fraction: float = _f(0.2, "Share of each class held out for validation when the dataset has no val/ "
                                   "folder (seeded, stratified).", "data", min=0.05, max=0.5)
     seed: int = _f(0, "Random seed for the split, initialisation, augmentation and batch order.", "data",
@@ -129,9 +134,12 @@ class TrainConfig:
                                      "('imagenet': the weights setting) or from random weights ('random': "
                                      "pretraining on your images alone).", "adapt", choices=("imagenet", "random"))
     # multitask (core/data/multitask.py): several labelings of one image folder, one shared backbone
-    tasks: str = _f("", "Multi-task: a labels file (.csv or .json) over the images of `data`: a path column "
-                        "(relative to the data folder), then one column per task; an empty cell = no label for "
-                        "that task. Empty = one task, the class folders.", "data")
+    tasks: str = _f("", "Multi-task, either (a) a labels file (.csv or .json) over the images of `data`: a path "
+                        "column (relative to the data folder), then one column per task; an empty cell = no label "
+                        "for that task; or (b) two or more labeled datasets, one per task, each a folder of class "
+                        "folders or a .zip of one: 'species=/d/antsbees,light=/d/light.zip' (name=path; a bare "
+                        "path is named after its folder or zip). The same photo in several datasets is one image "
+                        "with each task's label. Empty = one task, the class folders.", "data")
     task_weights: str = _f("", "Multi-task: loss weight per task, e.g. 'species=1,colour=0.5' (tasks not named "
                                "weigh 1; weights are scaled to average 1). Empty = equal weights.", "data",
                            advanced=True)
@@ -158,6 +166,7 @@ class TrainConfig:
             raise ConfigError(f"Unknown config key(s): {', '.join(unknown)}. "
                               f"Allowed keys: {', '.join(known)}.")
         values = {k: _coerce(known[k], v) for k, v in d.items()}
+        values.update(_data_from_tasks(values.get("tasks", "")))
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -193,7 +202,9 @@ class TrainConfig:
             src = Path(self.init_from)
             changes["init_from"] = f"{src.parent.name}/{src.name}" if src.name == "bundle" else src.name
         if self.tasks:
-            changes["tasks"] = Path(self.tasks).name
+            datasets = _task_datasets_or_none(self.tasks)
+            changes["tasks"] = format_task_datasets([(n, Path(p).name) for n, p in datasets]) if datasets \
+                else Path(self.tasks).name
         if self.teachers:
             changes["teachers"] = tuple(Path(t).name for t in self.teachers)
         if self.unlabeled:
@@ -244,6 +255,8 @@ class TrainConfig:
         if self.mixup != "off" and (self.teachers or self.tasks):
             problems.append(f"mixup: '{self.mixup}' does not combine with {'teachers' if self.teachers else 'tasks'} "
                             f"(their targets belong to unmixed images); set mixup to off.")
+        if self.tasks:
+            problems += _check_tasks(self.tasks, self.data)
         if self.teachers and self.tasks:
             problems.append("teachers: distillation trains one task; remove tasks or teachers.")
         if problems:
@@ -265,6 +278,86 @@ def parse_task_weights(text: str) -> dict[str, float]:
             raise ValueError(f"task '{name.strip()}' is given twice.")
         out[name.strip()] = value
     return out
+
+
+def task_datasets(text: str) -> list[tuple[str, str]]:
+    """The datasets form of `tasks`: 'species=/d/ants,/d/light.zip' -> [('species', '/d/ants'), ('light',
+    '/d/light.zip')]; [] for a labels file or nothing. ValueError naming the bad entry: a name that is not allowed or
+    given twice, a labels file mixed with datasets, a single dataset."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    pairs = [_task_entry(e) for e in entries]
+    files = [p for _, p in pairs if Path(p).suffix.lower() in LABELS_FILE_SUFFIXES]
+    if files and len(entries) == 1 and not _named(entries[0]):
+        return []  # the labels-file form
+    if files and len(entries) == 1:
+        raise ValueError(f"{files[0]} is a labels file: its header names the tasks; give its path alone, without "
+                         f"'{entries[0].partition('=')[0]}='.")
+    if files:
+        raise ValueError(f"'{text}' mixes a labels file ({files[0]}) with datasets: give either one labels file or "
+                         f"a list of datasets, one per task.")
+    for name, path in pairs:
+        if not TASK_NAME.match(name):
+            raise ValueError(f"task name '{name}' (of {path}) is not allowed: use letters, digits, _ . - starting with "
+                             f"a letter or digit (it names the task's exported folder); name it with name=path.")
+    names = [n for n, _ in pairs]
+    if dup := next((n for n in names if names.count(n) > 1), None):
+        raise ValueError(f"task '{dup}' is given twice ({', '.join(p for n, p in pairs if n == dup)}); name the "
+                         f"datasets apart with name=path.")
+    if len(pairs) == 1:
+        raise ValueError(f"only one dataset ({pairs[0][1]}): multi-task needs a labels file (.csv or .json) or two "
+                         f"or more datasets; for one task give the dataset as data and leave tasks empty.")
+    return pairs
+
+
+def format_task_datasets(pairs: list[tuple[str, str]]) -> str:
+    """The `tasks` text of a list of (name, dataset path): the inverse of task_datasets."""
+    return ",".join(f"{name}={path}" for name, path in pairs)
+
+
+def default_task_name(path: str | Path) -> str:
+    """A dataset's task name when none is given: its folder's name, or its zip's name without .zip."""
+    p = Path(str(path).rstrip("/\\"))
+    return p.stem if p.suffix.lower() == ".zip" else p.name
+
+
+def _task_entry(entry: str) -> tuple[str, str]:
+    if _named(entry):
+        name, _, path = entry.partition("=")
+        return name.strip(), path.strip()
+    return default_task_name(entry), entry
+
+
+def _named(entry: str) -> bool:
+    name, sep, path = entry.partition("=")
+    return bool(sep and name.strip() and path.strip() and not {"/", "\\"} & set(name))
+
+
+def _task_datasets_or_none(text: str) -> list[tuple[str, str]]:
+    try:
+        return task_datasets(text)
+    except ValueError:
+        return []
+
+
+def _data_from_tasks(tasks: str) -> dict[str, str]:
+    """With tasks listing datasets, `data` is the first of them (so everything that reads data keeps working)."""
+    datasets = _task_datasets_or_none(tasks)
+    return {"data": datasets[0][1]} if datasets else {}
+
+
+def _check_tasks(tasks: str, data: str) -> list[str]:
+    try:
+        datasets = task_datasets(tasks)
+    except ValueError as exc:
+        return [f"tasks: {exc}"]
+    if datasets and data and _norm(data) != _norm(datasets[0][1]):
+        return [f"data: with tasks listing datasets, data is the first task's dataset ({datasets[0][1]}), not "
+                f"{data}; leave data empty or list {data} first."]
+    return []
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(os.path.expanduser(path))
 
 
 def _default(name: str) -> Any:

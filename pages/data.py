@@ -5,9 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.config import default_task_name, task_datasets
 from core.data.dataset import IMG_EXTENSIONS, extract_dir_for, open_dataset
 from core.data.derived import derive_dataset, sample_paths
 from core.data.multitask import open_multitask
+from core.data.multitask_datasets import with_first_dataset, with_task_dataset
 from core.data.uploads import save_uploaded_files
 from core.errors import AccessError, ConfigError, DatasetError
 from pages._charts import counts_bar
@@ -22,12 +24,13 @@ st.write("Labeled photos, one folder per class (`cats/…`, `dogs/…`), or `tra
 def use_dataset(path: Path, label: str) -> bool:
     cfg = get_cfg()
     try:  # the engine opens it the same way: one extraction of a zip, one scan of the files (cached)
-        ds = open_multitask(cfg.replace(data=str(path))) if cfg.tasks else \
+        new = with_first_dataset(cfg, path)  # datasets as tasks: the first task's dataset changes with it
+        ds = open_multitask(new) if cfg.tasks else \
             open_dataset(path, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
     except (DatasetError, ConfigError) as exc:
         st.error(str(exc))
         return False
-    set_cfg(data=str(path))
+    set_cfg(data=new.data, tasks=new.tasks)
     st.session_state["dataset_summary"] = ds.summary()
     st.session_state["dataset_label"] = label
     return True
@@ -110,6 +113,18 @@ def use_labels(path: Path | None) -> None:
         use_dataset(Path(cfg.data), st.session_state.get("dataset_label", "dataset"))
 
 
+def add_task(path: Path, name: str) -> bool:
+    """One more labeled dataset as a task (the dataset chosen above is the first task)."""
+    try:
+        cfg = with_task_dataset(get_cfg(), path, name, st.session_state.get("first_task_name", ""))
+        st.session_state["dataset_summary"] = open_multitask(cfg).summary()
+    except (DatasetError, ConfigError) as exc:
+        st.error(str(exc))
+        return False
+    set_cfg(data=cfg.data, tasks=cfg.tasks)
+    return True
+
+
 with st.expander("Several labelings of the same images (multi-task, optional)", expanded=bool(get_cfg().tasks)):
     st.write("A labels file turns the run multi-task: one shared backbone, one head per task, one exported model "
              "per task. CSV (or JSON): a path relative to the image folder, then one column per task; leave a cell "
@@ -126,8 +141,28 @@ with st.expander("Several labelings of the same images (multi-task, optional)", 
             use_labels(policy().check_path(labels_path, "The labels file"))
         except AccessError as exc:
             st.error(str(exc))
+    st.write("Or one labeled dataset per task: the dataset chosen above is the first task; add a folder of class "
+             "folders (or a zip of one) for each further task, e.g. the same photos sorted into other class folders. "
+             "The same photo in two datasets (same bytes) is one image with both labels.")
+    left, right = st.columns(2)
+    if not task_datasets(get_cfg().tasks):
+        left.text_input("Name of the first task", key="first_task_name",
+                        placeholder=default_task_name(get_cfg().data) if get_cfg().data else "e.g. species")
+    task_name = right.text_input("Name of the task to add (default: its folder or zip name)", key="task_name")
+    up = st.file_uploader("Add a task: its dataset as a .zip", type="zip", key="task_zip_up")
+    if up is not None and st.session_state.get("task_zip_done") != up.file_id:  # retried until it works (a name)
+        if add_task(policy().store_upload(up.getvalue(), up.name, "zips"), task_name or default_task_name(up.name)):
+            st.session_state["task_zip_done"] = up.file_id
+    left, right = st.columns([3, 1])
+    task_path = left.text_input("Or its folder (or zip) on the server", key="task_path")
+    if right.button("Add as a task", key="add_task") and task_path:
+        try:
+            add_task(policy().check_path(task_path, "The task's dataset"), task_name)
+        except AccessError as exc:
+            st.error(str(exc))
     if get_cfg().tasks:
-        st.success(f"Multi-task run: labels from `{get_cfg().portable().tasks}`. Task loss weights are on the Model "
+        given = "datasets" if task_datasets(get_cfg().tasks) else "labels from"
+        st.success(f"Multi-task run: {given} `{get_cfg().portable().tasks}`. Task loss weights are on the Model "
                    f"page (advanced).")
         if st.button("Back to one task (the class folders)", key="clear_labels"):
             use_labels(None)
@@ -152,6 +187,9 @@ for w in summary["warnings"]:
     st.warning(w)
 st.plotly_chart(counts_bar(summary), key="counts_chart")
 if summary.get("task_counts"):  # multi-task: labeled images per task and class (the chart shows the first task)
+    if summary.get("task_sources"):
+        st.caption("Tasks: " + ", ".join(f"**{t}** from `{src}`" for t, src in summary["task_sources"].items())
+                   + f" · {summary['shared_images']} image(s) are in more than one dataset (one image, their labels)")
     st.dataframe([{"task": task, "class": c, **{split: n[c] for split, n in splits.items()}}
                   for task, splits in summary["task_counts"].items() for c in splits["train"]], hide_index=True)
 

@@ -1,4 +1,5 @@
-"""Multi-task labels: several labelings of one image folder, read from a CSV or JSON labels file.
+"""Multi-task labels: several labelings of one image folder, read from a CSV or JSON labels file (the other form
+of `tasks`, several class-folder datasets, is read in core/data/multitask_datasets.py into the same dataset type).
 
 The labels file names each image by its path relative to the data folder, then gives one label per task:
 
@@ -17,19 +18,17 @@ from __future__ import annotations
 import csv
 import json
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import TrainConfig, parse_task_weights
+from core.config import TASK_NAME, TrainConfig, parse_task_weights, task_datasets
 from core.data.dataset import MIN_IMAGES_PER_CLASS, SPLIT_NAMES, Dataset, Sample, Skipped, check_image, extract_dir_for
 from core.data.dataset import _descend_single_folder as descend_single_folder
 from core.errors import ConfigError, DatasetError
 from core.files.zips import extract_zip
 
 MISSING = -1  # the label of an image that has none for a task (cross-entropy's ignore_index)
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names a bundle folder: bundle-<task>/
 MAX_REPORTED = 5  # problems of one kind quoted in a message
 
 
@@ -54,6 +53,8 @@ class MultiTaskDataset(Dataset):
 
     tasks: list[Task] = field(default_factory=list)
     labels_file: str = ""
+    sources: list[str] = field(default_factory=list)  # datasets form: each task's dataset (folder or zip), in order
+    shared: int = 0  # datasets form: images found in more than one dataset (same bytes), one sample each
 
     def counts(self) -> dict[str, dict[str, int]]:
         first = self.tasks[0]
@@ -87,7 +88,10 @@ class MultiTaskDataset(Dataset):
         return {"root": self.root, "layout": self.layout, "classes": self.classes, "counts": self.counts(),
                 "examples": ex, "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
                 "warnings": self.warnings, "tasks": {t.name: t.classes for t in self.tasks},
-                "task_counts": self.task_counts(), "labels_file": Path(self.labels_file).name}
+                "task_counts": self.task_counts(), "labels_file": Path(self.labels_file).name,
+                "task_sources": {t.name: Path(src).name for t, src in zip(self.tasks, self.sources, strict=True)}
+                if self.sources else {},
+                "shared_images": self.shared}
 
     def first_task(self) -> Dataset:
         """The images labeled for the first task, as a plain single-task Dataset (what the advisor looks at)."""
@@ -100,7 +104,11 @@ class MultiTaskDataset(Dataset):
 # opening
 
 def open_multitask(cfg: TrainConfig) -> MultiTaskDataset:
-    """The images of cfg.data with the labels of cfg.tasks, split; DatasetError naming line and path on bad input."""
+    """The images of cfg.data with the labels of cfg.tasks, split; DatasetError naming line and path on bad input.
+    When cfg.tasks lists datasets instead of a labels file, core/data/multitask_datasets.py reads them."""
+    if task_datasets(cfg.tasks):
+        from core.data.multitask_datasets import open_task_datasets  # it builds on this module's types
+        return open_task_datasets(cfg)
     labels_file = Path(cfg.tasks).expanduser()
     root = _image_root(cfg)
     names, rows = read_labels_file(labels_file)
@@ -125,8 +133,8 @@ def task_weights(cfg: TrainConfig, names: list[str]) -> list[float]:
     given = parse_task_weights(cfg.task_weights)
     unknown = sorted(set(given) - set(names))
     if unknown:
-        raise ConfigError(f"task_weights names {', '.join(unknown)}, not a task of the labels file (its tasks: "
-                          f"{', '.join(names)}).")
+        of = "one of the tasks" if task_datasets(cfg.tasks) else "a task of the labels file"
+        raise ConfigError(f"task_weights names {', '.join(unknown)}, not {of} (its tasks: {', '.join(names)}).")
     raw = [given.get(n, 1.0) for n in names]
     if sum(raw) <= 0:
         raise ConfigError("task_weights gives every task weight 0: at least one task must train.")
@@ -291,15 +299,22 @@ def _split(samples: list[MultiSample], root: Path, val_fraction: float, seed: in
         by = {split: [s for s in samples if SPLIT_NAMES[Path(s.path).relative_to(root).parts[0].lower()] == split]
               for split in ("train", "val", "test")}
         return MultiTaskDataset(str(root), [], by["train"], by["val"], by["test"], layout="splits")
+    train, val = stratified_split(samples, lambda s: s.labels[0], val_fraction, seed)
+    return MultiTaskDataset(str(root), [], train, val, layout="folders")
+
+
+def stratified_split(samples: list[MultiSample], stratum, val_fraction: float, seed: int,
+                     ) -> tuple[list[MultiSample], list[MultiSample]]:
+    """(train, val): val_fraction of every stratum (at least one image of any stratum of two or more), seeded."""
     rng = random.Random(seed)
     train, val = [], []
-    for label in sorted({s.labels[0] for s in samples}):
-        group = sorted((s for s in samples if s.labels[0] == label), key=lambda s: s.path)
+    for key in sorted({stratum(s) for s in samples}):
+        group = sorted((s for s in samples if stratum(s) == key), key=lambda s: s.path)
         rng.shuffle(group)
         n_val = max(1, round(len(group) * val_fraction)) if len(group) >= 2 else 0
         val += group[:n_val]
         train += group[n_val:]
-    return MultiTaskDataset(str(root), [], train, val, layout="folders")
+    return train, val
 
 
 def _warnings(ds: MultiTaskDataset) -> list[str]:
