@@ -9,8 +9,9 @@ whose every labeled task is right: it picks the best epoch); each task's accurac
 In a probe the heads are independent (the backbone is frozen), so each head keeps its own best epoch instead.
 
 The run folder holds what a single-task run's does (config, metrics, summary.json with per-task metrics under
-`tasks`), plus one timm bundle per task (bundle-<task>/, loadable alone with timm's local-dir), one multi-output
-TorchScript file (multitask.torchscript.pt) and multitask.json (each task's validation labels and predictions).
+`tasks`), plus one task view per task (tasks/<task>/, core/engine/task_views.py: a single-task run folder of that
+task, its timm bundle in tasks/<task>/bundle/, loadable alone with timm's local-dir), one multi-output TorchScript
+file (multitask.torchscript.pt) and multitask.json (each task's validation labels and predictions).
 """
 
 from __future__ import annotations
@@ -38,15 +39,15 @@ from core.engine import train as single
 from core.engine.callbacks import Callback, FitResult, RunRecorder
 from core.engine.finish import build_summary, finish_run, portable_dataset_summary
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
+from core.engine.task_views import write_task_views
 from core.engine.tensorboard import experiment_logs
 from core.errors import ConfigError
-from core.export.bundle import write_bundle
 from core.export.multitask import FILE as MULTI_OUTPUT_FILE
 from core.export.multitask import export_multitask_torchscript
 from core.files.atomic import atomic_write_json
 from core.models import backbones, freeze
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
-from core.models.multitask import WithPooled, apply_freeze, create_multitask_model, task_model
+from core.models.multitask import WithPooled, apply_freeze, create_multitask_model
 from core.models.objectives import MultiTask
 from core.runs import RunDir, SplitReport, Status, create_run_dir
 
@@ -104,7 +105,10 @@ def _prepare(s: Session) -> None:
 
 def _fit_probe(s: Session) -> str:
     cfg, ds = s.cfg, s.dataset
-    key = model_key(cfg.backbone, cfg.weights, weights_digest(cfg), s.data_cfg)
+    digest = weights_digest(cfg)
+    if cfg.weights == "random":  # random-seedN names the single-task init; the multi-head trunk's init differs
+        digest += "-multitask"
+    key = model_key(cfg.backbone, cfg.weights, digest, s.data_cfg)
     backbone = Backbone(s.model.trunk, s.data_cfg, s.device, onnx_dir(), key, cfg.amp)
     n_train, n_val, samples = len(ds.train), len(ds.val), ds.train + ds.val + ds.test
     views = [cfg.probe_views] * n_train + [1] * (len(samples) - n_train)
@@ -266,15 +270,9 @@ def finish_multitask(s: Session, status: str) -> FitResult:
     atomic_write_json(s.run.dataset_file, portable_dataset_summary(ds.summary()))
     atomic_write_json(s.run.path / RESULTS, _results(ds, per_task))
     s.emit("on_phase", "exporting a bundle per task", 0, len(ds.tasks))
-    portable = s.cfg.portable()
-    for t, task in enumerate(ds.tasks):
-        task_summary = dataclasses.replace(summary, classes=list(task.classes), val=reports[task.name].get("val"),
-                                           test=reports[task.name].get("test"), tasks=None)
-        write_bundle(task_model(s.model, t), s.data_cfg, task.classes, portable, task_summary,
-                     s.run.path / f"bundle-{task.name}")
-        s.emit("on_phase", "exporting a bundle per task", t + 1, len(ds.tasks))
+    temperatures = write_task_views(s, ds, per_task, reports, summary, status)  # tasks/<task>/: a run per task
     export_multitask_torchscript(s.model, {t.name: list(t.classes) for t in ds.tasks}, s.data_cfg,
-                                 s.run.path / MULTI_OUTPUT_FILE)
+                                 s.run.path / MULTI_OUTPUT_FILE, temperatures)
     for store in s.run.path.glob("decoded-*.npy"):
         store.unlink()
     summary = dataclasses.replace(summary, train_seconds=time.perf_counter() - s.t0)
