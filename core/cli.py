@@ -19,6 +19,8 @@ from core.engine.callbacks import Callback, FitInfo
 from core.errors import ConfigError
 
 ALIASES = {"output_dir": ["--out"], "backbone": ["--model"], "teachers": ["--teacher"]}
+TASK_HELP = ("a task of a multi-task run (RUN_DIR is then that run's folder); the same as giving its task folder "
+             "RUN_DIR/tasks/TASK")
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -191,10 +193,12 @@ def print_summary(run_dir: str, s) -> None:
         print(f"task {task}: " + "  ".join(f"{split}_accuracy {t[split]['accuracy']:.4f} macro_f1 "
                                            f"{t[split]['macro_f1']:.4f} n={t[split]['num']}"
                                            for split in ("val", "test") if t.get(split))
-              + f"  bundle: {Path(run_dir) / f'bundle-{task}'}")
+              + f"  bundle: {Path(run_dir) / 'tasks' / task / 'bundle'}")
     if s.has_results and s.tasks:
         print(f"best_epoch: {s.best_epoch} of {s.epochs_run}  train_seconds: {s.train_seconds:.1f}")
         print(f"multi-output model: {Path(run_dir) / 'multitask.torchscript.pt'}")
+        print(f"each task as a run of its own: {Path(run_dir) / 'tasks'}/<task>/ (or --task NAME with runs, "
+              f"predict, export, inspect)")
         return
     if s.has_results:
         print(f"best_epoch: {s.best_epoch} of {s.epochs_run}  train_seconds: {s.train_seconds:.1f}")
@@ -284,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{item} does not exist.")
     if not paths:
         raise ValueError("No image files found in what was given.")
-    model = load_bundle(args.bundle)
+    model = load_bundle(_bundle_path(Path(args.bundle), args.task))
     for p, top in zip(paths, model.predict(paths, topk=args.topk), strict=True):
         if args.json:
             print(json.dumps({"path": str(p), "top": [{"class": c, "prob": round(v, 5)} for c, v in top]}))
@@ -293,12 +297,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_or_task(run_dir: str, task: str | None):
+    """The run folder given, or with --task the task view of that multi-task run (<run>/tasks/<task>/)."""
+    from core.runs import RunDir
+    run = RunDir(Path(run_dir))
+    if not run.config.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml).")
+    return run.task_view(task) if task else run
+
+
+def _is_multitask(run) -> bool:
+    return not run.task and bool((s := run.read_summary()) and s.tasks)
+
+
+def _bundle_path(path: Path, task: str | None) -> Path:
+    """What predict loads: a bundle folder or zip as given, a run folder's bundle/, or --task's bundle of a
+    multi-task run folder."""
+    if not task and ((path / "config.json").is_file() or not (path / "config.yaml").is_file()):
+        return path  # a bundle (it holds config.json, timm's), a zip, or what load_bundle will refuse clearly
+    run = _run_or_task(str(path), task)
+    if _is_multitask(run):
+        raise ValueError(f"{path} is a multi-task run: give the task to predict with --task "
+                         f"({', '.join(v.task for v in run.task_views())}).")
+    return run.bundle_dir
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from core.export.bundle import export_zip
-    from core.runs import RunDir
-    run = RunDir(Path(args.run_dir))
-    if not run.config.exists():
-        raise FileNotFoundError(f"{args.run_dir} is not a run folder (no config.yaml).")
+    run = _run_or_task(args.run_dir, args.task)
+    if _is_multitask(run):
+        return _export_multitask(run, args)
     if args.format != "bundle":
         return _export_checked(run, args)
     out = export_zip(run)
@@ -307,6 +335,33 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = out.replace(target)
     print(out)
     return 0
+
+
+def _export_multitask(run, args: argparse.Namespace) -> int:
+    """A multi-task run as a whole: its multi-output ONNX (checked) or TorchScript file; a bundle is per task."""
+    import shutil
+
+    from core.export.multitask import FILE
+    from core.export.multitask_onnx import export_file, export_multitask_run
+    tasks = ", ".join(v.task for v in run.task_views())
+    if args.format == "bundle":
+        raise ValueError(f"Run {run.run_id} is a multi-task run: each task has its own bundle; give --task "
+                         f"({tasks}), or --format onnx | onnx-int8 | torchscript for one file with every task.")
+    check = None
+    if args.format == "torchscript":
+        out = run.path / FILE
+    else:
+        check = export_multitask_run(run, args.format, progress=lambda phase, d, t: sys.stderr.write(
+            f"\r{phase}: {d}/{t}   "))
+        sys.stderr.write("\n")
+        out = export_file(run, args.format)
+    if args.out:
+        target = Path(args.out) / out.name if Path(args.out).is_dir() else Path(args.out)
+        out = Path(shutil.copyfile(out, target))
+    if check is not None:
+        print(f"{'check passed' if check.passed else 'CHECK FAILED: ' + check.reason}: {check.summary_line()}")
+    print(out)
+    return 0 if check is None or check.passed else 1
 
 
 def _export_checked(run, args: argparse.Namespace) -> int:
@@ -353,10 +408,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from core.runs import list_runs
-    for run in list_runs(args.out):
+    for run in list_runs(args.out, task_views=True):
         s = run.read_summary()
         acc = f"{s.val_accuracy:.3f}" if s and s.has_results else "-"
         test = f"  test_acc {s.test.accuracy:.3f}" if s and s.test else ""
+        if run.task:  # a task of the multi-task run above: address it with --task or this folder
+            print(f"  task {run.task:<16}  val_acc {acc}{test}  {run.path}")
+            continue
         tasks = "".join(f"  {k}_acc {t['val']['accuracy']:.3f}" for k, t in (s.tasks or {}).items() if t.get("val")) \
             if s else ""
         print(f"{run.run_id}  {run.read_status()['status']:<11}  val_acc {acc}{test}{tasks}")
@@ -366,8 +424,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Write every report under <run>/inspect/ (JSON, and PNG for heat-maps and the reliability diagram)."""
     from core.analysis.inspect import inspect_run, read_report
-    from core.runs import RunDir
-    run = RunDir(Path(args.run_dir))
+    run = _run_or_task(args.run_dir, args.task)
+    if _is_multitask(run):
+        raise ValueError(f"Run {run.run_id} is a multi-task run: inspect one task with --task "
+                         f"({', '.join(v.task for v in run.task_views())}).")
     index = inspect_run(run, progress=lambda phase, d, t: sys.stderr.write(f"\r{phase}: {d}/{t}   "),
                         saliency_images=args.saliency)
     sys.stderr.write("\n")
@@ -453,15 +513,19 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     _distill_parser(sub)
     p = sub.add_parser("predict", help="top-k classes for images with an exported bundle")
-    p.add_argument("bundle", help="bundle folder or .zip")
+    p.add_argument("bundle", help="bundle folder or .zip, or a run folder (its bundle/)")
     p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--task", default=None, help=TASK_HELP.replace("RUN_DIR", "BUNDLE"))
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = sub.add_parser("export", help="zip a run's bundle, or export it to ONNX / int8 ONNX / TorchScript, checked")
     p.add_argument("run_dir")
     p.add_argument("--out", help="where to put the zip or the exported file (file or folder)")
     p.add_argument("--format", default="bundle", choices=("bundle", "onnx", "onnx-int8", "torchscript"),
-                   help="bundle = timm / Hugging Face folder (zip); the others are checked on the validation images")
+                   help="bundle = timm / Hugging Face folder (zip); the others are checked on the validation images. "
+                        "For a multi-task run without --task: onnx / onnx-int8 = one file with an output per task "
+                        "(checked on every task), torchscript = its multi-output TorchScript file")
+    p.add_argument("--task", default=None, help=TASK_HELP)
     p = sub.add_parser("plan", help="look at a dataset: rank the offline backbones, choose settings, estimate time")
     p.add_argument("data", help="dataset folder or .zip")
     p.add_argument("--budget-min", type=float, default=0.0, help="about how many minutes training may take")
@@ -493,11 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help=field_meta("batch_size")["help"])
     p.add_argument("--lr", type=float, default=None, help=field_meta("lr")["help"])
     p.add_argument("--quiet", action="store_true", help="no progress line")
-    p = sub.add_parser("runs", help="list runs")
+    p = sub.add_parser("runs", help="list runs (a multi-task run's tasks indented below it, with their folders)")
     p.add_argument("--out", default="runs", help="runs folder")
     p = sub.add_parser("inspect", help="calibration, top losses, mislabels, duplicates, saliency, embedding map")
     p.add_argument("run_dir")
     p.add_argument("--saliency", type=int, default=8, help="heat-maps for this many highest-loss val images")
+    p.add_argument("--task", default=None, help=TASK_HELP)
     args = parser.parse_args(argv)
     handler = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "runs": cmd_runs, "plan": cmd_plan,
                "lr-find": cmd_lr_find, "inspect": cmd_inspect, "backbones": cmd_backbones,

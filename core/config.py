@@ -26,7 +26,7 @@ WEIGHT_KEYWORDS = ("bundled", "hub", "random")
 BUNDLED_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
 LABELS_FILE_SUFFIXES = (".csv", ".json")  # `tasks` as one labels file; anything else is a list of datasets
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names a bundle folder: bundle-<task>/
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names a task folder: tasks/<task>/
 
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from core.files.atomic import atomic_write_json, atomic_write_text
 
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+TASKS_DIR = "tasks"  # a multi-task run's task views: <run>/tasks/<task>/, each shaped like a run folder
 
 
 class Status(StrEnum):
@@ -135,7 +136,38 @@ class RunDir:
 
     @property
     def run_id(self) -> str:
-        return self.path.name
+        """The run's id; for a task view `<run id>-<task>` (the name its downloads carry)."""
+        return f"{self.path.parent.parent.name}-{self.path.name}" if self.task else self.path.name
+
+    @property
+    def task(self) -> str | None:
+        """The task's name when this folder is a task view of a multi-task run (<run>/tasks/<task>/), else None."""
+        p = self.path
+        return p.name if p.parent.name == TASKS_DIR and is_valid_run_id(p.parent.parent.name) else None
+
+    @property
+    def parent_run(self) -> RunDir | None:
+        """The multi-task run a task view belongs to; None for other runs."""
+        return RunDir(self.path.parent.parent) if self.task else None
+
+    def task_views(self) -> list[RunDir]:
+        """A multi-task run's task views, in the run's task order (the views written so far; [] for other runs)."""
+        folder = self.path / TASKS_DIR
+        if self.task or not folder.is_dir():
+            return []
+        order = list((self.read_summary() or RunSummary(Status.UNKNOWN)).tasks or {})
+        views = [RunDir(p) for p in folder.iterdir() if (p / "status.json").is_file()]  # written last: complete
+        return sorted(views, key=lambda v: (order.index(v.path.name) if v.path.name in order else len(order),
+                                            v.path.name))
+
+    def task_view(self, task: str) -> RunDir:
+        """One task view by name; FileNotFoundError naming the tasks there are."""
+        views = {v.path.name: v for v in self.task_views()}
+        if task not in views:
+            have = f"its tasks: {', '.join(views)}" if views else ("it has no task folders: not a finished multi-task "
+                                                                   "run, or one made before they existed")
+            raise FileNotFoundError(f"Run {self.run_id} has no task '{task}' ({have}).")
+        return views[task]
 
     config = property(lambda self: self.path / "config.yaml")
     metrics = property(lambda self: self.path / "metrics.jsonl")
@@ -207,13 +239,14 @@ def open_run(output_dir: str | Path, run_id: str) -> RunDir:
     return run
 
 
-def list_runs(output_dir: str | Path) -> list[RunDir]:
-    """All runs under output_dir, newest first."""
+def list_runs(output_dir: str | Path, task_views: bool = False) -> list[RunDir]:
+    """All runs under output_dir, newest first; with task_views, each multi-task run followed by its task views."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
-    return sorted((RunDir(p) for p in root.iterdir() if p.is_dir() and is_valid_run_id(p.name)),
+    runs = sorted((RunDir(p) for p in root.iterdir() if p.is_dir() and is_valid_run_id(p.name)),
                   key=lambda r: r.run_id, reverse=True)
+    return [v for r in runs for v in (r, *r.task_views())] if task_views else runs
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -101,20 +101,28 @@ def current_run_id() -> str | None:
 
 
 def run_picker(label: str = "Run", key: str = "run_pick", finished_only: bool = True):
-    """Select box over runs on disk (newest first); returns a RunDir or None."""
+    """Select box over runs on disk (newest first), each multi-task run followed by its tasks ("<run id> · task
+    NAME": a run folder of that task alone); returns a RunDir or None."""
     from core.runs import list_runs
-    runs = [r for r in list_runs(runs_dir()) if not finished_only or r.read_summary()]
+    runs = [r for r in list_runs(runs_dir(), task_views=True) if not finished_only or r.read_summary()]
     if not runs:
         st.info("No finished runs yet. Train a model on the Train page first.")
         return None
     ids = [r.run_id for r in runs]
-    current = current_run_id()
+    current, view = current_run_id(), st.session_state.get("run_view")  # a task stays picked across pages
+    current = view if view in ids and current and view.startswith(current) else current
     index = ids.index(current) if current in ids else 0
 
     def describe(run_id: str) -> str:
-        s = next(r for r in runs if r.run_id == run_id).read_summary()
+        run = next(r for r in runs if r.run_id == run_id)
+        s = run.read_summary()
         acc = f" · acc {s.val_accuracy:.3f}" if s.has_results else ""
-        return f"{run_id} · {s.backbone} {s.freeze}{acc} · {s.status}"
+        if run.task:
+            return f"{run.parent_run.run_id} · task {run.task}{acc}"
+        return f"{run_id} · {s.backbone} {s.freeze}{acc} · {s.status}" + (f" · {len(s.tasks)} tasks" if s.tasks
+                                                                           else "")
     chosen = st.selectbox(label, ids, index=index, format_func=describe, key=key)
-    st.session_state["run_id"] = chosen
-    return next(r for r in runs if r.run_id == chosen)
+    run = next(r for r in runs if r.run_id == chosen)
+    st.session_state["run_view"] = chosen
+    st.session_state["run_id"] = run.parent_run.run_id if run.task else chosen
+    return run

@@ -19,17 +19,22 @@ def job_key(run_id: str, fmt: str) -> str:
     return f"export_job:{run_id}:{fmt}"
 
 
-def start_export(run, fmt: str) -> None:
+def start_export(run, fmt: str, multi: bool = False) -> None:
+    """A job exporting the run (multi: a multi-task run's one file with every task, core/export/multitask_onnx)."""
     from core.export.artifacts import export_run
+    from core.export.multitask_onnx import export_multitask_run
+    export = export_multitask_run if multi else export_run
     job = get_registry().submit_task("export", f"{FORMATS[fmt][0]} export of {run.run_id}",
-                                     lambda job: export_run(run, fmt, progress=job.on_phase,
-                                                            should_stop=job.stop_event.is_set))
+                                     lambda job: export(run, fmt, progress=job.on_phase,
+                                                        should_stop=job.stop_event.is_set))
     st.session_state[job_key(run.run_id, fmt)] = job.job_id
 
 
-def export_row(run, fmt: str, checks: dict) -> bool:
+def export_row(run, fmt: str, checks: dict, multi: bool = False) -> bool:
     """One format: its job's progress, or its check and download; returns True while its job is active."""
+    from core.export import multitask_onnx
     label, blurb = FORMATS[fmt]
+    files, export_path = (multitask_onnx.FILES, multitask_onnx.export_file) if multi else (FILES, export_file)
     snap = get_registry().snapshot(st.session_state.get(job_key(run.run_id, fmt), ""))
     st.markdown(f"**{label}** · {blurb}")
     if snap is not None and snap.active:
@@ -41,16 +46,30 @@ def export_row(run, fmt: str, checks: dict) -> bool:
     check = checks.get(fmt)
     left, right = st.columns([1, 2])
     if check is not None and check.passed:
-        path = export_file(run, fmt)
-        left.download_button(f"Download {FILES[fmt]}", data=lambda: path.read_bytes(), file_name=FILES[fmt],
+        path = export_path(run, fmt)
+        left.download_button(f"Download {files[fmt]}", data=lambda: path.read_bytes(), file_name=files[fmt],
                              mime="application/octet-stream", key=f"dl_{fmt}", on_click="ignore")
         right.caption(f"Check passed: {check.summary_line()}. sha256 `{check.sha256[:16]}…`")
     elif check is not None:
         right.warning(f"Not offered: it failed its check. {check.reason} ({check.summary_line()})")
     if left.button("Export again" if check else "Export and check", key=f"make_{fmt}"):
-        start_export(run, fmt)
+        start_export(run, fmt, multi)
         st.rerun()
     return False
+
+
+def live_exports(formats: tuple[str, ...], read, multi: bool = False) -> None:
+    """The formats' rows in a fragment that polls once a second while one of their jobs runs."""
+    def section() -> None:
+        checks = read(run)
+        active = [export_row(run, fmt, checks, multi) for fmt in formats]
+        if st.session_state.get("exports_active") and not any(active):
+            st.session_state["exports_active"] = False
+            st.rerun()  # a job ended: redraw the page with its check, and stop polling
+        st.session_state["exports_active"] = any(active)
+    polling = any((s := get_registry().snapshot(st.session_state.get(job_key(run.run_id, f), ""))) and s.active
+                  for f in formats)
+    st.fragment(section, run_every=1.0 if polling else None)()
 
 
 init_session()
@@ -60,8 +79,11 @@ if run is None:
     st.stop()
 if (summary := run.read_summary()) and summary.tasks:  # multi-task: a bundle per task and one multi-output file
     from core.export.multitask import FILE, task_bundle_zip
-    st.write("A multi-task run exports one timm bundle per task (each loads alone with timm's `local-dir:`) and one "
-             "TorchScript file that returns every task's probabilities in one pass (`tasks.json` inside names them).")
+    from core.export.multitask_onnx import read_checks as read_multi_checks
+    st.write("A multi-task run exports one timm bundle per task (each loads alone with timm's `local-dir:`; pick "
+             "\"· task NAME\" above for its ONNX and TorchScript files) and one model that returns every task's "
+             "calibrated probabilities in one pass: TorchScript (`tasks.json` inside names them) or ONNX (one output "
+             "per task, named after it), checked on every task's validation images before it is offered.")
     for i, task in enumerate(summary.tasks):
         st.download_button(f"Bundle of task '{task}' (.zip)", key=f"dl_task_{i}", on_click="ignore",
                            data=lambda task=task: task_bundle_zip(run.path, task).read_bytes(),
@@ -69,6 +91,8 @@ if (summary := run.read_summary()) and summary.tasks:  # multi-task: a bundle pe
     if (run.path / FILE).exists():
         st.download_button("All tasks in one model (TorchScript)", data=lambda: (run.path / FILE).read_bytes(),
                            file_name=FILE, mime="application/octet-stream", key="dl_multi", on_click="ignore")
+    if run.task_views():  # runs made before task views have no bundles to build the ONNX file from
+        live_exports(("onnx", "onnx-int8"), read_multi_checks, multi=True)
     st.stop()
 bundle = run.bundle_dir
 if not (bundle / "model.safetensors").exists():
@@ -86,7 +110,8 @@ c1.download_button("Download model bundle (.zip)", data=lambda: export_zip(run).
 c2.download_button("Weights only (.safetensors)", data=lambda: (bundle / "model.safetensors").read_bytes(),
                    file_name=f"{run.run_id}.safetensors", mime="application/octet-stream", key="dl_weights",
                    on_click="ignore")
-c3.download_button("Training config (.yaml)", data=lambda: TrainConfig.load(run.config).portable().to_yaml(),
+c3.download_button("Training config (.yaml)",  # a task's: the multi-task run's, which made its weights
+                   data=lambda: TrainConfig.load((run.parent_run or run).config).portable().to_yaml(),
                    file_name="config.yaml",
                    mime="application/x-yaml", key="dl_config", on_click="ignore")
 
@@ -97,18 +122,7 @@ st.caption("Each file takes float32 NCHW images exactly as the bundle's timm tra
            "(int8: at most 1 point of accuracy lost). The figures also go into the model card.")
 
 
-def exports_section() -> None:
-    checks = read_checks(run)
-    active = [export_row(run, fmt, checks) for fmt in FORMATS]
-    if st.session_state.get("exports_active") and not any(active):
-        st.session_state["exports_active"] = False
-        st.rerun()  # a job ended: redraw the page with its check, and stop polling
-    st.session_state["exports_active"] = any(active)
-
-
-polling = any((s := get_registry().snapshot(st.session_state.get(job_key(run.run_id, f), ""))) and s.active
-              for f in FORMATS)
-st.fragment(exports_section, run_every=1.0 if polling else None)()
+live_exports(tuple(FORMATS), read_checks)
 
 st.subheader("Load it elsewhere")
 st.code(f'''import timm, torch
@@ -120,5 +134,6 @@ img = ImageOps.exif_transpose(Image.open("photo.jpg")).convert("RGB")
 probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]
 print(model.pretrained_cfg["label_names"][int(probs.argmax())], float(probs.max()))''', language="python")
 st.code(f"python -m core predict {run.run_id}-model.zip photo.jpg      # or from the command line\n"
-        f"python -m core export runs/{run.run_id} --format onnx          # onnx | onnx-int8 | torchscript, checked",
+        f"python -m core export runs/{run.parent_run.run_id + ' --task ' + run.task if run.task else run.run_id}"
+        " --format onnx          # onnx | onnx-int8 | torchscript, checked",
         language="bash")

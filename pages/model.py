@@ -38,7 +38,8 @@ def start_from_run_picker(cfg: TrainConfig) -> None:
     backbone and preprocessing come with it, its head too when the classes are the same."""
     from core.models.init_from import read_source
     from core.runs import list_runs
-    runs = {str(r.path): r for r in list_runs(runs_dir()) if (r.bundle_dir / "model.safetensors").exists()}
+    runs = {str(r.path): r for r in list_runs(runs_dir(), task_views=True)  # a multi-task run: each task
+            if (r.bundle_dir / "model.safetensors").exists()}
     labels = {p: f"{r.run_id} · {(s := r.read_summary()).backbone} on {s.dataset} · acc {s.val_accuracy or 0:.3f}"
               for p, r in runs.items() if r.read_summary()}
     options = [""] + list(labels) + ([cfg.init_from] if cfg.init_from and cfg.init_from not in labels else [])

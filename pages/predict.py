@@ -27,7 +27,11 @@ def upload_folder() -> tempfile.TemporaryDirectory:
 
 
 run = run_picker()
-if run is None or not (run.bundle_dir / "model.safetensors").exists():
+if run is None:
+    st.stop()
+if not (run.bundle_dir / "model.safetensors").exists():
+    st.info("A multi-task run predicts through its tasks: pick \"· task NAME\" above." if run.task_views() else
+            "This run has no trained model.")
     st.stop()
 model = loaded_model(str(run.bundle_dir))
 k = st.slider("How many classes to show", 1, max(1, len(model.classes)), min(3, len(model.classes)), key="topk")

@@ -31,8 +31,10 @@ if s.tasks:  # multi-task run: every task in a table, one task's details at a ti
     st.dataframe([{"task": k, "accuracy": round(t[key]["accuracy"], 4), "macro F1": round(t[key]["macro_f1"], 3),
                    "macro precision": round(t[key]["macro_precision"], 3),
                    "macro recall": round(t[key]["macro_recall"], 3), "images": t[key]["num"],
-                   "loss weight": round(t["weight"], 3), "bundle": f"bundle-{k}/"}
+                   "loss weight": round(t["weight"], 3), "bundle": f"tasks/{k}/bundle/"}
                   for k, t in s.tasks.items() if t.get(key)], hide_index=True)
+    st.caption("Each task is also a run of its own in the list above (\"· task NAME\"): its calibration, "
+               "Inspect, Predict and Export.")
     task = st.radio("Task", [k for k, t in s.tasks.items() if t.get(key)], horizontal=True, key="res_task")
     report, classes = SplitReport.from_dict(s.tasks[task][key]), s.tasks[task]["classes"]
 cols = st.columns(5)

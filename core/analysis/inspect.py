@@ -25,9 +25,10 @@ from core.analysis.predictions import Predictions, SplitOutputs, load_prediction
 from core.analysis.render import reliability_png
 from core.analysis.saliency import saliency_for_image
 from core.config import TrainConfig
-from core.data.dataset import Dataset, extract_dir_for, open_dataset
+from core.data.dataset import Dataset
 from core.data.duplicates import find_duplicates
 from core.data.images import load_image
+from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
 from core.files.atomic import atomic_write_json
 from core.runs import RunDir, RunSummary
@@ -62,10 +63,10 @@ class RunView:
         return float((self.summary.calibration or {}).get("temperature", 1.0))
 
     def dataset(self) -> Dataset:
-        """The run's dataset with the run's own split (same folder, fraction and seed)."""
+        """The run's dataset with the run's own split (same folder, fraction and seed); for a task view of a
+        multi-task run, the images its task.json lists (core/data/task_view.py)."""
         try:
-            return open_dataset(self.cfg.data, self.cfg.val_fraction, self.cfg.seed,
-                                extract_dir=extract_dir_for(self.cfg.output_dir))
+            return open_run_dataset(self.run.path, self.cfg)
         except DatasetError as exc:
             raise DatasetError(f"The dataset of run {self.run.run_id} cannot be opened ({exc}); put it back at "
                                f"{self.cfg.data} to inspect training images.") from None
@@ -76,6 +77,9 @@ def open_view(run: RunDir) -> RunView:
     if not run.config.exists():
         raise FileNotFoundError(f"{run.path} is not a run folder (no config.yaml).")
     summary = run.read_summary()
+    if summary is not None and summary.tasks and run.task_views():
+        raise ValueError(f"Run {run.run_id} is a multi-task run: inspect one of its tasks ("
+                         + ", ".join(v.run_id for v in run.task_views()) + ").")
     preds = load_predictions(run.predictions)
     if summary is None or not summary.has_results or preds is None or "val" not in preds.splits:
         raise ValueError(f"Run {run.run_id} has no validation predictions to inspect (it did not finish, or was "

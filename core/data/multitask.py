@@ -43,6 +43,9 @@ class MultiSample(Sample):
     """An image with one label per task (MISSING where it has none). `label` is the first task's label."""
 
     labels: tuple[int, ...] = ()
+    # datasets form: the image's path in each task's own dataset ("" where that dataset does not hold it); `path` is
+    # the copy in the first dataset that holds it. Empty for the labels-file form (one folder, one path).
+    task_paths: tuple[str, ...] = ()
 
 
 @dataclass
@@ -54,6 +57,7 @@ class MultiTaskDataset(Dataset):
     tasks: list[Task] = field(default_factory=list)
     labels_file: str = ""
     sources: list[str] = field(default_factory=list)  # datasets form: each task's dataset (folder or zip), in order
+    task_roots: list[str] = field(default_factory=list)  # datasets form: each task's dataset folder (zips extracted)
     shared: int = 0  # datasets form: images found in more than one dataset (same bytes), one sample each
 
     def counts(self) -> dict[str, dict[str, int]]:

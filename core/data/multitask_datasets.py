@@ -45,6 +45,7 @@ class _Image:
     path: str  # the copy in the first dataset (task order) that holds it
     labels: list[int]  # one per task, MISSING where its dataset does not hold the image
     given: list[str | None]  # the split each dataset's own folders give it (None: no split folders say)
+    paths: list[str]  # its path in each dataset ("" where that dataset does not hold it)
 
 
 def open_task_datasets(cfg: TrainConfig) -> MultiTaskDataset:
@@ -57,6 +58,7 @@ def open_task_datasets(cfg: TrainConfig) -> MultiTaskDataset:
     ds.tasks = [Task(name, list(d.classes)) for (name, _), d in zip(sources, opened, strict=True)]
     ds.classes = list(ds.tasks[0].classes)
     ds.sources = [src for _, src in sources]
+    ds.task_roots = [d.root for d in opened]  # each task view names its images in its own dataset
     ds.shared = sum(sum(v != MISSING for v in im.labels) > 1 for im in images)
     ds.skipped = [k for d in opened for k in d.skipped] + repeats
     _require_every_task(ds, sources)
@@ -117,8 +119,9 @@ def _merge(opened: list[Dataset]) -> tuple[list[_Image], list[Skipped]]:
                                              f"the image is used once"))
                 continue
             first_here[key] = path
-            im = by_key.setdefault(key, _Image(path, [MISSING] * len(opened), [None] * len(opened)))
-            im.labels[t], im.given[t] = label, given.get(path)
+            im = by_key.setdefault(key, _Image(path, [MISSING] * len(opened), [None] * len(opened),
+                                               [""] * len(opened)))
+            im.labels[t], im.given[t], im.paths[t] = label, given.get(path), path
     return list(by_key.values()), repeats
 
 
@@ -153,7 +156,7 @@ def _split(images: list[_Image], opened: list[Dataset], cfg: TrainConfig) -> tup
     by: dict[str, list[MultiSample]] = {split: [] for split in SPLITS}
     pending, disagree = [], 0
     for im in images:
-        sample = MultiSample(im.path, im.labels[0], tuple(im.labels))
+        sample = MultiSample(im.path, im.labels[0], tuple(im.labels), tuple(im.paths))
         given = [g for g in im.given if g]
         if given:
             by[given[0]].append(sample)

@@ -9,8 +9,9 @@ whose every labeled task is right: it picks the best epoch); each task's accurac
 In a probe the heads are independent (the backbone is frozen), so each head keeps its own best epoch instead.
 
 The run folder holds what a single-task run's does (config, metrics, summary.json with per-task metrics under
-`tasks`), plus one timm bundle per task (bundle-<task>/, loadable alone with timm's local-dir), one multi-output
-TorchScript file (multitask.torchscript.pt) and multitask.json (each task's validation labels and predictions).
+`tasks`), plus one task view per task (tasks/<task>/, core/engine/task_views.py: a single-task run folder of that
+task, its timm bundle in tasks/<task>/bundle/, loadable alone with timm's local-dir), one multi-output TorchScript
+file (multitask.torchscript.pt) and multitask.json (each task's validation labels and predictions).
 """
 
 from __future__ import annotations
@@ -33,21 +34,22 @@ from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.images import decode_images, geometry
 from core.data.multitask import MISSING, MultiTaskDataset, open_multitask, task_weights
+from core.data.task_view import task_dataset
 from core.device import pick_device, set_threads
 from core.engine import train as single
 from core.engine.callbacks import Callback, FitResult, RunRecorder
 from core.engine.finish import build_summary, finish_run, portable_dataset_summary
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
+from core.engine.task_views import write_task_views
 from core.engine.tensorboard import experiment_logs
 from core.errors import ConfigError
-from core.export.bundle import write_bundle
 from core.export.multitask import FILE as MULTI_OUTPUT_FILE
 from core.export.multitask import export_multitask_torchscript
 from core.files.atomic import atomic_write_json
 from core.models import backbones, freeze
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.models.heads import Standardiser
-from core.models.multitask import WithPooled, apply_freeze, create_multitask_model, task_model
+from core.models.multitask import WithPooled, apply_freeze, create_multitask_model
 from core.models.objectives import MultiTask
 from core.runs import RunDir, SplitReport, Status, create_run_dir
 
@@ -276,15 +278,9 @@ def finish_multitask(s: Session, status: str) -> FitResult:
     atomic_write_json(s.run.dataset_file, portable_dataset_summary(ds.summary()))
     atomic_write_json(s.run.path / RESULTS, _results(ds, per_task))
     s.emit("on_phase", "exporting a bundle per task", 0, len(ds.tasks))
-    portable = s.cfg.portable()
-    for t, task in enumerate(ds.tasks):
-        task_summary = dataclasses.replace(summary, classes=list(task.classes), val=reports[task.name].get("val"),
-                                           test=reports[task.name].get("test"), tasks=None)
-        write_bundle(task_model(s.model, t), s.data_cfg, task.classes, portable, task_summary,
-                     s.run.path / f"bundle-{task.name}")
-        s.emit("on_phase", "exporting a bundle per task", t + 1, len(ds.tasks))
+    temperatures = write_task_views(s, ds, per_task, reports, summary, status)  # tasks/<task>/: a run per task
     export_multitask_torchscript(s.model, {t.name: list(t.classes) for t in ds.tasks}, s.data_cfg,
-                                 s.run.path / MULTI_OUTPUT_FILE)
+                                 s.run.path / MULTI_OUTPUT_FILE, temperatures)
     for store in s.run.path.glob("decoded-*.npy"):
         store.unlink()
     summary = dataclasses.replace(summary, train_seconds=time.perf_counter() - s.t0)
@@ -294,8 +290,9 @@ def finish_multitask(s: Session, status: str) -> FitResult:
 
 def _task_outputs(ds: MultiTaskDataset, t: int, outputs: dict[str, tuple[torch.Tensor, ...]],
                   ) -> dict[str, SplitOutputs]:
-    """Task t's outputs on each split, over the images labeled for it."""
-    out = {}
+    """Task t's outputs on each split, over the images labeled for it; paths relative to the task's own root
+    (task_dataset: the image folder, or the task's dataset when tasks are datasets)."""
+    out, data = {}, task_dataset(ds, t)
     for split, got in outputs.items():
         samples = getattr(ds, split)
         keep = [i for i, x in enumerate(samples) if x.labels[t] != MISSING]
@@ -304,7 +301,7 @@ def _task_outputs(ds: MultiTaskDataset, t: int, outputs: dict[str, tuple[torch.T
         probs = F.softmax(got[t].float(), dim=1).cpu().numpy()[keep].astype(np.float32)
         out[split] = SplitOutputs(probs, got[-1].float().cpu().numpy()[keep],
                                   np.array([samples[i].labels[t] for i in keep], dtype=np.int64),
-                                  [relative_path(samples[i].path, ds.root) for i in keep])
+                                  [relative_path(x.path, data.root) for x in getattr(data, split)])
     return out
 
 

@@ -18,8 +18,8 @@ import torch
 
 from core.analysis.predictions import load_predictions
 from core.config import TrainConfig
-from core.data.dataset import extract_dir_for, open_dataset
 from core.data.images import load_image
+from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
 from core.export.bundle import LoadedModel, load_bundle
 from core.export.card import refresh_card
@@ -90,7 +90,7 @@ def check_images(run: RunDir) -> CheckImages:
                                 f"train it again to export it with a check.")
     cfg = TrainConfig.load(run.config)
     try:
-        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
+        ds = open_run_dataset(run.path, cfg)  # a task view's listed images, else the class folders
     except DatasetError as exc:
         raise DatasetError(f"{exc} An export is checked on run {run.run_id}'s validation images: put the dataset "
                            f"back where it was trained from, then export again.") from None

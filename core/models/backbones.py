@@ -81,6 +81,8 @@ def create_model(cfg: TrainConfig, num_classes: int, classes: list[str] | None =
 def _create_with_weights(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.weights == "hub":
         return _create_from_hub(cfg.backbone, num_classes, cfg.img_size)
+    if cfg.weights == "random":
+        return _create_random(cfg, num_classes)
     try:
         model = _timm_create(cfg.backbone, cfg.img_size, pretrained=False, num_classes=num_classes)
     except RuntimeError as exc:  # timm: "Unknown model (...)"
@@ -91,6 +93,21 @@ def _create_with_weights(cfg: TrainConfig, num_classes: int) -> nn.Module:
         source = Path(cfg.weights).name
         state = _fit_position_embeddings(model, load_weights_file(Path(cfg.weights)), source)
         _load_backbone_state(model, state, source)
+    return model
+
+
+def _create_random(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """Random weights that depend on cfg.seed alone: built without a classifier under its own generator state (the
+    classifier's constructor draws random numbers before timm initialises the trunk, so the trunk would otherwise
+    depend on the class count and on whatever ran before), then given a num_classes head. The feature caches name
+    these weights `random-seed<seed>` (features.weights_digest), which is only true this way."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        try:
+            model = _timm_create(cfg.backbone, cfg.img_size, pretrained=False, num_classes=0)
+        except RuntimeError as exc:  # timm: "Unknown model (...)"
+            raise WeightsError(f"'{cfg.backbone}' is not a timm model name ({exc}).") from None
+        model.reset_classifier(num_classes)
     return model
 
 

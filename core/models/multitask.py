@@ -55,14 +55,16 @@ class WithPooled(nn.Module):
 
 
 class Probabilities(nn.Module):
-    """Softmax of every task's logits: the multi-output export's contract (a tuple, one entry per task)."""
+    """Softmax of every task's logits divided by that task's calibration temperature (1 = none): the multi-output
+    exports' contract (a tuple, one entry per task)."""
 
-    def __init__(self, net: MultiHead):
+    def __init__(self, net: MultiHead, temperatures: list[float] | None = None):
         super().__init__()
         self.net = net
+        self.temperatures = [float(t) for t in temperatures] if temperatures else [1.0] * len(net.heads)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(logits.softmax(-1) for logits in self.net(x))
+        return tuple((logits / t).softmax(-1) for logits, t in zip(self.net(x), self.temperatures, strict=True))
 
 
 def create_multitask_model(cfg: TrainConfig, num_classes: list[int]) -> MultiHead:
@@ -78,6 +80,22 @@ def apply_freeze(model: MultiHead, cfg: TrainConfig) -> int:
     for p in model.heads.parameters():
         p.requires_grad_(True)
     return n
+
+
+def multitask_from_task_models(models: list[nn.Module]) -> MultiHead:
+    """The inverse of task_model: one MultiHead from task classifiers that share their backbone (the task bundles
+    of one run); the first model's backbone, each model's classifier as its task's head."""
+    trunk = copy.deepcopy(models[0]).eval()
+    trunk.reset_classifier(0)
+    heads = nn.ModuleList()
+    for m in models:
+        c = m.get_classifier()
+        head = nn.Linear(c.in_features, c.out_features)
+        with torch.no_grad():
+            head.weight.copy_(c.weight)
+            head.bias.copy_(c.bias)
+        heads.append(head)
+    return MultiHead(trunk, 0, [], heads=heads).eval()
 
 
 def task_model(model: MultiHead, task: int) -> nn.Module:

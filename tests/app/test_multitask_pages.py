@@ -55,3 +55,23 @@ def test_labels_file_run_results_and_export(app, tmp_path):
     assert not app.exception
     labels_of = [b.label for b in app.get("download_button")]
     assert "Bundle of task 'hue' (.zip)" in labels_of and "All tasks in one model (TorchScript)" in labels_of
+
+    # every task is a run of its own in the pickers: Results, Inspect, Predict and Export serve it
+    run_id = app.session_state["run_id"]
+    assert f"{run_id} · task light" in " ".join(app.selectbox(key="run_pick").options)
+    assert any(b.key == "make_onnx" for b in app.button)  # the multi-output ONNX, made and checked as a job
+    app.selectbox(key="run_pick").set_value(f"{run_id}-light").run()
+    assert not app.exception
+    assert "Bundle of task 'hue' (.zip)" not in [b.label for b in app.get("download_button")]
+    assert "Download model bundle (.zip)" in [b.label for b in app.get("download_button")]
+    app.switch_page("pages/results.py").run()
+    assert not app.exception and app.selectbox(key="run_pick").value == f"{run_id}-light"  # the task stays picked
+    assert "Accuracy" in {m.label for m in app.metric}
+    app.switch_page("pages/inspect.py").run()
+    assert not app.exception and app.selectbox(key="inspect_run").value == f"{run_id}-light"
+    assert {"ECE before", "Temperature"} <= {m.label for m in app.metric}
+    app.switch_page("pages/predict.py").run()
+    query = make_image(tmp_path / "query.png", (220, 40, 40))
+    app.file_uploader(key="predict_up").set_value([("query.png", query.read_bytes(), "image/png")]).run()
+    assert not app.exception
+    assert any("query.png" in m.value and ("bright" in m.value or "dark" in m.value) for m in app.markdown)

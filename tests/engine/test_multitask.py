@@ -65,7 +65,7 @@ def test_two_task_run_reports_per_task_and_every_export_reproduces_it(two_tasks,
     results = json.loads((run.path / "multitask.json").read_text())
     predicted = {}
     for task in ("hue", "light"):
-        model = timm.create_model(f"local-dir:{run.path / f'bundle-{task}'}", pretrained=True).eval()
+        model = timm.create_model(f"local-dir:{run.path / 'tasks' / task / 'bundle'}", pretrained=True).eval()
         assert model.pretrained_cfg["label_names"] == summary.tasks[task]["classes"]
         transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
         val = results["splits"][task]["val"]
@@ -105,7 +105,7 @@ def test_multitask_job_reports_each_task_per_epoch(two_tasks, tmp_path):
     assert any("hue 1.5, light 0.5" in n for n in snap.summary.notes)
     assert any("own best epoch" in n for n in snap.summary.notes)  # probe: independent heads, each its best
     for task in ("hue", "light"):
-        assert (Path(snap.run_dir) / f"bundle-{task}" / "model.safetensors").exists()
+        assert (Path(snap.run_dir) / "tasks" / task / "bundle" / "model.safetensors").exists()
 
 
 def test_single_task_metrics_lines_are_unchanged(tiny_config):
@@ -146,7 +146,7 @@ def test_killed_multitask_run_resumes(two_tasks, tmp_path):
     assert [m["epoch"] for m in history] == list(range(1, 7)) and all("tasks" in m for m in history)
     summary = run.read_summary()
     assert summary.status == "completed" and set(summary.tasks) == {"hue", "light"}
-    assert (run.path / "bundle-light" / "model.safetensors").exists()
+    assert (run.path / "tasks" / "light" / "bundle" / "model.safetensors").exists()
 
 
 def test_probe_heads_train_like_a_single_task_probe(tmp_path):
@@ -178,10 +178,10 @@ def test_probe_heads_train_like_a_single_task_probe(tmp_path):
     assert got["predicted"] == expected.predicted.tolist()
     # each run's bundle with plain timm: the multi-task head is the single-task head
     transform, probs = None, {}
-    for run, folder in ((single, "bundle"), (multi, "bundle-hue")):
+    for run, folder in ((single, "bundle"), (multi, "tasks/hue/bundle")):
         model = timm.create_model(f"local-dir:{Path(run.run_dir) / folder}", pretrained=True).eval()
         transform = transform or timm.data.create_transform(**timm.data.resolve_model_data_config(model))
         with torch.inference_mode():
             x = torch.stack([transform(load_image(root / p)) for p in got["paths"]])
             probs[folder] = model(x).softmax(1).numpy()
-    np.testing.assert_allclose(probs["bundle-hue"], probs["bundle"], atol=1e-5)
+    np.testing.assert_allclose(probs["tasks/hue/bundle"], probs["bundle"], atol=1e-5)

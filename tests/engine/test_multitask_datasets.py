@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.analysis.predictions import load_predictions, relative_path
 from core.cli import main
-from core.runs import list_runs
+from core.config import TrainConfig
+from core.data.task_view import open_run_dataset
+from core.runs import RunDir, list_runs
 
 
 @pytest.fixture
@@ -69,9 +72,20 @@ def test_two_folder_tasks_train_and_export_per_task(hue_and_light, tmp_path, cap
         assert set(m["tasks"]) == {"hue", "light"}
         assert all(not math.isnan(t["train_acc"]) and not math.isnan(t["val_acc"]) for t in m["tasks"].values())
     for task, classes in (("hue", ["blue", "red"]), ("light", ["bright", "dark"])):
-        bundle = run.path / f"bundle-{task}"
+        bundle = run.path / "tasks" / task / "bundle"
         assert (bundle / "model.safetensors").exists()
         assert json.loads((bundle / "config.json").read_text())["label_names"] == classes
+    # each task view names its images in that task's own dataset, so Inspect finds every one of them, the light
+    # photos that only the light dataset holds included
+    view = RunDir(run.path / "tasks" / "light")
+    cfg = TrainConfig.load(view.config)
+    assert Path(cfg.data) == light
+    listed = open_run_dataset(view.path, cfg)
+    preds = load_predictions(view.predictions)
+    assert [relative_path(s.path, light) for s in listed.val] == preds.splits["val"].paths
+    assert all((light / p).is_file() for p in preds.splits["val"].paths)
+    assert {Path(s.path).parent.name for s in listed.train + listed.val} == {"bright", "dark"}
+    assert any(Path(s.path).name.startswith("grey") for s in listed.train + listed.val)
 
 
 def test_data_that_is_not_the_first_task_is_refused(hue_and_light, tmp_path, capsys):
