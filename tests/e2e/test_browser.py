@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
@@ -148,12 +149,20 @@ def test_upload_train_download_predict(app_url, workspace, page, hymenoptera, tm
 
 def set_number(page, key: str, value: int) -> None:
     box = page.locator(f".st-key-{key} input")
-    # a rerun in flight (after the click before) can briefly show the old widget beside the new one
-    expect(box).to_have_count(1, timeout=15000)
-    box.click()
-    box.press("Control+A")
-    box.type(str(value))
-    box.press("Enter")
+    # a rerun in flight (after the click before) can briefly show the old widget beside the new one, even after a
+    # moment with one: then the typing is refused (strict mode) and done again once the rerun has settled
+    for attempt in range(3):
+        expect(box).to_have_count(1, timeout=15000)
+        try:
+            box.click()
+            box.press("Control+A")
+            box.type(str(value))
+            box.press("Enter")
+            break
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+            page.wait_for_timeout(1000)
     page.wait_for_timeout(500)
 
 

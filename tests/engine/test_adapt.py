@@ -147,4 +147,4 @@ def test_reconstruction_from_random_weights_beats_random_weights(tmp_path):
                       weights="random", img_size=32, batch_size=32, lr=3e-3, output_dir=str(tmp_path / "runs"),
                       threads=2, adapt_objective="reconstruct", adapt_epochs=6, adapt_from="random")
     info = adapt(cfg).adaptation
-    assert info["probe_after"] >= info["probe_before"] + 0.1, info  # measured: 0.80 -> 0.99
+    assert info["probe_after"] >= info["probe_before"] + 0.1, info  # measured: 0.79 -> 1.00
