@@ -314,6 +314,17 @@ def format_task_datasets(pairs: list[tuple[str, str]]) -> str:
     return ",".join(f"{name}={path}" for name, path in pairs)
 
 
+def describe_tasks(tasks: str) -> str:
+    """One line for captions: 'labels file labels.csv' or 'tasks species, light (a dataset each)'."""
+    try:
+        pairs = task_datasets(tasks)
+    except ValueError:
+        pairs = []
+    if pairs:
+        return f"tasks {', '.join(name for name, _ in pairs)} (a dataset each)"
+    return f"labels file {Path(tasks).name}"
+
+
 def default_task_name(path: str | Path) -> str:
     """A dataset's task name when none is given: its folder's name, or its zip's name without .zip."""
     p = Path(str(path).rstrip("/\\"))

@@ -4,6 +4,7 @@ from dataclasses import asdict
 
 import streamlit as st
 
+from core.config import describe_tasks
 from core.errors import AccessError, ConfigError
 from core.runs import RunDir, Status
 from pages._charts import batch_curve, curves, task_curves
@@ -17,7 +18,7 @@ cfg = get_cfg()
 if cfg.data:
     st.caption(f"Dataset `{cfg.data}` · `{cfg.backbone}` ({cfg.weights} weights) · freeze **{cfg.freeze}** · "
                f"{cfg.epochs} epochs · batch {cfg.batch_size} · lr {cfg.lr:g} · augmentation {cfg.augmentation}"
-               + (f" · multi-task labels `{cfg.portable().tasks}`" if cfg.tasks else ""))
+               + (f" · multi-task, {describe_tasks(cfg.tasks)}" if cfg.tasks else ""))
 else:  # no st.stop(): a tab opened on ?run=<id> must still show that run
     st.info("Choose a dataset on the Data page to start a training.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/folder_open:")
