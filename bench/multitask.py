@@ -1,6 +1,7 @@
 """Two tasks on one backbone vs each task alone, on ants/bees with a second labelling of the same photos.
 
     python -m bench.multitask [--freeze probe|partial] [--epochs 4] [--form labels|datasets|both]
+                              [--task-weights species=1,light=0.5 ...]
 
 The second task, `light`, is bright vs dark: the mean luminance of each photo's centre crop against the median of
 all photos. The labels file and class-folder copies for the single-task runs are written to a temporary folder.
@@ -55,6 +56,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--form", default="labels", choices=("labels", "datasets", "both"),
                     help="how the two tasks are given: a labels file, two class-folder datasets, or both")
+    ap.add_argument("--task-weights", nargs="*", default=[],
+                    help="also train the two tasks (labels file) with each of these loss weightings")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-multitask-") as tmp:
         labels, light = write_labels(Path(tmp))
@@ -71,6 +74,10 @@ def main() -> None:
             key = "two tasks" if args.form != "both" else f"two tasks ({form})"
             for task in ("species", "light"):
                 out[task][key] = both[task]["val"]["accuracy"]
+        for weights in args.task_weights:
+            both = train(forms["labels"].replace(task_weights=weights)).summary.tasks
+            for task in ("species", "light"):
+                out[task][f"two tasks ({weights})"] = both[task]["val"]["accuracy"]
         print(json.dumps(out))
 
 
