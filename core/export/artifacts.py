@@ -6,10 +6,9 @@ is refreshed so it lists the checks. The app runs this as a job (JobRegistry.sub
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +17,23 @@ import torch
 
 from core.analysis.predictions import load_predictions
 from core.config import TrainConfig
-from core.data.images import load_image
 from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
 from core.export.bundle import LoadedModel, load_bundle
 from core.export.card import refresh_card
 from core.export.onnx import OnnxRunner, Probabilities, export_onnx, quantize_int8
-from core.export.parity import FILES, Agreement, ExportCheck, exports_dir, latency_ms, verdict, write_check
+from core.export.parity import (
+    FILES,
+    Agreement,
+    ExportCheck,
+    bundle_inputs,
+    exports_dir,
+    input_batches,
+    latency_ms,
+    sha256_file,
+    verdict,
+    write_check,
+)
 from core.export.torchscript import TorchScriptRunner, export_torchscript
 from core.runs import RunDir
 
@@ -67,12 +76,12 @@ def export_run(run: RunDir, fmt: str, progress: Progress | None = None,
     extra = {}
     if reference is not None:  # int8: what it gains over the float32 file
         progress("measuring CPU latency", 0, 1)
-        x = _transform(loaded, images.paths[:1])
+        x = bundle_inputs(loaded, images.paths[:1])
         lat, ref_lat = latency_ms([runner, OnnxRunner(reference)], x)
         extra = {"reference_bytes": reference.stat().st_size, "latency_ms": lat, "reference_latency_ms": ref_lat}
         reference.unlink()
     a = agreement
-    check = ExportCheck(fmt, path.name, path.stat().st_size, _sha256(path), a.images, a.share(a.agree_run),
+    check = ExportCheck(fmt, path.name, path.stat().st_size, sha256_file(path), a.images, a.share(a.agree_run),
                         a.share(a.agree_model), a.max_diff, a.share(a.correct), a.share(a.correct_model),
                         passed=not (reason := verdict(fmt, a)), reason=reason,
                         method=method, seconds=time.perf_counter() - t0, created=time.time(),
@@ -115,7 +124,7 @@ def _make(fmt: str, loaded: LoadedModel, out: Path, images: CheckImages) -> tupl
     if fmt == "onnx":
         return export_onnx(*args, out / FILES[fmt]), None, ""
     reference = export_onnx(*args, out / "reference-fp32.onnx")
-    calibration = _batches(loaded, images.train) if images.train else None
+    calibration = input_batches(loaded, images.train) if images.train else None
     method = quantize_int8(reference, out / FILES[fmt], calibration)
     return out / FILES[fmt], reference, method
 
@@ -129,27 +138,10 @@ def _agreement(loaded: LoadedModel, runner, images: CheckImages, progress: Progr
         if should_stop():
             return None
         progress("checking on validation images", i, n)
-        x = _transform(loaded, images.paths[i:i + CHECK_BATCH])
+        x = bundle_inputs(loaded, images.paths[i:i + CHECK_BATCH])
         with torch.inference_mode():
             expected = model(torch.from_numpy(x)).numpy()
         a.add(runner(x), expected, images.run_top1[i:i + CHECK_BATCH], images.labels[i:i + CHECK_BATCH])
     progress("checking on validation images", n, n)
     return a
 
-
-def _transform(loaded: LoadedModel, paths: list[Path]) -> np.ndarray:
-    """The bundle's own timm transform: exactly what a timm user feeds the exported file."""
-    return torch.stack([loaded.transform(load_image(p)) for p in paths]).numpy()
-
-
-def _batches(loaded: LoadedModel, paths: list[Path], size: int = 8) -> Iterator[np.ndarray]:
-    for i in range(0, len(paths), size):
-        yield _transform(loaded, paths[i:i + size])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

@@ -24,7 +24,7 @@ import json
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,12 @@ import torch
 
 from core.analysis.predictions import load_predictions
 from core.config import TrainConfig
-from core.data.images import load_image
 from core.data.task_view import read_task_file
 from core.errors import DatasetError
 from core.export.bundle import LoadedModel
 from core.export.multitask import load_task_models
-from core.export.onnx import INPUT, quantize_int8
-from core.export.parity import Agreement, ExportCheck, latency_ms, verdict
+from core.export.onnx import INPUT, cpu_session, quantize_int8
+from core.export.parity import Agreement, ExportCheck, bundle_inputs, input_batches, latency_ms, sha256_file, verdict
 from core.files.atomic import atomic_write_json
 from core.models.multitask import MultiHead, Probabilities
 from core.runs import RunDir
@@ -120,7 +119,7 @@ def export_multitask_onnx(model: MultiHead, tasks: dict[str, list[str]], tempera
         out.type.tensor_type.shape.dim[0].dim_param = "batch"
     prep = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_cfg.items()}
     meta = {"tasks": json.dumps(tasks), "temperatures": json.dumps({t: temperatures.get(t, 1.0) for t in tasks}),
-            "preprocessing": json.dumps(prep), "input": "float32 NCHW as timm.data.create_transform(**preprocessing)"
+            "preprocessing": json.dumps(prep), "input": "float32 NCHW as timm.data.createbundle_inputs(**preprocessing)"
             " produces it", "output": "one output per task, named after it: softmax(logits / temperature)"}
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
@@ -133,11 +132,7 @@ class MultiOnnxRunner:
     """A multi-output ONNX file on ONNX Runtime's CPU provider: a batch in, task -> probabilities out."""
 
     def __init__(self, path: Path, threads: int = 0):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -168,7 +163,7 @@ def export_multitask_run(run: RunDir, fmt: str, progress: Progress | None = None
     path, method = reference, ""
     if fmt == "onnx-int8":
         path = out / FILES[fmt]
-        method = quantize_int8(reference, path, _batches(first, images.train) if images.train else None)
+        method = quantize_int8(reference, path, input_batches(first, images.train) if images.train else None)
     runner = MultiOnnxRunner(path)
     agreements = _agreements(Probabilities(model, list(temps.values())).eval(), first, runner, images, progress,
                              should_stop)
@@ -178,10 +173,10 @@ def export_multitask_run(run: RunDir, fmt: str, progress: Progress | None = None
     extra = {}
     if fmt == "onnx-int8":
         progress("measuring CPU latency", 0, 1)
-        lat, ref_lat = latency_ms([runner, MultiOnnxRunner(reference)], _transform(first, images.paths[:1]))
+        lat, ref_lat = latency_ms([runner, MultiOnnxRunner(reference)], bundle_inputs(first, images.paths[:1]))
         extra = {"reference_bytes": reference.stat().st_size, "latency_ms": lat, "reference_latency_ms": ref_lat}
         reference.unlink()
-    size, digest = path.stat().st_size, _sha256(path)
+    size, digest = path.stat().st_size, sha256_file(path)
     checks = {t: ExportCheck(fmt, path.name, size, digest, a.images, a.share(a.agree_run), a.share(a.agree_model),
                              a.max_diff, a.share(a.correct), a.share(a.correct_model),
                              passed=not (r := verdict(fmt, a)), reason=r, method=method)
@@ -258,7 +253,7 @@ def _agreements(model: Probabilities, loaded: LoadedModel, runner: MultiOnnxRunn
         if should_stop():
             return None
         progress("checking on validation images", i, n)
-        x = _transform(loaded, images.paths[i:i + CHECK_BATCH])
+        x = bundle_inputs(loaded, images.paths[i:i + CHECK_BATCH])
         with torch.inference_mode():
             expected = [p.numpy() for p in model(torch.from_numpy(x))]
         got = runner(x)
@@ -269,20 +264,3 @@ def _agreements(model: Probabilities, loaded: LoadedModel, runner: MultiOnnxRunn
     progress("checking on validation images", n, n)
     return totals
 
-
-def _transform(loaded: LoadedModel, paths: list[Path]) -> np.ndarray:
-    return torch.stack([loaded.transform(load_image(p)) for p in paths]).numpy()
-
-
-def _batches(loaded: LoadedModel, paths: list[Path], size: int = 8) -> Iterator[np.ndarray]:
-    for i in range(0, len(paths), size):
-        yield _transform(loaded, paths[i:i + size])
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

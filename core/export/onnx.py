@@ -109,15 +109,20 @@ def _copy_metadata(src: Path, dst: Path) -> None:
     onnx.save(target, str(dst))
 
 
+def cpu_session(path: Path, threads: int = 0):
+    """An ONNX Runtime session on the CPU provider, its warnings silenced (threads 0: ONNX Runtime's default)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
     """An ONNX file on ONNX Runtime's CPU provider: float32 NCHW batch in, probabilities out."""
 
     def __init__(self, path: Path, threads: int = 0):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]

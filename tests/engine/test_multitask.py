@@ -21,6 +21,11 @@ from core.runs import list_runs
 
 @pytest.fixture
 def two_tasks(tmp_path: Path) -> tuple[Path, Path]:
+    return write_two_tasks(tmp_path)
+
+
+def write_two_tasks(tmp_path: Path) -> tuple[Path, Path]:
+    """shots/imgs/*.png, 10 per (hue, light) pair, and labels.csv over them with some labels missing."""
     rng = np.random.default_rng(0)
     root, lines = tmp_path / "shots", ["path,hue,light"]
     for hue, rgb in (("red", (220, 40, 40)), ("blue", (40, 60, 220))):

@@ -23,35 +23,17 @@ from core.export.multitask_onnx import MultiOnnxRunner, export_multitask_run, ta
 from core.models.init_from import read_source
 from core.models.multitask import Probabilities
 from core.runs import RunDir, list_runs
-from tests.engine.test_multitask import tiny_args
+from tests.engine.test_multitask import tiny_args, write_two_tasks
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[RunDir, Path]:
     tmp = tmp_path_factory.mktemp("mt")
-    root, labels = _two_task_folder(tmp)
+    root, labels = write_two_tasks(tmp)
     out = tmp / "runs"
     # 5 epochs: every validation image is then far from a tie, so the exports' top-1 must agree on all of them
     assert main(tiny_args(root, labels, out, "--freeze", "partial", "--epochs", "5")) == 0
     return list_runs(out)[0], root
-
-
-def _two_task_folder(tmp: Path) -> tuple[Path, Path]:
-    """The images and labels file of tests/engine/test_multitask.py's fixture."""
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    root, lines = tmp / "shots", ["path,hue,light"]
-    for hue, rgb in (("red", (220, 40, 40)), ("blue", (40, 60, 220))):
-        for light, scale in (("bright", 1.0), ("dark", 0.35)):
-            for i in range(10):
-                arr = np.clip(np.array(rgb) * scale + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
-                path = root / "imgs" / f"{hue}_{light}_{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(arr).save(path)
-                lines.append(f"imgs/{path.name},{'' if i == 0 else hue},{'' if i == 1 else light}")
-    labels = tmp / "labels.csv"
-    labels.write_text("\n".join(lines) + "\n")
-    return root, labels
 
 
 def test_each_task_view_is_a_complete_run_of_that_task(trained):
@@ -188,7 +170,7 @@ def test_cli_addresses_a_task(trained, capsys, tmp_path):
 
 def test_multitask_run_stopped_before_training_finishes_cleanly(tmp_path):
     from core.engine.multitask import train_multitask
-    root, labels = _two_task_folder(tmp_path)
+    root, labels = write_two_tasks(tmp_path)
     cfg = TrainConfig(data=str(root), tasks=str(labels), backbone="test_efficientnet", weights="random", img_size=64,
                       freeze="probe", epochs=2, batch_size=4, output_dir=str(tmp_path / "runs"), threads=2)
     stop = threading.Event()
