@@ -13,7 +13,7 @@ VISIBLE_IMAGES_JS = """() => [...document.querySelectorAll('[data-testid=stImage
     .filter(i => i.offsetParent !== null && i.complete && i.naturalWidth > 0).length"""
 
 
-def wait_for_job(page, done_text: str, timeout_s: float = 40.0) -> None:
+def wait_for_job(page, done_text: str, timeout_s: float = 120.0) -> None:
     """The page shows a job's progress with a Refresh button (no polling of its own): press it until done."""
     deadline = time.monotonic() + timeout_s
     while not page.get_by_text(done_text).first.is_visible():
