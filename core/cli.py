@@ -75,6 +75,11 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**base, **flags})
 
 
+def show_progress(phase: str, done: int, total: int) -> None:
+    """The progress of a long phase, one line on stderr redrawn in place (every command shows it this way)."""
+    sys.stderr.write(f"\r{phase}: {done}/{total}   ")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from core.engine.train import train
     from core.runs import RunDir
@@ -156,8 +161,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         print_summary(result.run_dir, result.summary)
         if result.status != Status.COMPLETED:
             return 0 if result.status == Status.STOPPED else 1
-    rows = make_table(student, progress=None if args.quiet else
-                      (lambda phase, d, t: sys.stderr.write(f"\r{phase}: {d}/{t}   ")))
+    rows = make_table(student, progress=None if args.quiet else show_progress)
     sys.stderr.write("\n")
     print("\n" + to_markdown(rows) + f"table: {student.path / 'distill' / 'table.md'}")
     return 0
@@ -211,7 +215,7 @@ def advise_from_cli(cfg: TrainConfig, quiet: bool = False, rank_all: bool = Fals
     from core.data.multitask import single_task_view
     from core.plan.advisor import advise
     ds = single_task_view(cfg)  # the class folders; multi-task: the images labeled for the first task
-    show = None if quiet else (lambda phase, done, total: sys.stderr.write(f"\r{phase}: {done}/{total}   "))
+    show = None if quiet else show_progress
     advice = advise(cfg, ds, progress=show, rank_all=rank_all)
     sys.stderr.write(("" if quiet else "\n") + "advisor: " + advice.paragraph + "\n")
     return advice
@@ -245,7 +249,7 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     from core.plan.latency import catalogue_rows, measure_latency
     if args.measure:
         names = tuple(b.name for b in CATALOGUE if args.all or "bundled" in b.weight_sources)
-        measure_latency(names, progress=lambda phase, d, t: sys.stderr.write(f"\r{phase} ({d}/{t})   "))
+        measure_latency(names, progress=show_progress)
         sys.stderr.write("\n")
     rows = catalogue_rows()
     if args.json:
@@ -266,8 +270,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from core.plan.lr_finder import find_lr
     cfg = (TrainConfig.load(args.config) if args.config else TrainConfig()).replace(data=args.data)
     ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir_for(cfg.output_dir))
-    found = find_lr(cfg, ds, progress=None if args.json else
-                    (lambda phase, done, total: sys.stderr.write(f"\r{phase}: {done}/{total}   ")))
+    found = find_lr(cfg, ds, progress=None if args.json else show_progress)
     if args.json:
         print(json.dumps(dataclasses.asdict(found)))
     else:
@@ -351,8 +354,7 @@ def _export_multitask(run, args: argparse.Namespace) -> int:
     if args.format == "torchscript":
         out = run.path / FILE
     else:
-        check = export_multitask_run(run, args.format, progress=lambda phase, d, t: sys.stderr.write(
-            f"\r{phase}: {d}/{t}   "))
+        check = export_multitask_run(run, args.format, progress=show_progress)
         sys.stderr.write("\n")
         out = export_file(run, args.format)
     if args.out:
@@ -370,7 +372,7 @@ def _export_checked(run, args: argparse.Namespace) -> int:
 
     from core.export.artifacts import export_run
     from core.export.parity import export_file
-    check = export_run(run, args.format, progress=lambda phase, d, t: sys.stderr.write(f"\r{phase}: {d}/{t}   "))
+    check = export_run(run, args.format, progress=show_progress)
     sys.stderr.write("\n")
     out = export_file(run, args.format)
     if args.out:
@@ -428,7 +430,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if _is_multitask(run):
         raise ValueError(f"Run {run.run_id} is a multi-task run: inspect one task with --task "
                          f"({', '.join(v.task for v in run.task_views())}).")
-    index = inspect_run(run, progress=lambda phase, d, t: sys.stderr.write(f"\r{phase}: {d}/{t}   "),
+    index = inspect_run(run, progress=show_progress,
                         saliency_images=args.saliency)
     sys.stderr.write("\n")
     c = read_report(run, "calibration.json")
@@ -490,7 +492,7 @@ class ProgressBar(Callback):
         self.phase_line_open = False
 
     def on_phase(self, phase: str, done: int, total: int) -> None:
-        sys.stderr.write(f"\r{phase}: {done}/{total}   ")
+        show_progress(phase, done, total)
         self.phase_line_open = True
 
     def on_batch_end(self, m) -> None:
