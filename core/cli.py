@@ -342,45 +342,38 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_multitask(run, args: argparse.Namespace) -> int:
     """A multi-task run as a whole: its multi-output ONNX (checked) or TorchScript file; a bundle is per task."""
-    import shutil
-
     from core.export.multitask import FILE
     from core.export.multitask_onnx import export_file, export_multitask_run
     tasks = ", ".join(v.task for v in run.task_views())
     if args.format == "bundle":
         raise ValueError(f"Run {run.run_id} is a multi-task run: each task has its own bundle; give --task "
                          f"({tasks}), or --format onnx | onnx-int8 | torchscript for one file with every task.")
-    check = None
     if args.format == "torchscript":
-        out = run.path / FILE
-    else:
-        check = export_multitask_run(run, args.format, progress=show_progress)
-        sys.stderr.write("\n")
-        out = export_file(run, args.format)
-    if args.out:
-        target = Path(args.out) / out.name if Path(args.out).is_dir() else Path(args.out)
+        return _deliver(run.path / FILE, None, args.out)
+    check = export_multitask_run(run, args.format, progress=show_progress)
+    sys.stderr.write("\n")
+    return _deliver(export_file(run, args.format), check, args.out)
+
+
+def _export_checked(run, args: argparse.Namespace) -> int:
+    """ONNX / int8 / TorchScript: export, check on the validation images, print the figures; exit 1 if it failed."""
+    from core.export.artifacts import export_run
+    from core.export.parity import export_file
+    check = export_run(run, args.format, progress=show_progress)
+    sys.stderr.write("\n")
+    return _deliver(export_file(run, args.format), check, args.out)
+
+
+def _deliver(out: Path, check, dest: str | None) -> int:
+    """Copy an exported file to --out (a folder or a file name), print its check and path; exit 1 if it failed."""
+    import shutil
+    if dest:
+        target = Path(dest) / out.name if Path(dest).is_dir() else Path(dest)
         out = Path(shutil.copyfile(out, target))
     if check is not None:
         print(f"{'check passed' if check.passed else 'CHECK FAILED: ' + check.reason}: {check.summary_line()}")
     print(out)
     return 0 if check is None or check.passed else 1
-
-
-def _export_checked(run, args: argparse.Namespace) -> int:
-    """ONNX / int8 / TorchScript: export, check on the validation images, print the figures; exit 1 if it failed."""
-    import shutil
-
-    from core.export.artifacts import export_run
-    from core.export.parity import export_file
-    check = export_run(run, args.format, progress=show_progress)
-    sys.stderr.write("\n")
-    out = export_file(run, args.format)
-    if args.out:
-        target = Path(args.out) / out.name if Path(args.out).is_dir() else Path(args.out)
-        out = Path(shutil.copyfile(out, target))
-    print(f"{'check passed' if check.passed else 'CHECK FAILED: ' + check.reason}: {check.summary_line()}")
-    print(out)
-    return 0 if check.passed else 1
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

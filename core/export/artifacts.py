@@ -23,10 +23,12 @@ from core.export.bundle import LoadedModel, load_bundle
 from core.export.card import refresh_card
 from core.export.onnx import OnnxRunner, Probabilities, export_onnx, quantize_int8
 from core.export.parity import (
+    CHECK_BATCH,
     FILES,
     Agreement,
     ExportCheck,
     bundle_inputs,
+    calibration_sample,
     exports_dir,
     input_batches,
     latency_ms,
@@ -37,8 +39,6 @@ from core.export.parity import (
 from core.export.torchscript import TorchScriptRunner, export_torchscript
 from core.runs import RunDir
 
-CHECK_BATCH = 16
-CALIBRATION_MAX = 300  # training images for int8 ranges (ants/bees: all 244; more changes little, costs time)
 Progress = Callable[[str, int, int], None]
 
 
@@ -109,10 +109,7 @@ def check_images(run: RunDir) -> CheckImages:
     if missing:
         raise DatasetError(f"{len(missing)} validation image(s) of run {run.run_id} are gone, e.g. {missing[0]}; "
                            f"the export cannot be checked without them. Restore them and export again.")
-    train = [Path(s.path) for s in ds.train]
-    if len(train) > CALIBRATION_MAX:
-        keep = np.random.default_rng(cfg.seed).choice(len(train), CALIBRATION_MAX, replace=False)
-        train = [train[i] for i in sorted(keep)]
+    train = calibration_sample([Path(s.path) for s in ds.train], cfg.seed)
     return CheckImages(paths, val.labels, val.predicted, train)
 
 

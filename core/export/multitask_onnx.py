@@ -39,14 +39,22 @@ from core.errors import DatasetError
 from core.export.bundle import LoadedModel
 from core.export.multitask import load_task_models
 from core.export.onnx import INPUT, cpu_session, quantize_int8
-from core.export.parity import Agreement, ExportCheck, bundle_inputs, input_batches, latency_ms, sha256_file, verdict
+from core.export.parity import (
+    CHECK_BATCH,
+    Agreement,
+    ExportCheck,
+    bundle_inputs,
+    calibration_sample,
+    input_batches,
+    latency_ms,
+    sha256_file,
+    verdict,
+)
 from core.files.atomic import atomic_write_json
 from core.models.multitask import MultiHead, Probabilities
 from core.runs import RunDir
 
 FILES = {"onnx": "multitask.onnx", "onnx-int8": "multitask-int8.onnx"}
-CHECK_BATCH = 16
-CALIBRATION_MAX = 300  # training images for the int8 ranges, as for single-task exports
 Progress = Callable[[str, int, int], None]
 
 
@@ -236,12 +244,7 @@ def task_images(run: RunDir) -> TaskImages:
                            f"the export cannot be checked without them. Restore them and export again.")
     labels = {t: np.array([got.get(p, (-1, -1))[0] for p in order]) for t, got in per_task.items()}
     top1 = {t: np.array([got.get(p, (-1, -1))[1] for p in order]) for t, got in per_task.items()}
-    train_paths = list(train)
-    if len(train_paths) > CALIBRATION_MAX:
-        seed = TrainConfig.load(run.config).seed  # the run's seed, as single-task exports sample theirs
-        keep = np.random.default_rng(seed).choice(len(train_paths), CALIBRATION_MAX, replace=False)
-        train_paths = [train_paths[i] for i in sorted(keep)]
-    return TaskImages(order, labels, top1, train_paths)
+    return TaskImages(order, labels, top1, calibration_sample(list(train), TrainConfig.load(run.config).seed))
 
 
 def _agreements(model: Probabilities, loaded: LoadedModel, runner: MultiOnnxRunner, images: TaskImages,

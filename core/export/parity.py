@@ -194,3 +194,16 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+CHECK_BATCH = 16  # validation images per batch when an export is checked
+CALIBRATION_MAX = 300  # training images for int8 ranges (ants/bees: all 244; more changes little, costs time)
+
+
+def calibration_sample(paths: list[Path], seed: int) -> list[Path]:
+    """The training images int8 ranges are calibrated on: all of them, or CALIBRATION_MAX drawn with the run's
+    seed (in their order)."""
+    if len(paths) <= CALIBRATION_MAX:
+        return list(paths)
+    keep = np.random.default_rng(seed).choice(len(paths), CALIBRATION_MAX, replace=False)
+    return [paths[i] for i in sorted(keep)]
