@@ -32,11 +32,11 @@ from core.export.parity import (
     exports_dir,
     input_batches,
     latency_ms,
-    sha256_file,
     verdict,
     write_check,
 )
 from core.export.torchscript import TorchScriptRunner, export_torchscript
+from core.files.digest import sha256_file
 from core.runs import RunDir
 
 Progress = Callable[[str, int, int], None]

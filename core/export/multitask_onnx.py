@@ -47,10 +47,10 @@ from core.export.parity import (
     calibration_sample,
     input_batches,
     latency_ms,
-    sha256_file,
     verdict,
 )
 from core.files.atomic import atomic_write_json
+from core.files.digest import sha256_file
 from core.models.multitask import MultiHead, Probabilities
 from core.runs import RunDir
 

@@ -10,7 +10,6 @@ against the float32 ONNX file. The pass rules are the constants below; a failed 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -185,15 +184,6 @@ def input_batches(loaded: LoadedModel, paths: list[Path], size: int = 8) -> Iter
     """bundle_inputs in batches of `size` (int8 calibration)."""
     for i in range(0, len(paths), size):
         yield bundle_inputs(loaded, paths[i:i + size])
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 an export's check records (what a user compares with sha256sum)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 CHECK_BATCH = 16  # validation images per batch when an export is checked
