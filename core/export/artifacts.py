@@ -20,7 +20,6 @@ from core.config import TrainConfig
 from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
 from core.export.bundle import LoadedModel, load_bundle
-from core.export.card import refresh_card
 from core.export.onnx import OnnxRunner, Probabilities, export_onnx, quantize_int8
 from core.export.parity import (
     CHECK_BATCH,
@@ -35,6 +34,7 @@ from core.export.parity import (
     verdict,
     write_check,
 )
+from core.export.record import refresh_card
 from core.export.torchscript import TorchScriptRunner, export_torchscript
 from core.files.digest import sha256_file
 from core.runs import RunDir
