@@ -43,9 +43,7 @@ from core.export.parity import (
     CHECK_BATCH,
     Agreement,
     ExportCheck,
-    bundle_inputs,
     calibration_sample,
-    input_batches,
     latency_ms,
     verdict,
 )
@@ -171,7 +169,7 @@ def export_multitask_run(run: RunDir, fmt: str, progress: Progress | None = None
     path, method = reference, ""
     if fmt == "onnx-int8":
         path = out / FILES[fmt]
-        method = quantize_int8(reference, path, input_batches(first, images.train) if images.train else None)
+        method = quantize_int8(reference, path, first.input_batches(images.train) if images.train else None)
     runner = MultiOnnxRunner(path)
     agreements = _agreements(Probabilities(model, list(temps.values())).eval(), first, runner, images, progress,
                              should_stop)
@@ -181,7 +179,7 @@ def export_multitask_run(run: RunDir, fmt: str, progress: Progress | None = None
     extra = {}
     if fmt == "onnx-int8":
         progress("measuring CPU latency", 0, 1)
-        lat, ref_lat = latency_ms([runner, MultiOnnxRunner(reference)], bundle_inputs(first, images.paths[:1]))
+        lat, ref_lat = latency_ms([runner, MultiOnnxRunner(reference)], first.inputs(images.paths[:1]))
         extra = {"reference_bytes": reference.stat().st_size, "latency_ms": lat, "reference_latency_ms": ref_lat}
         reference.unlink()
     size, digest = path.stat().st_size, sha256_file(path)
@@ -256,7 +254,7 @@ def _agreements(model: Probabilities, loaded: LoadedModel, runner: MultiOnnxRunn
         if should_stop():
             return None
         progress("checking on validation images", i, n)
-        x = bundle_inputs(loaded, images.paths[i:i + CHECK_BATCH])
+        x = loaded.inputs(images.paths[i:i + CHECK_BATCH])
         with torch.inference_mode():
             expected = [p.numpy() for p in model(torch.from_numpy(x))]
         got = runner(x)
