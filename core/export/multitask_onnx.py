@@ -125,7 +125,7 @@ def export_multitask_onnx(model: MultiHead, tasks: dict[str, list[str]], tempera
         out.type.tensor_type.shape.dim[0].dim_param = "batch"
     prep = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_cfg.items()}
     meta = {"tasks": json.dumps(tasks), "temperatures": json.dumps({t: temperatures.get(t, 1.0) for t in tasks}),
-            "preprocessing": json.dumps(prep), "input": "float32 NCHW as timm.data.createbundle_inputs(**preprocessing)"
+            "preprocessing": json.dumps(prep), "input": "float32 NCHW as timm.data.create_transform(**preprocessing)"
             " produces it", "output": "one output per task, named after it: softmax(logits / temperature)"}
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
