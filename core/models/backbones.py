@@ -20,10 +20,16 @@ import timm
 import torch
 from torch import nn
 
-from core.config import TrainConfig
+from core.config import BUNDLED_BACKBONES, TrainConfig
 from core.errors import WeightsError
 from core.models.init_from import create_from_source
 from core.models.weights import fit_position_embeddings, load_backbone_state, timm_create
+
+
+def weight_sources(backbone: str) -> tuple[str, ...]:
+    """Where a backbone's pretrained weights can come from. Which backbones have bundled weights is said once, in
+    config.BUNDLED_BACKBONES (the config's own check needs it, and config sits below models)."""
+    return ("bundled", "hub", "file") if backbone in BUNDLED_BACKBONES else ("hub", "file")
 
 
 @dataclass(frozen=True)
@@ -31,22 +37,25 @@ class BackboneInfo:
     name: str
     params_m: float
     input_size: int
-    weight_sources: tuple[str, ...]
     note: str
+
+    @property
+    def weight_sources(self) -> tuple[str, ...]:
+        return weight_sources(self.name)
 
 
 # A short list a person can choose from; any other timm name works from the CLI with weights=hub or a file.
 CATALOGUE = (
-    BackboneInfo("tf_efficientnet_lite0", 4.7, 224, ("bundled", "hub", "file"),
+    BackboneInfo("tf_efficientnet_lite0", 4.7, 224,
                  "Default. ImageNet weights ship with the app: works offline. Fastest of the three on CPU."),
-    BackboneInfo("tf_efficientnet_lite1", 5.4, 240, ("bundled", "hub", "file"),
+    BackboneInfo("tf_efficientnet_lite1", 5.4, 240,
                  "Offline too. A little larger and slower than Lite0, often a little more accurate."),
-    BackboneInfo("tf_efficientnet_lite2", 6.1, 260, ("bundled", "hub", "file"),
+    BackboneInfo("tf_efficientnet_lite2", 6.1, 260,
                  "Offline too. The largest offline choice: slower, for when accuracy matters most."),
-    BackboneInfo("mobilenetv3_large_100", 5.5, 224, ("hub", "file"), "Very fast on CPU and phones."),
-    BackboneInfo("resnet50", 25.6, 224, ("hub", "file"), "Classic, robust baseline; slower on CPU."),
-    BackboneInfo("convnext_tiny", 28.6, 224, ("hub", "file"), "Strong accuracy; wants a GPU."),
-    BackboneInfo("vit_small_patch16_224", 22.1, 224, ("hub", "file"), "Vision transformer; wants a GPU."),
+    BackboneInfo("mobilenetv3_large_100", 5.5, 224, "Very fast on CPU and phones."),
+    BackboneInfo("resnet50", 25.6, 224, "Classic, robust baseline; slower on CPU."),
+    BackboneInfo("convnext_tiny", 28.6, 224, "Strong accuracy; wants a GPU."),
+    BackboneInfo("vit_small_patch16_224", 22.1, 224, "Vision transformer; wants a GPU."),
 )
 OFFLINE = tuple(b.name for b in CATALOGUE if "bundled" in b.weight_sources)
 
