@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.analysis.predictions import relative_path
 from core.config import TrainConfig
 from core.data.dataset import Dataset
 from core.export.card import render_card
 from core.export.parity import read_checks
 from core.files.atomic import atomic_write_json, atomic_write_text
 from core.files.digest import file_digest
+from core.files.paths import relative_path
 from core.runs import RunDir, RunSummary
 
 RECORD = "record.json"
