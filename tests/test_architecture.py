@@ -1,5 +1,7 @@
-"""core/ is a plain library that reads top to bottom: it never imports the UI stack (streamlit, plotly), and a
-unit (a top-level module or a folder) imports only from units listed above it in LAYERS."""
+"""core/ is a plain library that reads top to bottom: it never imports the UI stack (streamlit, plotly), a unit (a
+top-level module or a folder) imports only from units listed above it in LAYERS, and no two modules import each
+other, directly or round a longer circle, inside a folder or across folders (an import inside a function counts:
+it is a dependency that runs later)."""
 
 import ast
 import shutil
@@ -53,6 +55,47 @@ def upward_imports(root: Path) -> list[str]:
     return problems
 
 
+def module_of(path: Path, root: Path = CORE) -> str:
+    """core/export/card.py -> core.export.card; core/models/__init__.py -> core.models."""
+    parts = ("core", *path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the modules of `root` (a copy of core/) it imports. `from core.export.card import render_card`
+    names core.export.card.render_card: it is counted as the longest prefix that is a module."""
+    files = {module_of(f, root): f for f in sorted(root.rglob("*.py"))}
+    graph = {}
+    for module, f in files.items():
+        targets = set()
+        for name in imported_modules(f, root):
+            parts = name.split(".")
+            prefixes = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+            target = next((p for p in prefixes if p in files), None)
+            if target not in (None, module, "core"):  # core/__init__ runs before any module anyway
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def import_cycles(root: Path) -> list[str]:
+    """Every import circle among the modules of `root`, as 'a -> b -> a' (each started at its first module in
+    sorted order, so each circle is listed once)."""
+    graph = import_graph(root)
+    cycles = []
+
+    def walk(start: str, path: list[str]) -> None:
+        for nxt in sorted(graph[path[-1]]):
+            if nxt == start:
+                cycles.append(" -> ".join([*path, start]).replace("core.", ""))
+            elif nxt > start and nxt not in path:  # circles through a smaller module were listed from it
+                walk(start, [*path, nxt])
+
+    for module in sorted(graph):
+        walk(module, [module])
+    return cycles
+
+
 def test_core_never_imports_ui_libraries():
     files = sorted(CORE.rglob("*.py"))
     assert len(files) >= 8
@@ -74,6 +117,22 @@ def test_checker_sees_imports(tmp_path):
     f = tmp_path / "x.py"
     f.write_text("def g():\n    from plotly import graph_objects\n")
     assert "plotly" in {m.split(".")[0] for m in imported_modules(f, tmp_path)}
+
+
+def test_no_import_circles():
+    cycles = import_cycles(CORE)
+    assert not cycles, "import circles in core/ (break each: move what both need below them):\n" + "\n".join(cycles)
+
+
+def test_checker_fails_on_a_planted_import_circle(tmp_path):
+    """A copy of core/ with two modules of data/ importing each other (one of them inside a function) fails the
+    check, and names the circle."""
+    copy = tmp_path / "core"
+    shutil.copytree(CORE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = import_cycles(copy)
+    (copy / "data" / "planted_a.py").write_text("from core.data.planted_b import helper\n")
+    (copy / "data" / "planted_b.py").write_text("def helper():\n    from . import planted_a\n")
+    assert [c for c in import_cycles(copy) if c not in before] == ["data.planted_a -> data.planted_b -> data.planted_a"]
 
 
 @pytest.mark.parametrize("source", [

@@ -21,7 +21,7 @@ import torch
 from core.analysis import calibration as cal
 from core.analysis.embedding import embed_2d, sample_indices
 from core.analysis.mislabels import out_of_sample_probs, rank_mislabels, suspects_to_dicts
-from core.analysis.predictions import Predictions, SplitOutputs, load_predictions, relative_path
+from core.analysis.predictions import Predictions, SplitOutputs, load_predictions
 from core.analysis.render import reliability_png
 from core.analysis.saliency import saliency_for_image
 from core.config import TrainConfig
@@ -31,6 +31,7 @@ from core.data.images import load_image
 from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
 from core.files.atomic import atomic_write_json
+from core.files.paths import relative_path
 from core.runs import RunDir, RunSummary
 
 Progress = Callable[[str, int, int], None]

@@ -40,14 +40,6 @@ class Predictions:
     splits: dict[str, SplitOutputs]
 
 
-def relative_path(path: str | Path, root: str | Path) -> str:
-    """`path` relative to the dataset root ('/'-separated); just the file name when it lies elsewhere."""
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
-
-
 def save_predictions(path: Path, preds: Predictions) -> None:
     arrays: dict[str, np.ndarray] = {"classes": np.array(preds.classes, dtype=str)}
     for name, out in preds.splits.items():

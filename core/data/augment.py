@@ -12,7 +12,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-PRESETS = ("none", "light", "standard")
 CROP_SCALE = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 JITTER = 0.2

@@ -21,23 +21,15 @@ from pathlib import Path
 from core.data.dataset import Dataset, Sample
 from core.errors import DatasetError
 from core.files.atomic import atomic_write_json
+from core.files.paths import relative_path
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "derived.json"  # beside train/ and val/: where the folder came from (opening it ignores the file)
 
 
-def relative_key(path: str | Path, root: str | Path) -> str:
-    """How reports name a file: relative to `root`, '/'-separated, or just its name when it lies elsewhere (the
-    same rule as core.analysis.predictions.relative_path and the duplicate finder, which this unit cannot import)."""
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
-
-
 def sample_paths(samples: Iterable[Sample], root: str | Path) -> dict[str, str]:
-    """Report names (relative_key) -> the Dataset's own sample paths, which derive_dataset takes."""
-    return {relative_key(s.path, root): s.path for s in samples}
+    """Report names (files.paths.relative_path) -> the Dataset's own sample paths, which derive_dataset takes."""
+    return {relative_path(s.path, root): s.path for s in samples}
 
 
 def derive_dataset(ds: Dataset, dest: Path, exclude: set[str], relabel: dict[str, str]) -> Path:

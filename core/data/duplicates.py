@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from core.data.dataset import Dataset
 from core.files.digest import file_digest
+from core.files.paths import relative_path
 
 NEAR_BITS = 6  # see the module docstring; measured on ants/bees (README of this note)
 SPLIT_ORDER = ("train", "val", "test")
@@ -91,7 +92,7 @@ def find_duplicates(ds: Dataset, progress: Callable[[int, int], None] | None = N
         for done, _ in enumerate(pool.map(work, range(len(items))), 1):
             if progress and (done % 32 == 0 or done == len(items)):
                 progress(done, len(items))
-    members = [Member(split, _rel(s.path, root), ds.classes[s.label]) for split, s in items]
+    members = [Member(split, relative_path(s.path, root), ds.classes[s.label]) for split, s in items]
     ok = [i for i, h in enumerate(hashes) if h is not None]
     groups = _exact_groups(ok, hashes, members)
     groups += _near_groups(ok, hashes, members, near_bits)
@@ -126,13 +127,6 @@ def _near_groups(ok: list[int], hashes: list, members: list[Member], near_bits: 
     for k in range(len(ok)):
         comps.setdefault(find(k), []).append(ok[k])
     return [DuplicateGroup("near", [members[i] for i in idx]) for idx in comps.values() if len(idx) > 1]
-
-
-def _rel(path: str, root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
 
 
 MAX_LEAKAGE_CHECK = 20_000  # images; above this the end of a run skips the check (the Inspect page runs it)

@@ -15,7 +15,7 @@ labels, each training image's target is the teachers' softened prediction. This 
   run's summary, record and duplicate check, which are about labeled data.
 The student's augmented views of an image all learn from the teacher's prediction on its evaluation view: one
 teacher pass per image for the whole run, whatever the augmentation (the teacher is never run per batch).
-The side-by-side table (teachers, student, labels-only baseline) is in core/engine/compare.py.
+The side-by-side table (teachers, student, labels-only baseline) is in core/export/compare.py.
 """
 
 from __future__ import annotations

@@ -16,13 +16,14 @@ from safetensors.torch import load_file
 
 from core.analysis.calibration import summary_calibration
 from core.analysis.metrics import classification_report
-from core.analysis.predictions import Predictions, SplitOutputs, relative_path, save_predictions
+from core.analysis.predictions import Predictions, SplitOutputs, save_predictions
 from core.data.duplicates import leakage_summary
 from core.engine.callbacks import FitResult
 from core.engine.loop import Session
 from core.export.bundle import write_bundle
 from core.export.record import write_run_record
 from core.files.atomic import atomic_write_json, share_file
+from core.files.paths import relative_path
 from core.models.init_from import run_lineage
 from core.runs import RunSummary, SplitReport, Status
 

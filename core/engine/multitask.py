@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from core.analysis.metrics import classification_report
-from core.analysis.predictions import SplitOutputs, relative_path
+from core.analysis.predictions import SplitOutputs
 from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.images import decode_images, geometry
@@ -46,6 +46,7 @@ from core.errors import ConfigError
 from core.export.multitask import FILE as MULTI_OUTPUT_FILE
 from core.export.multitask import export_multitask_torchscript
 from core.files.atomic import atomic_write_json
+from core.files.paths import relative_path
 from core.models import backbones, freeze
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.models.heads import Standardiser

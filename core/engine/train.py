@@ -3,7 +3,7 @@
 `train(cfg)` is the one entry point used by the CLI, the job registry (web UI) and the tests. It knows
 nothing about who watches: progress goes out through `Callback` hooks as plain floats, and a stop flag is
 checked after every batch. Two paths share one epoch loop:
-- probe: the frozen backbone runs once per image (features.py); the head trains on cached features;
+- probe: the frozen backbone runs once per image (core/models/features.py); the head trains on cached features;
 - partial / full / gradual: images are decoded once into a uint8 store; augmentation runs on batches.
 """
 

@@ -20,23 +20,21 @@ from core.config import TrainConfig
 from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
 from core.export.bundle import LoadedModel, load_bundle
-from core.export.card import refresh_card
 from core.export.onnx import OnnxRunner, Probabilities, export_onnx, quantize_int8
 from core.export.parity import (
     CHECK_BATCH,
     FILES,
     Agreement,
     ExportCheck,
-    bundle_inputs,
     calibration_sample,
     exports_dir,
-    input_batches,
     latency_ms,
-    sha256_file,
     verdict,
     write_check,
 )
+from core.export.record import refresh_card
 from core.export.torchscript import TorchScriptRunner, export_torchscript
+from core.files.digest import sha256_file
 from core.runs import RunDir
 
 Progress = Callable[[str, int, int], None]
@@ -76,7 +74,7 @@ def export_run(run: RunDir, fmt: str, progress: Progress | None = None,
     extra = {}
     if reference is not None:  # int8: what it gains over the float32 file
         progress("measuring CPU latency", 0, 1)
-        x = bundle_inputs(loaded, images.paths[:1])
+        x = loaded.inputs(images.paths[:1])
         lat, ref_lat = latency_ms([runner, OnnxRunner(reference)], x)
         extra = {"reference_bytes": reference.stat().st_size, "latency_ms": lat, "reference_latency_ms": ref_lat}
         reference.unlink()
@@ -121,7 +119,7 @@ def _make(fmt: str, loaded: LoadedModel, out: Path, images: CheckImages) -> tupl
     if fmt == "onnx":
         return export_onnx(*args, out / FILES[fmt]), None, ""
     reference = export_onnx(*args, out / "reference-fp32.onnx")
-    calibration = input_batches(loaded, images.train) if images.train else None
+    calibration = loaded.input_batches(images.train) if images.train else None
     method = quantize_int8(reference, out / FILES[fmt], calibration)
     return out / FILES[fmt], reference, method
 
@@ -135,7 +133,7 @@ def _agreement(loaded: LoadedModel, runner, images: CheckImages, progress: Progr
         if should_stop():
             return None
         progress("checking on validation images", i, n)
-        x = bundle_inputs(loaded, images.paths[i:i + CHECK_BATCH])
+        x = loaded.inputs(images.paths[i:i + CHECK_BATCH])
         with torch.inference_mode():
             expected = model(torch.from_numpy(x)).numpy()
         a.add(runner(x), expected, images.run_top1[i:i + CHECK_BATCH], images.labels[i:i + CHECK_BATCH])

@@ -15,15 +15,18 @@ import json
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from torch import nn
 
 from core.config import TrainConfig
 from core.data.images import load_image
+from core.export.card import render_card
 from core.files.zips import safe_zip_members
 from core.runs import RunDir, RunSummary
 
@@ -44,7 +47,8 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
                                 safe_serialization=True, data_config=cfg_for_hf)
         (tmp / "config.yaml").write_text(config_yaml(cfg, summary), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
-        (tmp / "README.md").write_text(model_card(cfg, classes, summary), encoding="utf-8")
+        # the card as known now (no run record or export checks yet); record.refresh_card re-renders it
+        (tmp / "README.md").write_text(render_card(cfg, classes, summary), encoding="utf-8")
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -58,13 +62,6 @@ def config_yaml(cfg: TrainConfig, summary: RunSummary) -> str:
     """config.yaml as the bundle carries it: headed by the weights' lineage as a comment (a replay ignores it)."""
     lineage = getattr(summary, "lineage", None)
     return (f"# lineage: {' -> '.join(lineage)}\n" if lineage else "") + cfg.to_yaml()
-
-
-def model_card(cfg: TrainConfig, classes: list[str], summary: RunSummary) -> str:
-    """The bundle's README as write_bundle knows it (no run record or export checks yet): core/export/card.py.
-    The end of the run re-renders it with the record (core/export/record.py), each export with its check."""
-    from core.export.card import render_card  # card imports the run folder helpers; bundle stays the base
-    return render_card(cfg, classes, summary)
 
 
 def export_zip(run: RunDir) -> Path:
@@ -88,12 +85,21 @@ class LoadedModel:
     transform: object
     temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature); 1.0 = uncalibrated
 
+    def inputs(self, paths: list[str | Path]) -> np.ndarray:
+        """The bundle's own timm transform over `paths`: exactly what a timm user feeds an exported file."""
+        return torch.stack([self.transform(load_image(p)) for p in paths]).numpy()
+
+    def input_batches(self, paths: list[str | Path], size: int = 8) -> Iterator[np.ndarray]:
+        """inputs() in batches of `size` (int8 calibration)."""
+        for i in range(0, len(paths), size):
+            yield self.inputs(paths[i:i + size])
+
     @torch.inference_mode()
     def predict(self, paths: list[str | Path], topk: int = 3, batch_size: int = 16) -> list[list[tuple]]:
         """Top-k (class, probability) per image, with the bundle's own preprocessing."""
         out = []
         for i in range(0, len(paths), batch_size):
-            x = torch.stack([self.transform(load_image(p)) for p in paths[i:i + batch_size]])
+            x = torch.from_numpy(self.inputs(paths[i:i + batch_size]))
             probs = (self.model(x) / self.temperature).softmax(-1)
             k = min(topk, probs.shape[1])
             vals, idx = probs.topk(k, dim=1)

@@ -12,9 +12,8 @@ from typing import Any
 import yaml
 
 from core.config import TrainConfig
-from core.export.parity import ExportCheck, read_checks
-from core.files.atomic import atomic_write_text
-from core.runs import RunDir, RunSummary
+from core.export.parity import ExportCheck
+from core.runs import RunSummary
 
 FEW_IMAGES_PER_CLASS = 50  # below this a class is "few images" in the limitations (Teachable Machine users' rule)
 IMBALANCE_RATIO = 3.0
@@ -62,17 +61,6 @@ def render_card(cfg: TrainConfig, classes: list[str], summary: RunSummary, recor
              + f"\n\nReplay the training: `python -m core train --config config.yaml --data path/to/"
                f"{summary.dataset or cfg.data}`."]
     return "\n\n".join(p for p in parts if p) + "\n"
-
-
-def refresh_card(run: RunDir) -> None:
-    """Re-render bundle/README.md from what the run folder holds now (record, checks, summary)."""
-    from core.export.record import read_record
-    summary = run.read_summary()
-    if summary is None or not run.bundle_dir.is_dir():
-        return
-    cfg = TrainConfig.load(run.config).portable()
-    text = render_card(cfg, summary.classes, summary, read_record(run.path), read_checks(run))
-    atomic_write_text(run.bundle_dir / "README.md", text)
 
 
 def _front_matter(title: str, cfg: TrainConfig, summary: RunSummary) -> str:

@@ -43,14 +43,12 @@ from core.export.parity import (
     CHECK_BATCH,
     Agreement,
     ExportCheck,
-    bundle_inputs,
     calibration_sample,
-    input_batches,
     latency_ms,
-    sha256_file,
     verdict,
 )
 from core.files.atomic import atomic_write_json
+from core.files.digest import sha256_file
 from core.models.multitask import MultiHead, Probabilities
 from core.runs import RunDir
 
@@ -127,7 +125,7 @@ def export_multitask_onnx(model: MultiHead, tasks: dict[str, list[str]], tempera
         out.type.tensor_type.shape.dim[0].dim_param = "batch"
     prep = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_cfg.items()}
     meta = {"tasks": json.dumps(tasks), "temperatures": json.dumps({t: temperatures.get(t, 1.0) for t in tasks}),
-            "preprocessing": json.dumps(prep), "input": "float32 NCHW as timm.data.createbundle_inputs(**preprocessing)"
+            "preprocessing": json.dumps(prep), "input": "float32 NCHW as timm.data.create_transform(**preprocessing)"
             " produces it", "output": "one output per task, named after it: softmax(logits / temperature)"}
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
@@ -171,7 +169,7 @@ def export_multitask_run(run: RunDir, fmt: str, progress: Progress | None = None
     path, method = reference, ""
     if fmt == "onnx-int8":
         path = out / FILES[fmt]
-        method = quantize_int8(reference, path, input_batches(first, images.train) if images.train else None)
+        method = quantize_int8(reference, path, first.input_batches(images.train) if images.train else None)
     runner = MultiOnnxRunner(path)
     agreements = _agreements(Probabilities(model, list(temps.values())).eval(), first, runner, images, progress,
                              should_stop)
@@ -181,7 +179,7 @@ def export_multitask_run(run: RunDir, fmt: str, progress: Progress | None = None
     extra = {}
     if fmt == "onnx-int8":
         progress("measuring CPU latency", 0, 1)
-        lat, ref_lat = latency_ms([runner, MultiOnnxRunner(reference)], bundle_inputs(first, images.paths[:1]))
+        lat, ref_lat = latency_ms([runner, MultiOnnxRunner(reference)], first.inputs(images.paths[:1]))
         extra = {"reference_bytes": reference.stat().st_size, "latency_ms": lat, "reference_latency_ms": ref_lat}
         reference.unlink()
     size, digest = path.stat().st_size, sha256_file(path)
@@ -256,7 +254,7 @@ def _agreements(model: Probabilities, loaded: LoadedModel, runner: MultiOnnxRunn
         if should_stop():
             return None
         progress("checking on validation images", i, n)
-        x = bundle_inputs(loaded, images.paths[i:i + CHECK_BATCH])
+        x = loaded.inputs(images.paths[i:i + CHECK_BATCH])
         with torch.inference_mode():
             expected = [p.numpy() for p in model(torch.from_numpy(x))]
         got = runner(x)

@@ -10,23 +10,17 @@ against the float32 ONNX file. The pass rules are the constants below; a failed 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 
-from core.data.images import load_image
 from core.files.atomic import atomic_write_json
 from core.runs import RunDir
-
-if TYPE_CHECKING:
-    from core.export.bundle import LoadedModel
 
 FLOAT_MAX_PROB_DIFF = 1e-3  # float32 exports: measured 6e-7 (ONNX) on ants/bees; more means a wrong graph
 # int8: at most 1.5 points of validation accuracy lost. It was 1 point until the probe's head was trained on
@@ -174,26 +168,6 @@ def read_checks(run: RunDir) -> dict[str, ExportCheck]:
         if check is not None and export_file(run, fmt).exists():
             out[fmt] = check
     return out
-
-
-def bundle_inputs(loaded: LoadedModel, paths: list[Path]) -> np.ndarray:
-    """The bundle's own timm transform over `paths`: exactly what a timm user feeds an exported file."""
-    return torch.stack([loaded.transform(load_image(p)) for p in paths]).numpy()
-
-
-def input_batches(loaded: LoadedModel, paths: list[Path], size: int = 8) -> Iterator[np.ndarray]:
-    """bundle_inputs in batches of `size` (int8 calibration)."""
-    for i in range(0, len(paths), size):
-        yield bundle_inputs(loaded, paths[i:i + size])
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 an export's check records (what a user compares with sha256sum)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 CHECK_BATCH = 16  # validation images per batch when an export is checked

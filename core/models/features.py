@@ -4,7 +4,7 @@ Used by the `probe` freeze mode: the backbone never changes, so each image goes 
 trains on the pooled features. On CPU the forward pass runs in ONNX Runtime (measured 2.9x faster than torch
 eager here); on CUDA in torch with autocast. The cache is keyed by backbone + weights + preprocessing (one
 file) and, inside it, by each image's content hash, view index and decode path (exact or fast, see
-core/images.py), so changed datasets reuse what they can.
+core/data/images.py), so changed datasets reuse what they can.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from core.config import TrainConfig
 from core.errors import ConfigError, DatasetError, WeightsError
 from core.files.digest import bytes_digest
 from core.files.zips import safe_zip_members
-from core.models.backbones import _fit_position_embeddings, _load_backbone_state, _timm_create
+from core.models.weights import fit_position_embeddings, load_backbone_state, timm_create
 
 BUNDLE_FILES = ("config.json", "model.safetensors")
 OPTIONAL_FILES = ("summary.json", "config.yaml", "record.json")
@@ -201,9 +201,9 @@ def create_from_source(cfg: TrainConfig, num_classes: int, classes: list[str] | 
     if cfg.backbone != src.architecture:
         raise ConfigError(f"init_from: run {src.name} is a {src.architecture}, not a {cfg.backbone}; resolve the "
                           f"config first (core.models.init_from.resolve).")
-    model = _timm_create(src.architecture, cfg.img_size or src.input_size, pretrained=False, num_classes=num_classes)
-    state = _fit_position_embeddings(model, src.state_dict(), f"run {src.name}")
-    _load_backbone_state(model, state, f"run {src.name}")
+    model = timm_create(src.architecture, cfg.img_size or src.input_size, pretrained=False, num_classes=num_classes)
+    state = fit_position_embeddings(model, src.state_dict(), f"run {src.name}")
+    load_backbone_state(model, state, f"run {src.name}")
     model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **src.data_cfg}
     _init_head(model, state, src.classes, classes)
     return model

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.analysis.predictions import load_predictions, relative_path
+from core.analysis.predictions import load_predictions
 from core.cli import main
 from core.config import TrainConfig
 from core.data.task_view import open_run_dataset
+from core.files.paths import relative_path
 from core.runs import RunDir, list_runs
 
 

@@ -50,7 +50,7 @@ def test_bundled_backbones_have_packages():
     from core.config import BUNDLED_BACKBONES
     assert set(BUNDLED_BACKBONES) == set(backbones.BUNDLED_PACKAGES)
     assert all(backbones.bundled_weights_path(b).is_file() for b in BUNDLED_BACKBONES)
-    assert {b.name for b in backbones.CATALOGUE if "bundled" in b.weight_sources} == set(BUNDLED_BACKBONES)
+    assert set(backbones.OFFLINE) == set(BUNDLED_BACKBONES)  # all of them are in the catalogue
 
 
 def test_preprocessing_comes_from_timm():
