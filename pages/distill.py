@@ -32,7 +32,7 @@ def describe(run: RunDir) -> str:
 
 def start(student: TrainConfig, baseline: bool) -> dict[str, str]:
     """Queue the student, its labels-only baseline and the table, in that order (the queue runs one at a time)."""
-    from core.engine.distillation import baseline_config, link_baseline, make_table
+    from core.workflows.distillation import baseline_config, link_baseline, make_table
     job = registry.submit(student)
     jobs = {"student": job.job_id}
     if baseline:
@@ -125,7 +125,7 @@ else:
     else:
         st.caption("No table yet: it is built when the student (and its baseline) have finished.")
         if st.button("Build the table now", key="distill_build"):
-            from core.engine.distillation import make_table
+            from core.workflows.distillation import make_table
             task = registry.submit_task("distill-table", f"distillation table of {run.run_id}",
                                         lambda j: make_table(run, progress=j.on_phase))
             st.session_state["distill_jobs"] = {"table": task.job_id}

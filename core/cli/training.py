@@ -52,10 +52,10 @@ def _check_data_is_first_task(data: str | None, cfg: TrainConfig) -> None:
 def cmd_distill(args: argparse.Namespace) -> int:
     """Train the distilled student, then (unless --no-baseline) the same student on the labels alone, then the
     side-by-side table; each step is an ordinary run, so --resume picks up at the step a kill interrupted."""
-    from core.engine.distillation import baseline_config, link_baseline, linked_baseline, make_table
     from core.engine.train import train
     from core.export.compare import to_markdown
     from core.runs import RunDir, Status, create_run_dir
+    from core.workflows.distillation import baseline_config, link_baseline, linked_baseline, make_table
     callbacks = training_callbacks(args.quiet)
     if args.resume:
         student = RunDir(Path(args.resume))
