@@ -9,16 +9,19 @@ import json
 import sys
 import time
 
-from core.cli.console import show_progress
-from core.cli.training import advise_from_cli
+from core.cli.console import print_advice, show_progress
 from core.config import TrainConfig
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from core.data.multitask import single_task_view
+    from core.plan.advisor import advise
     t0 = time.perf_counter()
     cfg = TrainConfig(data=args.data, budget_min=args.budget_min, **({"backbone": args.backbone} if args.backbone
                                                                     else {}))
-    advice = advise_from_cli(cfg, quiet=args.json, rank_all=True)
+    ds = single_task_view(cfg)
+    advice = advise(cfg, ds, progress=None if args.json else show_progress, rank_all=True)  # every offline backbone
+    print_advice(advice.paragraph, quiet=args.json)
     if args.json:
         print(json.dumps({"ranking": [dataclasses.asdict(r) for r in advice.ranking],
                           "settings": {k: v for k, v in advice.config.to_dict().items()

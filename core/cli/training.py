@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.cli.console import print_advice, print_summary, show_progress, training_callbacks
 from core.cli.parsers import build_config
 from core.config import TrainConfig
 from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from core.workflows.auto import Resolved
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -28,11 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("No dataset given: pass --data <folder or .zip> (or --tasks with two or more datasets) "
                               "or set data: in the config file.")
         _check_data_is_first_task(args.data, cfg)
-        notes: list[str] = []
-        if cfg.freeze == "auto":  # the advisor looks at the data and chooses; its reasons go with the run
-            advice = advise_from_cli(cfg, quiet=args.quiet)
-            cfg, notes = advice.config, advice.reasons
-        result = train(cfg, callbacks, notes=notes)
+        resolved = resolve_freeze(cfg, args.quiet)
+        result = train(resolved.config, callbacks, notes=resolved.notes)
     from core.engine.distributed import is_main_process
     if not is_main_process():  # torchrun: rank 0 reports (and wrote the run folder)
         return 0
@@ -73,12 +74,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
         if not cfg.teachers:
             raise ConfigError("No teacher given: pass --teacher <finished run folder or bundle> (repeat it for an "
                               "ensemble).")
-        notes: list[str] = []
-        if cfg.freeze == "auto":
-            advice = advise_from_cli(cfg, quiet=args.quiet)
-            cfg, notes = advice.config, advice.reasons
+        resolved = resolve_freeze(cfg, args.quiet)
+        cfg = resolved.config
         student = create_run_dir(cfg.output_dir)
-        result = train(cfg, callbacks, run=student, notes=notes)
+        result = train(cfg, callbacks, run=student, notes=resolved.notes)
     print_summary(result.run_dir, result.summary)
     if result.status != Status.COMPLETED:
         return 0 if result.status == Status.STOPPED else 1
@@ -112,13 +111,10 @@ def _run_step(train, cfg: TrainConfig, callbacks, run):
     return train(cfg, callbacks, run=run, resume=True)
 
 
-def advise_from_cli(cfg: TrainConfig, quiet: bool = False, rank_all: bool = False):
-    """The advisor's settings for cfg, printing what it looked at and why it chose them (ranking every offline
-    backbone only for `plan`: training needs the chosen one's score alone)."""
-    from core.data.multitask import single_task_view
-    from core.plan.advisor import advise
-    ds = single_task_view(cfg)  # the class folders; multi-task: the images labeled for the first task
-    show = None if quiet else show_progress
-    advice = advise(cfg, ds, progress=show, rank_all=rank_all)
-    print_advice(advice.paragraph, quiet)
-    return advice
+def resolve_freeze(cfg: TrainConfig, quiet: bool) -> Resolved:
+    """`freeze: auto` resolved (core/workflows/auto.py), the advisor's progress and then its reasons on stderr."""
+    from core.workflows.auto import resolve_auto
+    resolved = resolve_auto(cfg, progress=None if quiet else show_progress)
+    if cfg.freeze == "auto":  # the advisor looked at the data and chose; its reasons go with the run
+        print_advice(resolved.paragraph, quiet)
+    return resolved
