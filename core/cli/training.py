@@ -52,63 +52,31 @@ def _check_data_is_first_task(data: str | None, cfg: TrainConfig) -> None:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """Train the distilled student, then (unless --no-baseline) the same student on the labels alone, then the
-    side-by-side table; each step is an ordinary run, so --resume picks up at the step a kill interrupted."""
-    from core.engine.train import train
+    side-by-side table (core/workflows/distillation.py); each step is an ordinary run, so --resume picks up at the
+    step a kill interrupted."""
     from core.export.compare import to_markdown
-    from core.runs import RunDir, Status, create_run_dir
-    from core.workflows.distillation import baseline_config, link_baseline, linked_baseline, make_table
-    callbacks = training_callbacks(args.quiet)
+    from core.runs import Status
+    from core.workflows.distillation import check_request, open_student, run_distillation
     if args.resume:
-        student = RunDir(Path(args.resume))
-        if not student.config.exists():
-            raise FileNotFoundError(f"{args.resume} is not a run folder (no config.yaml).")
-        cfg = TrainConfig.load(student.config)
-        if not cfg.teachers:
-            raise ConfigError(f"{args.resume} is not a distilled run (its config names no teachers); resume it "
-                              f"with `train --resume`.")
-        result = _run_step(train, cfg, callbacks, student)
+        student, cfg = open_student(args.resume)
+        notes: list[str] = []
     else:
-        cfg = build_config(args)
-        if not cfg.data:
-            raise ConfigError("No dataset given: pass --data <folder or .zip> or set data: in the config file.")
-        if not cfg.teachers:
-            raise ConfigError("No teacher given: pass --teacher <finished run folder or bundle> (repeat it for an "
-                              "ensemble).")
+        student, cfg = None, build_config(args)
+        check_request(cfg)
         resolved = resolve_freeze(cfg, args.quiet)
-        cfg = resolved.config
-        student = create_run_dir(cfg.output_dir)
-        result = train(cfg, callbacks, run=student, notes=resolved.notes)
-    print_summary(result.run_dir, result.summary)
-    if result.status != Status.COMPLETED:
-        return 0 if result.status == Status.STOPPED else 1
-    base = linked_baseline(student)
-    if args.baseline or base is not None:
-        if base is None:
-            base = create_run_dir(cfg.output_dir)
-            link_baseline(student, base)
-            sys.stderr.write(f"\nlabels-only baseline (same student and settings, no teachers): {base.path}\n")
-            result = train(baseline_config(cfg), callbacks, run=base)
-        else:
-            result = _run_step(train, baseline_config(cfg), callbacks, base)
-        print_summary(result.run_dir, result.summary)
-        if result.status != Status.COMPLETED:
-            return 0 if result.status == Status.STOPPED else 1
-    rows = make_table(student, progress=None if args.quiet else show_progress)
+        cfg, notes = resolved.config, resolved.notes
+    done = run_distillation(cfg, training_callbacks(args.quiet), student=student, baseline=args.baseline,
+                            notes=notes, on_run_end=lambda result: print_summary(result.run_dir, result.summary),
+                            on_baseline_start=_announce_baseline, progress=None if args.quiet else show_progress)
+    if done.rows is None:
+        return 0 if done.status == Status.STOPPED else 1
     sys.stderr.write("\n")
-    print("\n" + to_markdown(rows) + f"table: {student.path / 'distill' / 'table.md'}")
+    print("\n" + to_markdown(done.rows) + f"table: {done.student.path / 'distill' / 'table.md'}")
     return 0
 
 
-def _run_step(train, cfg: TrainConfig, callbacks, run):
-    """A run of a distillation on --resume: resumed when interrupted, read back when it already finished."""
-    from core.engine.callbacks import FitResult
-    from core.runs import Status
-    summary = run.read_summary()
-    if summary is not None and summary.status == Status.COMPLETED and (run.bundle_dir / "model.safetensors").exists():
-        return FitResult(summary.status, str(run.path), summary)
-    if not run.config.exists():
-        cfg.save(run.config)
-    return train(cfg, callbacks, run=run, resume=True)
+def _announce_baseline(run) -> None:
+    sys.stderr.write(f"\nlabels-only baseline (same student and settings, no teachers): {run.path}\n")
 
 
 def resolve_freeze(cfg: TrainConfig, quiet: bool) -> Resolved:
