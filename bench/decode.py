@@ -102,11 +102,7 @@ def run(args: argparse.Namespace) -> None:
               f"{end - clock.fit_start:.2f} s; ORT forward reference {fwd['seconds']:.2f} s", flush=True)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__.splitlines()[0])
-    add_run_flags(p)
-    run(p.parse_args())
-
-
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__.splitlines()[0])
+    add_run_flags(parser)
+    run(parser.parse_args())

@@ -45,11 +45,7 @@ def run(args: argparse.Namespace) -> None:
     print(proc.stdout, proc.stderr[-2000:] if proc.returncode else "")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    run(p.parse_args())
-
-
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args())

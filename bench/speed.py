@@ -229,11 +229,7 @@ def _cpu_name() -> str:
     return "unknown CPU"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    run(p.parse_args())
-
-
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args())
