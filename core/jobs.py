@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config import TrainConfig
-from core.data.multitask import single_task_view
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.engine.train import train
 from core.models import init_from
-from core.plan.advisor import advise
 from core.runs import RunDir, RunSummary, Status, create_run_dir, new_run_id
+from core.workflows.auto import resolve_auto
 
 MAX_BATCH_POINTS = 2000
 TRAIN = "train"
@@ -240,14 +239,11 @@ def _training_job(cfg: TrainConfig, run: RunDir, resume: bool = False) -> Job:
     title = f"{cfg.freeze} {cfg.backbone} on {cfg.portable().data or 'no data'}"
 
     def task(job: Job) -> Any:
-        concrete, notes = cfg, []
         if cfg.freeze == "auto":  # look at the data first, in the worker: it takes seconds to a minute
             job.on_phase("looking at the data", 0, 0)
-            ds = single_task_view(cfg)  # multi-task: the images labeled for the first task
-            advice = advise(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set, rank_all=False)
-            concrete, notes = advice.config, advice.reasons
-            job.cfg = concrete
-        return train(concrete, [job], stop=job.stop_event, run=run, resume=resume, notes=notes)
+        resolved = resolve_auto(cfg, progress=job.on_phase, should_stop=job.stop_event.is_set)
+        job.cfg = resolved.config
+        return train(resolved.config, [job], stop=job.stop_event, run=run, resume=resume, notes=resolved.notes)
     return Job(TRAIN, title, task, cfg=cfg, run=run)
 
 

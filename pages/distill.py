@@ -30,22 +30,6 @@ def describe(run: RunDir) -> str:
     return f"{run.run_id} · {s.backbone if s else '?'} {s.freeze if s else ''}{acc}"
 
 
-def start(student: TrainConfig, baseline: bool) -> dict[str, str]:
-    """Queue the student, its labels-only baseline and the table, in that order (the queue runs one at a time)."""
-    from core.engine.distillation import baseline_config, link_baseline, make_table
-    job = registry.submit(student)
-    jobs = {"student": job.job_id}
-    if baseline:
-        base = registry.submit(baseline_config(student))
-        link_baseline(job.run, base.run)
-        jobs["baseline"] = base.job_id
-    run = job.run
-    table = registry.submit_task("distill-table", f"distillation table of {run.run_id}",
-                                 lambda j: make_table(run, progress=j.on_phase))
-    jobs["table"] = table.job_id
-    return jobs
-
-
 runs = finished_runs()
 if not cfg.data:
     st.info("Choose a dataset on the Data page first; the Model page's settings (freezing, epochs, ...) apply to "
@@ -75,7 +59,8 @@ else:
             student = cfg.replace(backbone=backbone, teachers=tuple(str(by_id[t].path) for t in teachers),
                                   distill_alpha=alpha, distill_temperature=temp, unlabeled=unlabeled.strip())
             policy().check_config(student)
-            st.session_state["distill_jobs"] = start(student, baseline)
+            from core.workflows.distillation import queue_distillation
+            st.session_state["distill_jobs"] = queue_distillation(registry, student, baseline)
         except (ConfigError, AccessError) as exc:
             st.error(str(exc))
 
@@ -125,8 +110,7 @@ else:
     else:
         st.caption("No table yet: it is built when the student (and its baseline) have finished.")
         if st.button("Build the table now", key="distill_build"):
-            from core.engine.distillation import make_table
-            task = registry.submit_task("distill-table", f"distillation table of {run.run_id}",
-                                        lambda j: make_table(run, progress=j.on_phase))
+            from core.workflows.distillation import queue_table
+            task = queue_table(registry, run)
             st.session_state["distill_jobs"] = {"table": task.job_id}
             st.rerun()

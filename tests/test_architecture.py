@@ -13,7 +13,7 @@ CORE = Path(__file__).resolve().parents[1] / "core"
 FORBIDDEN = {"streamlit", "plotly"}
 # The order a model lives in (README, Layout). A unit may import itself and anything above it, never below.
 LAYERS = ["errors", "files", "config", "runs", "device", "workspace", "data", "models", "analysis", "export",
-          "engine", "plan", "jobs", "cli", "__main__", "__init__"]
+          "engine", "plan", "workflows", "jobs", "cli", "__main__", "__init__"]
 
 
 def imported_modules(path: Path, root: Path = CORE) -> set[str]:

@@ -61,7 +61,7 @@ def test_old_lite0_config_with_bundled_weights_says_what_to_change():
 
 
 def test_teachers_are_a_list_in_yaml_and_a_repeatable_flag(tmp_path):
-    from core.cli import build_config
+    from core.cli.parsers import build_config
     cfg = TrainConfig(teachers=("runs/a", "/x/b.zip"))
     assert "teachers:\n- runs/a\n- /x/b.zip\n" in cfg.to_yaml()
     assert TrainConfig.from_yaml(cfg.to_yaml()) == cfg
@@ -71,9 +71,9 @@ def test_teachers_are_a_list_in_yaml_and_a_repeatable_flag(tmp_path):
         TrainConfig.from_dict({"teachers": [1, 2]})
     import argparse
 
-    from core.cli import _distill_parser
+    from core.cli.parsers import distill_parser
     sub = argparse.ArgumentParser().add_subparsers(dest="command")
-    _distill_parser(sub)
+    distill_parser(sub)
     args = sub.choices["distill"].parse_args(["--teacher", "r1", "--teacher", "r2", "--student",
                                               "tf_efficientnet_lite1", "--data", "d"])
     got = build_config(args)

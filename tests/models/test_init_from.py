@@ -233,11 +233,11 @@ def test_ants_bees_continue_on_the_other_half_at_the_source_level(hymenoptera, t
 def test_the_config_field_the_flag_the_policy_and_the_portable_name(tmp_path):
     import argparse
 
-    from core.cli import _train_parser, build_config
+    from core.cli.parsers import build_config, train_parser
     from core.errors import AccessError
     from core.workspace import Workspace
     parser = argparse.ArgumentParser()
-    _train_parser(parser.add_subparsers(dest="command"))
+    train_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", "--data", "d", "--init-from", "/srv/runs/20261124-040400-8eb62a"])
     cfg = build_config(args)
     assert cfg.init_from == "/srv/runs/20261124-040400-8eb62a"
