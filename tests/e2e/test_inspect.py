@@ -14,14 +14,8 @@ VISIBLE_IMAGES_JS = """() => [...document.querySelectorAll('[data-testid=stImage
 
 
 def wait_for_job(page, done_text: str, timeout_s: float = 120.0) -> None:
-    """The page shows a job's progress with a Refresh button (no polling of its own): press it until done."""
-    deadline = time.monotonic() + timeout_s
-    while not page.get_by_text(done_text).first.is_visible():
-        assert time.monotonic() < deadline, f"'{done_text}' did not appear within {timeout_s:.0f} s"
-        refresh = page.get_by_role("button", name="Refresh")
-        if refresh.count() and refresh.first.is_visible():
-            refresh.first.click()
-        page.wait_for_timeout(700)
+    """The job's view polls while it runs and redraws the page with its report when it ends: wait for the report."""
+    page.get_by_text(done_text).first.wait_for(timeout=timeout_s * 1000)
 
 
 def test_inspect_after_a_probe_run_on_a_zip(app_url, page, hymenoptera, tmp_path):
