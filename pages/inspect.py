@@ -101,8 +101,7 @@ def use_edited(exclude: set[str], relabel: dict[str, str]) -> None:
 
 
 def job_button(label: str, key: str) -> None:
-    """Run every long analysis (training-image scores, mislabels, duplicates, heat-maps, map) as one job; its view
-    while it runs, the page redrawn with its reports when it ends."""
+    """Every long analysis (training-image scores, mislabels, duplicates, heat-maps, map) as one job."""
     snap = job_view(st.session_state.get(f"job_{run.run_id}"), key=key, name="Analyses")
     if snap is not None and snap.active:
         return
