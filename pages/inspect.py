@@ -102,8 +102,7 @@ def use_edited(exclude: set[str], relabel: dict[str, str]) -> None:
 
 def job_button(label: str, key: str) -> None:
     """Every long analysis (training-image scores, mislabels, duplicates, heat-maps, map) as one job."""
-    snap = job_view(st.session_state.get(f"job_{run.run_id}"), key=key, name="Analyses")
-    if snap is not None and snap.active:
+    if analyses is not None and analyses.active:  # its view above the tabs shows it
         return
     if st.button(label, key=key, type="primary"):
         job = get_registry().submit_task("inspect", f"inspect {run.run_id}", lambda job: inspect_run(
@@ -112,6 +111,7 @@ def job_button(label: str, key: str) -> None:
         st.rerun()
 
 
+analyses = job_view(st.session_state.get(f"job_{run.run_id}"), key="analyses", name="Analyses")
 calib_tab, loss_tab, saliency_tab, mislabel_tab, map_tab = st.tabs(
     ["Calibration", "Top losses", "Saliency", "Mislabeled?", "Embedding map"])
 
