@@ -8,7 +8,7 @@ PORT   ?= 8501
 # loopback by default: the app has no login; `make run ADDRESS=0.0.0.0` serves the network
 ADDRESS ?= 127.0.0.1
 
-.PHONY: install run test test-fast bench browser lint clean
+.PHONY: install run test test-fast bench browser screenshots lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-fast: install
 
 bench: install
 	$(PY) -m bench
+
+# README screenshots from the current app: assets/screenshots/<page>.png (about a minute, offline)
+screenshots: install browser
+	$(PY) -m tests.e2e.screenshots
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,17 +11,25 @@ from pages._ui import get_registry, init_session  # light: core.jobs (torch) is 
 st.set_page_config(page_title="TransferLab", page_icon=":material/model_training:", layout="wide")
 init_session()
 
-pages = [
-    st.Page("pages/data.py", title="Data", icon=":material/folder_open:", url_path="data", default=True),
-    st.Page("pages/adapt.py", title="Adapt", icon=":material/auto_awesome:", url_path="adapt"),
-    st.Page("pages/model.py", title="Model", icon=":material/tune:", url_path="model"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
-    st.Page("pages/distill.py", title="Distil", icon=":material/school:", url_path="distil"),
-    st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),
-    st.Page("pages/inspect.py", title="Inspect", icon=":material/troubleshoot:", url_path="inspect"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:", url_path="export"),
-]
+pages = {  # in the order a person works; the optional steps last
+    "Build": [
+        st.Page("pages/data.py", title="Data", icon=":material/folder_open:", url_path="data", default=True),
+        st.Page("pages/model.py", title="Model", icon=":material/tune:", url_path="model"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    ],
+    "Understand": [
+        st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),
+        st.Page("pages/inspect.py", title="Inspect", icon=":material/troubleshoot:", url_path="inspect"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),
+    ],
+    "Deliver": [
+        st.Page("pages/export.py", title="Export", icon=":material/download:", url_path="export"),
+    ],
+    "More": [
+        st.Page("pages/adapt.py", title="Adapt", icon=":material/auto_awesome:", url_path="adapt"),
+        st.Page("pages/distill.py", title="Distil", icon=":material/school:", url_path="distil"),
+    ],
+}
 nav = st.navigation(pages)
 
 

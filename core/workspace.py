@@ -8,7 +8,9 @@ the machine.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,26 @@ class Workspace:
         if not (out == self.root or self.root in out.parents):
             raise AccessError(f"The output folder {out} is outside this server's workspace {self.root}; runs are "
                               f"written to {self.runs_dir}.")
+
+    def read_config(self, text: str, source: str) -> TrainConfig:
+        """A config file a user uploaded, as this server runs it: written to the workspace's runs folder, and
+        checked like every job submission (a config names server paths); ConfigError/AccessError otherwise."""
+        cfg = TrainConfig.from_yaml(text, source=source).replace(output_dir=str(self.runs_dir))
+        self.check_config(cfg)
+        return cfg
+
+    def upload_folder(self, file_ids: list[str]) -> Path:
+        """The folder for one uploaded folder of files, named after the upload (the browser's file ids): the same
+        upload again lands in the same folder, another never overwrites it."""
+        ident = hashlib.blake2b("|".join(sorted(file_ids)).encode(), digest_size=8).hexdigest()
+        return self.uploads_dir / f"folder-{ident}"
+
+    def scratch_folder(self, purpose: str) -> tempfile.TemporaryDirectory:
+        """A fresh folder for files used once (e.g. images to predict), under the workspace like everything the app
+        writes, not the system temp folder; leaving its `with` block removes it, also on error."""
+        root = self.root / purpose
+        root.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(dir=root, prefix="upload-")
 
     def store_upload(self, data: bytes, name: str, folder: str) -> Path:
         """Save uploaded bytes under their content hash (keeping the extension): a second upload with the same

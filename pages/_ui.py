@@ -28,13 +28,6 @@ def policy() -> Workspace:
     return Workspace.from_env(APP_DIR / "workspace", SAMPLE_DATA)
 
 
-def workspace() -> Path:
-    """Everything the app writes (uploads, runs, caches) goes under this one folder."""
-    root = policy().root
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def runs_dir() -> Path:
     return policy().runs_dir
 

@@ -8,12 +8,13 @@ import streamlit as st
 from core.config import field_meta
 from core.errors import AccessError, ConfigError, DatasetError
 from core.runs import list_runs
+from pages._jobs import job_view
 from pages._ui import config_widget, get_cfg, get_registry, init_session, policy, runs_dir, set_cfg
 
 init_session()
-st.header("Adapt · learn your domain from unlabeled images (optional)")
-st.write("Before fine-tuning, the backbone can learn what your images look like without labels: from a folder "
-         "or zip of unlabeled images, and always from your training images without their labels. The probe "
+st.header("Adapt")
+st.write("Optional: before fine-tuning, the backbone can learn what your images look like without labels: from a "
+         "folder or zip of unlabeled images, and always from your training images without their labels. The probe "
          "accuracy before and after shows at once whether it helped; often it does not, so it is off unless you "
          "start it here.")
 
@@ -87,26 +88,13 @@ def show_result(adaptation: dict, run_dir: str, backbone: str, key: str) -> None
         st.error(problem) if problem else st.success(f"The Model page now starts from {weights.name} of this run.")
 
 
-@st.fragment(run_every=1.0)
-def adapt_view(job_id: str) -> None:
-    snap = get_registry().snapshot(job_id)
-    if snap is None:
-        return
-    if snap.active:
-        st.progress(snap.progress, text=f"{snap.phase} {snap.phase_done}/{snap.phase_total}")
-        if st.button("Stop", key="adapt_stop"):
-            get_registry().stop(job_id)
-        return
-    if snap.error:
-        st.error(snap.error)
-        return
+def show_adapted(snap) -> None:
     res = snap.result
     st.write(res.summary.note)
     show_result(res.adaptation, res.run_dir, res.summary.backbone, "job")
 
 
-if job_id := st.session_state.get("adapt_job"):
-    adapt_view(job_id)
+job_view(st.session_state.get("adapt_job"), show_adapted, key="adapt", name="Adaptation")
 
 past = [(r, s) for r in list_runs(runs_dir()) if (s := r.read_summary()) and s.adaptation]
 if past:

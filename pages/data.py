@@ -1,56 +1,23 @@
 """Data page: choose a dataset (sample, zip, folder upload, server folder) and inspect its summary."""
 
-import hashlib
 from pathlib import Path
 
 import streamlit as st
 
 from core.config import default_task_name, task_datasets
-from core.data.dataset import IMG_EXTENSIONS, extract_dir_for, open_dataset
-from core.data.derived import derive_dataset, sample_paths
-from core.data.multitask import open_multitask
-from core.data.multitask_datasets import with_first_dataset, with_task_dataset
+from core.data.dataset import IMG_EXTENSIONS
+from core.data.multitask import open_multitask, single_task_view
+from core.data.multitask_datasets import with_task_dataset
 from core.data.uploads import save_uploaded_files
 from core.errors import AccessError, ConfigError, DatasetError
 from pages._charts import counts_bar
+from pages._datasets import drop_leaked_from_val, use_dataset
 from pages._ui import SAMPLE_DATA, get_cfg, init_session, policy, set_cfg
 
 init_session()
-st.header("1 · Data")
+st.header("Data")
 st.write("Labeled photos, one folder per class (`cats/…`, `dogs/…`), or `train/` and `val/` folders of "
          "class folders. Upload a zip or a whole folder, or start with the sample data.")
-
-
-def use_dataset(path: Path, label: str) -> bool:
-    cfg = get_cfg()
-    try:  # the engine opens it the same way: one extraction of a zip, one scan of the files (cached)
-        new = with_first_dataset(cfg, path)  # datasets as tasks: the first task's dataset changes with it
-        ds = open_multitask(new) if cfg.tasks else \
-            open_dataset(path, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
-    except (DatasetError, ConfigError) as exc:
-        st.error(str(exc))
-        return False
-    set_cfg(data=new.data, tasks=new.tasks)
-    st.session_state["dataset_summary"] = ds.summary()
-    st.session_state["dataset_label"] = label
-    return True
-
-
-def drop_leaked_from_val(leaked: list[str]) -> None:
-    """A validation image with a copy in train overstates the score: use a derived dataset without it (a folder of
-    links to the same files, same split; the user's folder is left as it is)."""
-    cfg = get_cfg()
-    try:
-        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
-        names = sample_paths(ds.val, ds.root)
-        out = derive_dataset(ds, policy().uploads_dir, {names.get(p, p) for p in leaked}, {})
-    except DatasetError as exc:
-        st.error(str(exc))
-        return
-    if use_dataset(out, f"{st.session_state.get('dataset_label', 'dataset')}, without duplicates in val"):
-        st.session_state["data_note"] = (f"Now using a copy without the {len(leaked)} validation image(s) that had "
-                                         f"a copy in train (links to your files, same split).")
-        st.rerun()
 
 
 if handoff := st.session_state.pop("use_derived", None):  # the Inspect page's edited dataset: chosen here
@@ -75,16 +42,14 @@ with zip_tab:
 with dir_tab:
     files = st.file_uploader("Choose a folder", accept_multiple_files="directory", key="dir_up",
                              type=[e.lstrip(".") for e in IMG_EXTENSIONS])
-    if files:
-        ident = hashlib.blake2b("|".join(sorted(f.file_id for f in files)).encode(), digest_size=8).hexdigest()
-        if st.session_state.get("dir_done") != ident:
-            try:
-                root = save_uploaded_files([(f.name, f.getvalue()) for f in files],
-                                           policy().uploads_dir / f"folder-{ident}")
-                st.session_state["dir_done"] = ident
-                use_dataset(root, f"folder: {len(files)} files")
-            except DatasetError as exc:
-                st.error(str(exc))
+    target = policy().upload_folder([f.file_id for f in files]) if files else None
+    if target and st.session_state.get("dir_done") != target.name:
+        try:
+            root = save_uploaded_files([(f.name, f.getvalue()) for f in files], target)
+            st.session_state["dir_done"] = target.name
+            use_dataset(root, f"folder: {len(files)} files")
+        except DatasetError as exc:
+            st.error(str(exc))
 
 with server_tab:
     st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in policy().allowed_roots()) + ". The operator "
@@ -207,7 +172,7 @@ if not get_cfg().tasks and st.button("Look for duplicates and leakage", key="fin
     from core.data.duplicates import find_duplicates
     cfg = get_cfg()
     with st.spinner("Hashing every image…"):
-        ds = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
+        ds = single_task_view(cfg)  # no tasks here: the class folders
         st.session_state["dup_report"] = (cfg.data, find_duplicates(ds), Path(ds.root))
 if (dups := st.session_state.get("dup_report")) and dups[0] == get_cfg().data:  # kept for the button below
     _, report, root = dups

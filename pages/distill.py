@@ -8,6 +8,7 @@ from core.config import TrainConfig, field_meta
 from core.errors import AccessError, ConfigError
 from core.models.backbones import CATALOGUE
 from core.runs import RunDir, list_runs
+from pages._jobs import job_view, phase_text
 from pages._ui import get_cfg, get_registry, init_session, policy, runs_dir
 
 init_session()
@@ -64,33 +65,28 @@ else:
         except (ConfigError, AccessError) as exc:
             st.error(str(exc))
 
-jobs = st.session_state.get("distill_jobs")
-if jobs:
-    snaps = {role: registry.snapshot(job_id) for role, job_id in jobs.items()}
-    active = any(s is not None and s.active for s in snaps.values())
 
-    @st.fragment(run_every=2.0 if active else None)
-    def progress() -> None:
-        now = {role: registry.snapshot(job_id) for role, job_id in jobs.items()}
-        for role, snap in now.items():
-            if snap is None:
-                continue
-            text = f"{role}: {snap.status}"
-            if snap.status == "running":
-                text += f" · {snap.phase} {snap.phase_done}/{snap.phase_total}" if snap.last_batch is None else \
-                    f" · epoch {snap.last_batch.epoch}/{snap.info.epochs}"
-            elif snap.summary and snap.summary.has_results:
-                text += f" · validation accuracy {snap.summary.val_accuracy:.1%}"
-            elif snap.error:
-                text += f" · {snap.error}"
-            st.progress(snap.progress, text=text)
-        if active and not any(s is not None and s.active for s in now.values()):
-            st.rerun()
-    progress()
-    if active and st.button("Stop", key="distill_stop"):
-        for job_id in jobs.values():
-            registry.stop(job_id)
-        st.toast("Stopping after the current batch…")
+
+def running_text(role: str, snap) -> str:
+    if snap.last_batch is None:
+        return f"{role}: {snap.status} · {phase_text(snap)}"
+    return f"{role}: {snap.status} · epoch {snap.last_batch.epoch}/{snap.info.epochs}"
+
+
+def finished(role: str, snap) -> None:
+    accuracy = snap.summary and snap.summary.has_results
+    st.progress(1.0, text=f"{role}: {snap.status}" + (f" · validation accuracy {snap.summary.val_accuracy:.1%}"
+                                                     if accuracy else ""))
+
+
+jobs = st.session_state.get("distill_jobs") or {}
+snaps = [job_view(job_id, lambda snap, role=role: finished(role, snap), key=f"distill_{role}", stop=False,
+                  name=role.capitalize(), text=lambda snap, role=role: running_text(role, snap), every=2.0)
+         for role, job_id in jobs.items()]
+if any(s is not None and s.active for s in snaps) and st.button("Stop", key="distill_stop"):
+    for job_id in jobs.values():
+        registry.stop(job_id)
+    st.toast("Stopping after the current batch…")
 
 st.subheader("Distillations")
 distilled = [r for r in list_runs(runs_dir()) if r.config.is_file() and TrainConfig.load(r.config).teachers]

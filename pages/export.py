@@ -6,6 +6,7 @@ import streamlit as st
 from core.config import TrainConfig
 from core.export.bundle import export_zip
 from core.export.parity import FILES, export_file, read_checks
+from pages._jobs import job_view
 from pages._ui import get_registry, init_session, run_picker
 
 FORMATS = {  # format -> (label, who it is for)
@@ -30,19 +31,15 @@ def start_export(run, fmt: str, multi: bool = False) -> None:
     st.session_state[job_key(run.run_id, fmt)] = job.job_id
 
 
-def export_row(run, fmt: str, checks: dict, multi: bool = False) -> bool:
-    """One format: its job's progress, or its check and download; returns True while its job is active."""
+def export_row(run, fmt: str, checks: dict, multi: bool = False) -> None:
+    """One format: its job's view while it runs (the page is redrawn when it ends), else its check and download."""
     from core.export import multitask_onnx
     label, blurb = FORMATS[fmt]
     files, export_path = (multitask_onnx.FILES, multitask_onnx.export_file) if multi else (FILES, export_file)
-    snap = get_registry().snapshot(st.session_state.get(job_key(run.run_id, fmt), ""))
     st.markdown(f"**{label}** · {blurb}")
+    snap = job_view(st.session_state.get(job_key(run.run_id, fmt)), key=f"export_{fmt}", name=f"{label} export")
     if snap is not None and snap.active:
-        where = f" ({snap.phase_done}/{snap.phase_total})" if snap.phase_total else ""
-        st.progress(snap.progress, text=f"{snap.phase or 'queued'}{where}")
-        return True
-    if snap is not None and snap.error:
-        st.error(f"The {label} export failed: {snap.error}")
+        return
     check = checks.get(fmt)
     left, right = st.columns([1, 2])
     if check is not None and check.passed:
@@ -55,25 +52,16 @@ def export_row(run, fmt: str, checks: dict, multi: bool = False) -> bool:
     if left.button("Export again" if check else "Export and check", key=f"make_{fmt}"):
         start_export(run, fmt, multi)
         st.rerun()
-    return False
 
 
-def live_exports(formats: tuple[str, ...], read, multi: bool = False) -> None:
-    """The formats' rows in a fragment that polls once a second while one of their jobs runs."""
-    def section() -> None:
-        checks = read(run)
-        active = [export_row(run, fmt, checks, multi) for fmt in formats]
-        if st.session_state.get("exports_active") and not any(active):
-            st.session_state["exports_active"] = False
-            st.rerun()  # a job ended: redraw the page with its check, and stop polling
-        st.session_state["exports_active"] = any(active)
-    polling = any((s := get_registry().snapshot(st.session_state.get(job_key(run.run_id, f), ""))) and s.active
-                  for f in formats)
-    st.fragment(section, run_every=1.0 if polling else None)()
+def export_rows(formats: tuple[str, ...], read, multi: bool = False) -> None:
+    checks = read(run)
+    for fmt in formats:
+        export_row(run, fmt, checks, multi)
 
 
 init_session()
-st.header("6 · Export")
+st.header("Export")
 run = run_picker()
 if run is None:
     st.stop()
@@ -92,7 +80,7 @@ if (summary := run.read_summary()) and summary.tasks:  # multi-task: a bundle pe
         st.download_button("All tasks in one model (TorchScript)", data=lambda: (run.path / FILE).read_bytes(),
                            file_name=FILE, mime="application/octet-stream", key="dl_multi", on_click="ignore")
     if run.task_views():  # runs made before task views have no bundles to build the ONNX file from
-        live_exports(("onnx", "onnx-int8"), read_multi_checks, multi=True)
+        export_rows(("onnx", "onnx-int8"), read_multi_checks, multi=True)
     st.stop()
 bundle = run.bundle_dir
 if not (bundle / "model.safetensors").exists():
@@ -122,7 +110,7 @@ st.caption("Each file takes float32 NCHW images exactly as the bundle's timm tra
            "(int8: at most 1 point of accuracy lost). The figures also go into the model card.")
 
 
-live_exports(tuple(FORMATS), read_checks)
+export_rows(tuple(FORMATS), read_checks)
 
 st.subheader("Load it elsewhere")
 st.code(f'''import timm, torch

@@ -9,6 +9,7 @@ import streamlit as st
 from core.analysis.inspect import calibration_report, inspect_run, loss_table, open_view, read_report, score_training
 from core.data.derived import derive_dataset, sample_paths
 from core.errors import DatasetError
+from pages._jobs import job_view
 from pages._ui import get_registry, init_session, policy, run_picker
 
 init_session()
@@ -100,15 +101,9 @@ def use_edited(exclude: set[str], relabel: dict[str, str]) -> None:
 
 
 def job_button(label: str, key: str) -> None:
-    """Run every long analysis (training-image scores, mislabels, duplicates, heat-maps, map) as one job."""
-    job_id = st.session_state.get(f"job_{run.run_id}")
-    snap = get_registry().snapshot(job_id) if job_id else None
-    if snap and snap.active:
-        st.progress(snap.progress, text=f"{snap.phase} {snap.phase_done}/{snap.phase_total}")
-        st.button("Refresh", key=f"{key}_refresh")
+    """Every long analysis (training-image scores, mislabels, duplicates, heat-maps, map) as one job."""
+    if analyses is not None and analyses.active:  # its view above the tabs shows it
         return
-    if snap and snap.error:
-        st.error(snap.error)
     if st.button(label, key=key, type="primary"):
         job = get_registry().submit_task("inspect", f"inspect {run.run_id}", lambda job: inspect_run(
             run, progress=job.on_phase, should_stop=job.stop_event.is_set))
@@ -116,6 +111,7 @@ def job_button(label: str, key: str) -> None:
         st.rerun()
 
 
+analyses = job_view(st.session_state.get(f"job_{run.run_id}"), key="analyses", name="Analyses")
 calib_tab, loss_tab, saliency_tab, mislabel_tab, map_tab = st.tabs(
     ["Calibration", "Top losses", "Saliency", "Mislabeled?", "Embedding map"])
 

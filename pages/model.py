@@ -4,17 +4,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import BUNDLED_BACKBONES, TrainConfig
+from core.config import TrainConfig
 from core.errors import AccessError, ConfigError, WeightsError
+from core.models import weights_source as source_rules
 from core.models.backbones import CATALOGUE, create_model
 from core.models.freeze import describe_freeze
 from core.plan.latency import cached_latency
-from pages._charts import lr_curve
+from pages._jobs import job_view
+from pages._planning import advisor_panel, latency_measured, lr_finder_panel
 from pages._ui import config_fields, config_widget, get_cfg, get_registry, init_session, policy, runs_dir, set_cfg
 
 init_session()
-st.header("2 · Model")
-FROM_RUN = "finished run"
+st.header("Model")
 
 FREEZE_TEXT = {
     "auto": "**Auto** (default) – TransferLab looks at your images first: when the pretrained features already "
@@ -36,7 +37,6 @@ FREEZE_TEXT = {
 def start_from_run_picker(cfg: TrainConfig) -> None:
     """'finished run': a run from the history, or a run folder / bundle folder / bundle .zip by path; its
     backbone and preprocessing come with it, its head too when the classes are the same."""
-    from core.models.init_from import read_source
     from core.runs import list_runs
     runs = {str(r.path): r for r in list_runs(runs_dir(), task_views=True)  # a multi-task run: each task
             if (r.bundle_dir / "model.safetensors").exists()}
@@ -52,113 +52,17 @@ def start_from_run_picker(cfg: TrainConfig) -> None:
         return
     try:
         policy().check_path(path, "The run to start from")
-        src = read_source(path, weights=False)
+        changes, src = source_rules.run_changes(path)
     except (ConfigError, AccessError) as exc:
         st.error(str(exc))
         return
-    err = set_cfg(init_from=path, backbone=src.architecture)
-    if err:
-        st.error(err)
-        return
-    st.caption(f"Backbone {src.architecture} at {src.input_size} px from run {src.name} (classes "
-               f"{', '.join(src.classes)}): its head is kept when your classes are the same, else a new one is "
-               f"trained. Lineage: {' -> '.join(src.lineage)} -> this run.")
+    err = set_cfg(**changes)
+    st.error(err) if err else st.caption(source_rules.describe_run_source(src))
 
 
 @st.cache_data(show_spinner=False)
 def freeze_counts(backbone: str, freeze: str, stages: int, num_classes: int) -> dict:
     return describe_freeze(TrainConfig(backbone=backbone, freeze=freeze, trainable_stages=stages), num_classes)
-
-
-def advisor_panel(cfg: TrainConfig | None) -> None:
-    """'Advise me': the advisor runs as a job (it computes features, seconds to a minute) and its answer is
-    shown here: the ranking of the offline backbones, the settings it would train and why, the time estimate."""
-    if cfg is None or not cfg.data:
-        st.caption("Choose a dataset on the Data page to see what auto would choose.")
-        return
-    if st.button("Advise me", key="advise"):
-        start_job("advice_job", "plan", f"advice for {cfg.portable().data}", cfg, "core.plan.advisor", "advise")
-    job = get_registry().get(st.session_state.get("advice_job"))
-    if job is not None:
-        advice_view(job.job_id)
-
-
-def start_job(state_key: str, kind: str, title: str, cfg: TrainConfig, module: str, function: str) -> None:
-    """Queue `module.function(cfg, dataset, progress=, should_stop=)` as a job (after the server's policy check)
-    and remember it under state_key; its view polls the job's snapshot."""
-    try:
-        policy().check_config(cfg)
-    except (ConfigError, AccessError) as exc:
-        st.error(str(exc))
-        return
-
-    def task(job):
-        import importlib
-
-        from core.data.multitask import single_task_view
-        ds = single_task_view(cfg)  # multi-task: the images labeled for the first task
-        work = getattr(importlib.import_module(module), function)
-        return work(cfg, ds, progress=job.on_phase, should_stop=job.stop_event.is_set)
-    st.session_state[state_key] = get_registry().submit_task(kind, title, task).job_id
-
-
-@st.fragment(run_every=1.0)
-def advice_view(job_id: str) -> None:
-    snap = get_registry().snapshot(job_id)
-    if snap.active:
-        st.progress(snap.progress, text=f"Looking at the data: {snap.phase} {snap.phase_done}/{snap.phase_total}")
-        return
-    if snap.error:
-        st.error(snap.error)
-        return
-    advice = snap.result
-    st.dataframe([{"backbone": r.backbone, "parameters (M)": r.params_m, "input": f"{r.input_size} px",
-                   "probe accuracy (5-fold)": f"{r.probe_accuracy:.1%}"} for r in advice.ranking], hide_index=True)
-    c = advice.config
-    st.success(f"Auto would train: **{c.freeze}**, {c.backbone}, {c.img_size or 'native'} px, {c.epochs} epochs.")
-    st.write(advice.paragraph)
-
-
-def lr_finder_panel(cfg: TrainConfig) -> None:
-    """A learning-rate range test as a job; its curve, and the suggestion applied with one click."""
-    if not cfg.data:
-        return
-    if st.button("Find a learning rate", key="lr_find", help="Trains a copy of the model for 60 short steps "
-                 "while the learning rate grows, and suggests one a decade below where the loss is lowest."):
-        start_job("lr_job", "lr-find", f"learning-rate sweep on {cfg.portable().data}", cfg,
-                  "core.plan.lr_finder", "find_lr")
-    job = get_registry().get(st.session_state.get("lr_job"))
-    if job is not None:
-        lr_view(job.job_id)
-
-
-@st.fragment(run_every=1.0)
-def lr_view(job_id: str) -> None:
-    snap = get_registry().snapshot(job_id)
-    if snap.active:
-        st.progress(snap.progress, text=f"{snap.phase} {snap.phase_done}/{snap.phase_total}")
-        return
-    if snap.error:
-        st.error(snap.error)
-        return
-    found = snap.result
-    st.plotly_chart(lr_curve(found.lrs, found.losses, found.suggestion), key="lr_chart")
-    st.caption(found.describe())
-    if st.button(f"Use {found.suggestion:.1e}", key="use_lr"):
-        set_cfg(lr=float(f"{found.suggestion:.1e}"))
-        st.session_state.pop("w_lr", None)  # the widget keeps its own value otherwise
-        st.rerun()
-
-
-@st.fragment(run_every=1.0)
-def latency_view(job_id: str) -> None:
-    snap = get_registry().snapshot(job_id)
-    if snap.active:
-        st.progress(snap.progress, text=f"Measuring: {snap.phase}")
-    elif snap.error:
-        st.error(snap.error)
-    elif st.session_state.pop("latency_job", None):
-        st.rerun()  # the catalogue above re-reads the measured times
 
 
 st.subheader("Backbone")
@@ -174,30 +78,28 @@ if st.button("Measure CPU latency here" if not latency else "Measure CPU latency
     st.session_state["latency_job"] = get_registry().submit_task(
         "latency", "CPU latency of the catalogue",
         lambda job: measure_latency(tuple(b.name for b in CATALOGUE), progress=job.on_phase)).job_id
-if st.session_state.get("latency_job"):
-    latency_view(st.session_state["latency_job"])
+job_view(st.session_state.get("latency_job"), latency_measured, key="latency", name="Latency measurement",
+         text=lambda snap: f"Measuring: {snap.phase}")
 cfg = get_cfg()
 names = [b.name for b in CATALOGUE]
 c1, c2 = st.columns(2)
 backbone = c1.selectbox("Backbone", names + ([cfg.backbone] if cfg.backbone not in names else []),
                         index=(names + [cfg.backbone]).index(cfg.backbone), key="w_backbone",
                         help="Any timm model name also works from the CLI.")
-sources = (["bundled", "hub", "file"] if backbone in BUNDLED_BACKBONES else ["hub", "file"]) + [FROM_RUN]
-current_source = FROM_RUN if cfg.init_from else cfg.weights if cfg.weights in ("bundled", "hub") else "file"
+sources = source_rules.sources_for(backbone)
+current = source_rules.current_source(cfg)
 source = c2.radio("Pretrained weights", sources, horizontal=True, key="w_weights_source",
-                  index=sources.index(current_source) if current_source in sources else 0,
-                  help="bundled: ships with the app (offline). hub: downloaded from Hugging Face (needs network)."
-                       " file: your own .safetensors/.pth. finished run: go on from a model trained here.")
-weights = source if source != FROM_RUN else cfg.weights
-if source == FROM_RUN:
+                  help=source_rules.SOURCE_HELP,
+                  index=sources.index(current) if current in sources else 0)
+weights = source_rules.weights_for(cfg, source)
+if source == source_rules.FROM_RUN:
     start_from_run_picker(cfg)
 if source == "file":
     up = st.file_uploader("Weights file", type=["safetensors", "pth", "pt"], key="weights_up")
-    weights = cfg.weights if cfg.weights.endswith((".safetensors", ".pth", ".pt")) else None
     if up is not None:
         path = policy().store_upload(up.getvalue(), up.name, "weights")  # by content: never overwrites another
-        try:  # check now, so a wrong file is a sentence here and not a failed training later
-            create_model(TrainConfig(backbone=backbone, weights=str(path)), 2)
+        try:
+            source_rules.check_weights_file(backbone, path)
             weights = str(path)
             st.success(f"{up.name} fits {backbone} (stored as {path.name}).")
         except WeightsError as exc:
@@ -205,10 +107,7 @@ if source == "file":
             weights = None
     if weights is None:
         st.info("Upload a weights file, or choose another source.")
-err = None
-if source != FROM_RUN and (weights or cfg.init_from):  # pretrained weights again: no longer from a run
-    err = set_cfg(backbone=backbone, init_from="", **({"weights": weights} if weights else {}))
-if err:
+if source != source_rules.FROM_RUN and (err := set_cfg(**source_rules.pretrained_changes(cfg, backbone, weights))):
     st.error(err)
 backbone = get_cfg().backbone  # a finished run's own, when starting from one
 
@@ -263,9 +162,7 @@ c1.download_button("Download config (YAML)", data=get_cfg().to_yaml(), file_name
 loaded = c2.file_uploader("Load a config", type=["yaml", "yml"], key="cfg_up")
 if loaded is not None and st.session_state.get("cfg_loaded") != loaded.file_id:
     try:
-        new = TrainConfig.from_yaml(loaded.getvalue().decode("utf-8", "replace"), source=loaded.name)
-        new = new.replace(output_dir=get_cfg().output_dir)
-        policy().check_config(new)  # a config names server paths: the same check every job submission makes
+        new = policy().read_config(loaded.getvalue().decode("utf-8", "replace"), loaded.name)
         st.session_state["cfg"] = new.to_dict()
         st.session_state["cfg_loaded"] = loaded.file_id
         for key in [k for k in st.session_state if str(k).startswith("w_")]:

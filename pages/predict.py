@@ -1,29 +1,20 @@
 """Predict page: top-k classes for uploaded or camera images with a trained run's model."""
 
-import tempfile
 from pathlib import Path
 
 import streamlit as st
 
 from core.data.dataset import IMG_EXTENSIONS, check_image
 from core.export.bundle import load_bundle
-from pages._ui import init_session, run_picker, workspace
+from pages._ui import init_session, policy, run_picker
 
 init_session()
-st.header("5 · Predict")
+st.header("Predict")
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
 def loaded_model(bundle_dir: str):
     return load_bundle(bundle_dir)
-
-
-def upload_folder() -> tempfile.TemporaryDirectory:
-    """A fresh folder for one run's uploads, under the workspace like everything else the app writes (not the
-    system temp folder); the `with` block removes it when done, also on error."""
-    root = workspace() / "predict"
-    root.mkdir(exist_ok=True)
-    return tempfile.TemporaryDirectory(dir=root, prefix="upload-")
 
 
 run = run_picker()
@@ -41,7 +32,7 @@ shot = st.camera_input("…or take a photo", key="camera")
 items = [(f.name, f.getvalue()) for f in files or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
 if not items:
     st.stop()
-with upload_folder() as tmp:
+with policy().scratch_folder("predict") as tmp:  # removed when done, also on error
     paths, bad = [], []
     for i, (name, data) in enumerate(items):
         p = Path(tmp) / f"{i}{Path(name).suffix.lower() or '.jpg'}"

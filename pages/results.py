@@ -11,7 +11,7 @@ from pages._charts import confusion, curves, overlay, task_curves
 from pages._ui import init_session, run_picker, runs_dir
 
 init_session()
-st.header("4 · Results")
+st.header("Results")
 run = run_picker()
 if run is None:
     st.stop()

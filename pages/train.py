@@ -8,10 +8,11 @@ from core.config import describe_tasks
 from core.errors import AccessError, ConfigError
 from core.runs import RunDir, Status
 from pages._charts import batch_curve, curves, task_curves
+from pages._jobs import job_view, phase_text
 from pages._ui import current_run_id, get_cfg, get_registry, init_session, runs_dir
 
 init_session()
-st.header("3 · Train")
+st.header("Train")
 registry = get_registry()
 cfg = get_cfg()
 
@@ -22,8 +23,7 @@ if cfg.data:
 else:  # no st.stop(): a tab opened on ?run=<id> must still show that run
     st.info("Choose a dataset on the Data page to start a training.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/folder_open:")
-c1, c2, _ = st.columns([1, 1, 4])
-if c1.button("Start training", key="start", type="primary", disabled=not cfg.data):
+if st.button("Start training", key="start", type="primary", disabled=not cfg.data):
     busy = registry.active_job()
     try:  # the registry checks the config against this server's policy (allowed folders) before queueing it
         job = registry.submit(cfg)
@@ -41,10 +41,6 @@ if run_id:
     st.session_state["run_id"] = run_id
     st.query_params["run"] = run_id
 job = registry.get(run_id)
-if c2.button("Stop", key="stop", disabled=job is None or not job.snapshot().active):
-    job.request_stop()
-    st.toast("Stopping after the current batch…")
-
 polling = job is not None and job.snapshot().active
 
 others = [j for j in registry.jobs() if j.job_id != run_id]
@@ -60,49 +56,38 @@ if others:
                 st.rerun()
 
 
-# Two polls: the status line every 2 s, the charts every 4 s (re-sending four charts is most of a
-# poll's cost; bench/polling.py measures what watching tabs cost a training).
+# The status polls every 2 s, the charts every 4 s (re-sending four charts is most of a poll's cost;
+# bench/polling.py measures what watching tabs cost a training).
 STATUS_EVERY_S, CHARTS_EVERY_S = 2.0, 4.0
 
 
-@st.fragment(run_every=STATUS_EVERY_S if polling else None)
-def live_status() -> None:
-    snap = registry.snapshot(run_id)
-    if snap.status == "queued":
-        st.info(f"Queued (position {snap.queue_position}); waiting for the device.")
-    elif snap.status == "running":
-        b = snap.last_batch
-        if b is None:
-            frac = snap.phase_done / snap.phase_total if snap.phase_total else 0.0
-            st.progress(min(frac, 1.0), text=f"{snap.phase} {snap.phase_done}/{snap.phase_total}")
-        else:
-            st.progress(snap.progress, text=f"epoch {b.epoch}/{snap.info.epochs} · batch {b.step}/"
-                        f"{b.steps_per_epoch} · {b.images_per_sec:.0f} images/s · ETA {b.eta:.0f} s")
-    elif snap.status == "failed":
-        st.error(f"Training failed: {snap.error}")
-        with st.expander("Details for a bug report"):
-            st.code(snap.traceback or "")
-    else:
-        s = snap.summary
-        acc = f" · validation accuracy {s.val_accuracy:.1%}" if s and s.has_results else ""
-        if s and s.tasks:  # multi-task: every task's own accuracy
-            acc = " · validation accuracy " + ", ".join(f"{k} {t['val']['accuracy']:.1%}"
-                                                        for k, t in s.tasks.items() if t.get("val"))
-        test = f" · test accuracy {s.test.accuracy:.1%}" if s and s.test else ""
-        st.success(f"Training {snap.status}{acc}{test}")
-    if snap.info:
-        st.caption(f"{snap.info.trainable_params:,} of {snap.info.total_params:,} parameters trainable · "
-                   f"{sum(snap.info.counts['train'].values())} train / {sum(snap.info.counts['val'].values())} "
-                   f"val images · {snap.info.device}")
-    if polling and not snap.active:
-        st.rerun()  # full rerun: both fragments are re-defined without run_every, so polling stops
-    if not snap.active and snap.summary and snap.summary.has_results:
+def batch_text(snap) -> str:
+    b = snap.last_batch
+    if b is None:  # before the first batch: looking at the data, caching features, ...
+        return phase_text(snap)
+    return (f"epoch {b.epoch}/{snap.info.epochs} · batch {b.step}/{b.steps_per_epoch} · {b.images_per_sec:.0f} "
+            f"images/s · ETA {b.eta:.0f} s")
+
+
+def outcome(snap) -> None:
+    s = snap.summary
+    acc = f" · validation accuracy {s.val_accuracy:.1%}" if s and s.has_results else ""
+    if s and s.tasks:  # multi-task: every task's own accuracy
+        acc = " · validation accuracy " + ", ".join(f"{k} {t['val']['accuracy']:.1%}"
+                                                    for k, t in s.tasks.items() if t.get("val"))
+    test = f" · test accuracy {s.test.accuracy:.1%}" if s and s.test else ""
+    st.success(f"Training {snap.status}{acc}{test}")
+    if s and s.has_results:
         st.page_link("pages/results.py", label="See the results", icon=":material/insights:")
 
 
 @st.fragment(run_every=CHARTS_EVERY_S if polling else None)
 def live_charts() -> None:
     snap = registry.snapshot(run_id)
+    if snap.info:
+        st.caption(f"{snap.info.trainable_params:,} of {snap.info.total_params:,} parameters trainable · "
+                   f"{sum(snap.info.counts['train'].values())} train / {sum(snap.info.counts['val'].values())} "
+                   f"val images · {snap.info.device}")
     draw_figures(live_figures(snap.job_id, len(snap.epochs), len(snap.batches), snap))
 
 
@@ -154,5 +139,5 @@ if run_id is None:
 elif registry.get(run_id) is None:  # not in this server process (e.g. after a restart): the run folder
     show_from_disk(run_id)
 else:
-    live_status()
+    job_view(run_id, outcome, key="train", name="Training", text=batch_text, every=STATUS_EVERY_S)
     live_charts()

@@ -79,3 +79,22 @@ def test_workspace_from_env(monkeypatch, tmp_path):
     ws = Workspace.from_env(Path("ignored"), tmp_path / "sample")
     assert ws.root == (tmp_path / "w").resolve()
     assert ws.allowed_roots() == [(tmp_path / p).resolve() for p in ("sample", "a", "b", "w")]
+
+
+def test_an_uploaded_config_runs_in_the_workspace_and_is_checked(ws, tmp_path):
+    inside = ws.data_roots[0] / "set"
+    inside.mkdir()
+    text = TrainConfig(data=str(inside), epochs=2, output_dir="/tmp/anywhere").to_yaml()
+    cfg = ws.read_config(text, "mine.yaml")
+    assert cfg.epochs == 2 and cfg.output_dir == str(ws.runs_dir)  # written where this server writes runs
+    with pytest.raises(AccessError, match="The dataset /etc is outside"):
+        ws.read_config(TrainConfig(data="/etc").to_yaml(), "evil.yaml")
+
+
+def test_upload_and_scratch_folders_are_named_in_the_workspace(ws):
+    one = ws.upload_folder(["b", "a"])
+    assert one == ws.upload_folder(["a", "b"]) != ws.upload_folder(["a", "c"])  # the same upload, the same folder
+    assert one.parent == ws.uploads_dir and one.name.startswith("folder-")
+    with ws.scratch_folder("predict") as tmp:
+        assert Path(tmp).parent == ws.root / "predict" and Path(tmp).is_dir()
+    assert not Path(tmp).exists()

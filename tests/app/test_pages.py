@@ -312,9 +312,8 @@ def test_adapt_page_unlabeled_folder_job_and_before_after_probe(app, tiny_folder
     assert any("4 unlabeled images found" in s.value for s in app.success)
     app.selectbox(key="adapt_objective_pick").set_value("reconstruct").run()
     app.button(key="adapt_start").click().run()
-    for _ in range(600):
-        labels = [m.label for m in app.metric]
-        if "After adapting" in labels or app.error:
+    for _ in range(600):  # on the job's own view: "Earlier adaptations" shows the same metrics a moment sooner
+        if any(b.key == "use_job" for b in app.button) or app.error:
             break
         time.sleep(0.2)
         app.run()
@@ -340,7 +339,7 @@ def test_distil_page_queues_student_baseline_and_table(app, tiny_folder):
         time.sleep(0.2)
         app.run()
         texts = [p.proto.text for p in app.get("progress")]
-        if any(t.startswith("table: completed") or "failed" in t for t in texts):
+        if any(t.startswith("table: completed") for t in texts) or app.error:  # a job's failure: its error
             break
     texts = [p.proto.text for p in app.get("progress")]
     assert any(t.startswith("student: completed") for t in texts), texts

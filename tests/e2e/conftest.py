@@ -53,6 +53,13 @@ def streamlit_server(workspace: Path, log: Path) -> Iterator[str]:
             proc.kill()
 
 
+def launch_chromium(playwright):
+    """Debian's headless chromium (never a downloaded one: `make browser` installs it), without network extras."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"])
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("workspace")
@@ -81,9 +88,7 @@ def browser():
             pytest.fail(f"chromium not found at {CHROMIUM}; `make test` installs it (make browser)")
         pytest.skip("chromium not installed (run `make browser`)")
     with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"])
+        b = launch_chromium(p)
         yield b
         b.close()
 

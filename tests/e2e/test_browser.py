@@ -1,9 +1,7 @@
 """The product as a user meets it: upload a zip, train, watch, download, and load what was downloaded."""
 
 import json
-import os
 import re
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -16,15 +14,12 @@ from playwright.sync_api import expect
 from core.export.bundle import load_bundle
 
 pytestmark = pytest.mark.e2e
-SHOTS_ENV = "TRANSFERLAB_SCREENSHOTS"  # set to a folder to also copy the screenshots there (README images)
 
 
 def shot(page, folder: Path, name: str) -> None:
     page.wait_for_timeout(400)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if os.environ.get(SHOTS_ENV):
-        shutil.copy(path, Path(os.environ[SHOTS_ENV]) / path.name)
 
 
 def ants_bees_zip(src: Path, dest: Path, per_class: int = 8) -> Path:

@@ -13,15 +13,14 @@ VISIBLE_IMAGES_JS = """() => [...document.querySelectorAll('[data-testid=stImage
     .filter(i => i.offsetParent !== null && i.complete && i.naturalWidth > 0).length"""
 
 
-def wait_for_job(page, done_text: str, timeout_s: float = 120.0) -> None:
-    """The page shows a job's progress with a Refresh button (no polling of its own): press it until done."""
-    deadline = time.monotonic() + timeout_s
-    while not page.get_by_text(done_text).first.is_visible():
-        assert time.monotonic() < deadline, f"'{done_text}' did not appear within {timeout_s:.0f} s"
-        refresh = page.get_by_role("button", name="Refresh")
-        if refresh.count() and refresh.first.is_visible():
-            refresh.first.click()
-        page.wait_for_timeout(700)
+def wait_for_job(page, tab: str, done_text: str, timeout_s: float = 120.0) -> None:
+    """The job's view (with its Stop button) shows above the tabs while it runs; when it ends the page is redrawn
+    with the reports (on its first tab): wait for the end, then open `tab` and its report."""
+    stop = page.get_by_role("button", name="Stop")
+    stop.wait_for(timeout=30000)
+    stop.wait_for(state="detached", timeout=timeout_s * 1000)
+    page.get_by_role("tab", name=tab).click()
+    page.get_by_text(done_text).first.wait_for(timeout=30000)
 
 
 def test_inspect_after_a_probe_run_on_a_zip(app_url, page, hymenoptera, tmp_path):
@@ -42,7 +41,7 @@ def test_inspect_after_a_probe_run_on_a_zip(app_url, page, hymenoptera, tmp_path
 
     page.get_by_role("tab", name="Mislabeled?").click()
     page.get_by_role("button", name="Find likely mislabeled images").click()
-    wait_for_job(page, "flagged by confident learning")
+    wait_for_job(page, "Mislabeled?", "flagged by confident learning")
     expect(page.get_by_role("button", name="Use the edited dataset")).to_be_visible()
     deadline = time.monotonic() + 15
     while page.evaluate(VISIBLE_IMAGES_JS) == 0 and time.monotonic() < deadline:
