@@ -66,7 +66,6 @@ else:
             st.error(str(exc))
 
 
-
 def running_text(role: str, snap) -> str:
     if snap.last_batch is None:
         return f"{role}: {snap.status} · {phase_text(snap)}"
