@@ -37,6 +37,15 @@ from core.data.multitask import MISSING, MultiTaskDataset, open_multitask, task_
 from core.data.task_view import task_dataset
 from core.device import pick_device, set_threads
 from core.engine import train as single
+from core.engine.batches import (
+    eval_batch_size,
+    good_rows,
+    image_store,
+    prefix_outputs,
+    require_decoded,
+    run_batched,
+    stack_first_view,
+)
 from core.engine.callbacks import Callback, FitResult, RunRecorder
 from core.engine.finish import build_summary, finish_run, portable_dataset_summary
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
@@ -88,7 +97,7 @@ def _prepare(s: Session) -> None:
     s.gen = torch.Generator().manual_seed(cfg.seed)
     s.batch_size = cfg.batch_size
     s.device = pick_device(cfg.device)
-    s.eval_batch = single.EVAL_BATCH_CUDA if s.device.type == "cuda" else single.EVAL_BATCH_CPU
+    s.eval_batch = eval_batch_size(s.device)
     s.dataset = ds = open_multitask(cfg)
     s.model = create_multitask_model(cfg, [len(t.classes) for t in ds.tasks]).to(s.device)
     s.model = s.model.to(memory_format=torch.channels_last)
@@ -119,10 +128,10 @@ def _fit_probe(s: Session) -> str:
     ds.drop(failed)
     if s.stop.is_set():
         return "stopped"
-    single.require_decoded(ds, n_train, n_val, failed)
+    require_decoded(ds, n_train, n_val, failed)
     train_x = np.stack([f for f in feats[:n_train] if f is not None])
-    pooled = {"val": single._stack_first_view(feats[n_train:n_train + n_val], s.device),
-              "test": single._stack_first_view(feats[n_train + n_val:], s.device)}
+    pooled = {"val": stack_first_view(feats[n_train:n_train + n_val], s.device),
+              "test": stack_first_view(feats[n_train + n_val:], s.device)}
     n_views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
     train_y = label_matrix(ds.train, s.device).repeat_interleave(n_views, dim=0)
@@ -181,14 +190,15 @@ def _fit_finetune(s: Session) -> str:
     s.emit("on_phase", "decoding images", 0, total)
     stores, failed, done = {}, [], 0
     for split, samples in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
-        arr, bad = decode_images(samples, *geom, out=single._image_store(s, split, len(samples), geom[0]),
+        arr, bad = decode_images(samples, *geom, out=image_store(s, split, len(samples), geom[0],
+                                                                single.MEMMAP_ABOVE_BYTES),
                                  exact=split != "train",
                                  progress=lambda d, _, base=done: s.emit("on_phase", "decoding images", base + d,
                                                                          total))
-        stores[split], done = (arr, single._good_rows(samples, bad)), done + len(samples)
+        stores[split], done = (arr, good_rows(samples, bad)), done + len(samples)
         failed += bad
     ds.drop(failed)
-    single.require_decoded(ds, n_train, n_val, failed)
+    require_decoded(ds, n_train, n_val, failed)
     (train_u8, train_rows), (val_u8, val_rows) = stores["train"], stores["val"]
     train_y, val_y = label_matrix(ds.train, torch.device("cpu")), label_matrix(ds.val, s.device)
 
@@ -198,8 +208,9 @@ def _fit_finetune(s: Session) -> str:
         prefix, rest = split_net
         net = s.model.with_trunk(rest)
         prefix.eval()
-        val_src = single._prefix_outputs(s, prefix, val_u8, val_rows, "validation")
-        train_src = single._prefix_outputs(s, prefix, train_u8, train_rows, "training") \
+        val_src = prefix_outputs(s, prefix, val_u8, val_rows, "validation", single.PREFIX_CACHE_MAX_BYTES)
+        train_src = prefix_outputs(s, prefix, train_u8, train_rows, "training",
+                                       single.PREFIX_CACHE_MAX_BYTES) \
             if cfg.augmentation == "none" else None
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -222,9 +233,9 @@ def _fit_finetune(s: Session) -> str:
 
     def final(split: str) -> tuple[torch.Tensor, ...]:
         if split == "val" and val_src is not None:
-            return single._run_batched(s, WithPooled(net), val_src, outputs=outputs)
+            return run_batched(s, WithPooled(net), val_src, outputs=outputs)
         u8, rows = stores[split]
-        return single._run_batched(s, WithPooled(s.model), images_u8=u8, rows=rows, outputs=outputs)
+        return run_batched(s, WithPooled(s.model), images_u8=u8, rows=rows, outputs=outputs)
 
     def evaluate() -> EvalResult:
         return task_scores(s, final("val")[:-1], val_y)

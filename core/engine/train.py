@@ -12,20 +12,28 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from core.config import TrainConfig
 from core.data.augment import Preprocessor, batch_mixer
-from core.data.dataset import Dataset, Sample, Skipped, extract_dir_for, open_dataset
-from core.data.images import PROGRESS_EVERY, decode_images, geometry
-from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device, set_threads
+from core.data.dataset import Sample, extract_dir_for, open_dataset
+from core.data.images import decode_images, geometry
+from core.device import pick_device, set_threads
 from core.engine import distill, distributed
 from core.engine.adapt import adapt_then_train_config
+from core.engine.batches import (
+    eval_batch_size,
+    good_rows,
+    image_store,
+    prefix_outputs,
+    require_decoded,
+    run_batched,
+    stack_first_view,
+)
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, scores, state_copy
@@ -39,8 +47,6 @@ from core.runs import RunDir, RunSummary, Status, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
 
-EVAL_BATCH_CPU = 16  # small batches are faster per image on these CPUs (cache effects, measured)
-EVAL_BATCH_CUDA = 256
 MEMMAP_ABOVE_BYTES = 2 * 1024**3  # decoded images beyond this go to a memory-mapped file, not RAM
 PREFIX_CACHE_MAX_BYTES = 1024**3  # cached frozen-prefix outputs (Lite0, 224 px: 63 KB per image)
 
@@ -107,7 +113,7 @@ def _prepare(s: Session) -> None:
     s.gen = torch.Generator().manual_seed(cfg.seed)
     s.batch_size = cfg.batch_size
     s.device = pick_device(cfg.device)
-    s.eval_batch = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
+    s.eval_batch = eval_batch_size(s.device)
     s.dataset = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
     s.model = backbones.create_model(cfg, len(s.dataset.classes), s.dataset.classes).to(s.device)
     if cfg.init_from:
@@ -145,8 +151,8 @@ def _fit_probe(s: Session) -> str:
         return "stopped"
     require_decoded(ds, n_train, n_val, failed)
     train_x = np.stack([f for f in feats[:n_train] if f is not None])
-    pooled = {"val": _stack_first_view(feats[n_train:n_train + n_val], s.device),
-              "test": _stack_first_view(feats[n_train + n_val:], s.device)}
+    pooled = {"val": stack_first_view(feats[n_train:n_train + n_val], s.device),
+              "test": stack_first_view(feats[n_train + n_val:], s.device)}
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
     train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
@@ -194,23 +200,6 @@ def _soft_targets(s: Session) -> torch.Tensor | None:
                                 should_stop=s.stop.is_set)
 
 
-def _stack_first_view(feats: list[np.ndarray | None], device: torch.device) -> torch.Tensor:
-    rows = [f[0] for f in feats if f is not None]
-    return torch.from_numpy(np.stack(rows)).to(device) if rows else torch.zeros(0, 0, device=device)
-
-
-def require_decoded(ds: Dataset, n_train: int, n_val: int, failed: list[Skipped]) -> None:
-    """A run needs training and validation images it can read; say which split failed and why, not train on
-    nothing and report an untrained model as completed."""
-    for split, before in (("training", n_train), ("validation", n_val)):
-        left = ds.train if split == "training" else ds.val
-        if before and not left:
-            reasons = sorted({f.reason.split(" (")[0] for f in failed})
-            raise TrainingError(f"None of the {before} {split} images could be decoded ({'; '.join(reasons)[:200]})"
-                                f", e.g. {Path(failed[0].path).name}. Check that the files are real, complete "
-                                f"images (re-export or re-copy them) and start again.")
-
-
 # -------------------------------------------------------------------------------------------------------
 # partial / full / gradual: decode once, augment batches
 
@@ -223,12 +212,12 @@ def _fit_finetune(s: Session) -> str:
     # training images only feed augmentation: the fast decode; evaluation decodes like the exported model
     stores, failed, done = {}, [], 0
     for split, samples in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
-        arr, bad = decode_images(samples, *geom, out=_image_store(s, split, len(samples), geom[0]),
+        arr, bad = decode_images(samples, *geom, out=image_store(s, split, len(samples), geom[0], MEMMAP_ABOVE_BYTES),
                                  exact=split != "train",
                                  progress=lambda d, _, base=done: s.emit("on_phase", "decoding images", base + d,
                                                                          total))
         # rows of images that decoded; indices instead of copies, so a memory-mapped store stays on disk
-        stores[split], done = (arr, _good_rows(samples, bad)), done + len(samples)
+        stores[split], done = (arr, good_rows(samples, bad)), done + len(samples)
         failed += bad
     ds.drop(failed)
     require_decoded(ds, n_train, n_val, failed)
@@ -248,8 +237,8 @@ def _fit_finetune(s: Session) -> str:
         # eval before any pass: its BatchNorm statistics stay as they are. `net` holds the whole model, so
         # set_train_mode(net) flips the prefix back to train mode each epoch; batches() sets eval again.
         prefix.eval()
-        val_src = _prefix_outputs(s, prefix, val_u8, val_rows, "validation")
-        train_src = _prefix_outputs(s, prefix, train_u8, train_rows, "training") \
+        val_src = prefix_outputs(s, prefix, val_u8, val_rows, "validation", PREFIX_CACHE_MAX_BYTES)
+        train_src = prefix_outputs(s, prefix, train_u8, train_rows, "training", PREFIX_CACHE_MAX_BYTES) \
             if cfg.augmentation == "none" and cfg.mixup == "off" else None
     else:
         val_src = train_src = None
@@ -282,86 +271,18 @@ def _fit_finetune(s: Session) -> str:
             yield (x, y) + extra
 
     def evaluate() -> EvalResult:
-        logits = _run_batched(s, net, val_src) if val_src is not None else \
-            _run_batched(s, s.model, images_u8=val_u8, rows=val_rows)
+        logits = run_batched(s, net, val_src) if val_src is not None else \
+            run_batched(s, s.model, images_u8=val_u8, rows=val_rows)
         return scores(logits, val_y)
 
     def final(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split == "val" and val_src is not None:
-            return _run_batched(s, freeze.PooledAndLogits(net.model, net.features), val_src, outputs=2)
+            return run_batched(s, freeze.PooledAndLogits(net.model, net.features), val_src, outputs=2)
         u8, rows = stores[split]
-        return _run_batched(s, freeze.PooledAndLogits(s.model), images_u8=u8, rows=rows, outputs=2)
+        return run_batched(s, freeze.PooledAndLogits(s.model), images_u8=u8, rows=rows, outputs=2)
     s.final_outputs = final
     return epoch_loop(s, net, batches, len(train_y), evaluate)
 
 
-def _prefix_outputs(s: Session, prefix: nn.Module, images_u8: np.ndarray, rows: np.ndarray,
-                    split: str) -> torch.Tensor | None:
-    """The frozen prefix run once over a split (eval mode, no autograd), kept on the training device;
-    None when that would take more than PREFIX_CACHE_MAX_BYTES (the epochs then run the prefix each time)."""
-    with torch.no_grad():
-        one = prefix(s.pre.eval_view(torch.from_numpy(images_u8[rows[:1]]))) if len(rows) else None
-    if one is None or one.element_size() * one.numel() * len(rows) > PREFIX_CACHE_MAX_BYTES:
-        return None
-    phase = f"frozen layers, once ({split})"
-    s.emit("on_phase", phase, 0, len(rows))
-    return _run_batched(s, prefix, images_u8=images_u8, rows=rows, no_grad=True,
-                        progress=lambda done: s.emit("on_phase", phase, done, len(rows)))
-
-
-def _run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = None,
-                 images_u8: np.ndarray | None = None, rows: np.ndarray | None = None, no_grad: bool = False,
-                 progress: Callable[[int], None] | None = None, outputs: int = 1):
-    """module in eval mode over cached inputs or decoded images, in evaluation batches; progress(done) is
-    called every PROGRESS_EVERY images and at the end. A module with `outputs` > 1 returns a tuple, and so does
-    this. On CUDA out-of-memory the evaluation batch is halved and the pass starts over (and says so)."""
-    while True:
-        try:
-            return _run_batches_once(s, module, inputs, images_u8, rows, no_grad, progress, outputs)
-        except Exception as exc:
-            if not is_out_of_memory(exc) or s.eval_batch <= 1:
-                raise
-            free_cached_memory()
-            s.eval_batch //= 2
-            s.notes.append(f"GPU out of memory while evaluating: evaluation batch halved to {s.eval_batch}.")
-            s.emit("on_phase", s.notes[-1], 0, 0)
-
-
-def _run_batches_once(s: Session, module: nn.Module, inputs, images_u8, rows, no_grad, progress, outputs):
-    s.model.eval()
-    bs = s.eval_batch
-    n = len(inputs) if inputs is not None else len(rows)
-    out: list[list[torch.Tensor]] = [[] for _ in range(outputs)]
-    # no_grad, not inference_mode: cached prefix outputs are later saved for backward by the layers after them
-    with (torch.no_grad() if no_grad else torch.inference_mode()), autocast(s.device, s.cfg.amp):
-        for i in range(0, n, bs):
-            x = inputs[i:i + bs] if inputs is not None else \
-                s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))
-            got = module(x)
-            for k, t in enumerate(got if outputs > 1 else (got,)):
-                out[k].append(t if no_grad else t.float())
-            done = min(i + bs, n)
-            if progress and (done % PROGRESS_EVERY < bs or done == n):
-                progress(done)
-    if not n:  # nothing to evaluate (an empty test split): zero rows of the right width
-        return tuple(torch.zeros(0, device=s.device) for _ in range(outputs)) if outputs > 1 else \
-            torch.zeros(0, len(s.dataset.classes), device=s.device)
-    cat = [torch.cat(parts) for parts in out]
-    return tuple(cat) if outputs > 1 else cat[0]
-
-
-def _image_store(s: Session, split: str, n: int, size: int) -> np.ndarray:
-    """In memory for normal sets; a memory-mapped file in the run folder past MEMMAP_ABOVE_BYTES."""
-    if n * size * size * 3 <= MEMMAP_ABOVE_BYTES:
-        return np.zeros((n, size, size, 3), dtype=np.uint8)
-    path = s.run.path / f"decoded-{split}.npy"  # removed when the run ends (finish_run)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-
-
 def _labels(samples: list[Sample], device: torch.device) -> torch.Tensor:
     return torch.tensor([x.label for x in samples], dtype=torch.long, device=device)
-
-
-def _good_rows(samples: list[Sample], failed) -> np.ndarray:
-    bad = {f.path for f in failed}
-    return np.array([i for i, x in enumerate(samples) if x.path not in bad], dtype=np.int64)
