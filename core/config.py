@@ -143,7 +143,7 @@ class TrainConfig:
     task_weights: str = _f("", "Multi-task: loss weight per task, e.g. 'species=1,colour=0.5' (tasks not named "
                                "weigh 1; weights are scaled to average 1). Empty = equal weights.", "data",
                            advanced=True)
-    # distillation (core/engine/distill.py): a finished run or an ensemble of runs teaches this one
+    # distillation (core/engine/teachers.py): a finished run or an ensemble of runs teaches this one
     teachers: tuple[str, ...] = _f((), "Knowledge distillation: finished runs (run folders), bundle folders or bundle "
                                        ".zip files whose predictions this run learns from besides the labels; "
                                        "several are an ensemble (their softened probabilities averaged). Their "

@@ -60,7 +60,7 @@ class Session:
     # split ("val" / "test") -> (logits, pooled features) of the current weights: what the summary reports
     final_outputs: Callable[[str], tuple[torch.Tensor, torch.Tensor]] = None
     objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
-    teachers: list = field(default_factory=list)  # distillation: core.engine.distill.Teacher, when cfg has some
+    teachers: list = field(default_factory=list)  # distillation: core.engine.teachers.Teacher, when cfg has some
     dist: Dist | None = None  # torchrun: this process's rank (core/engine/distributed.py); None in one process
     resume: bool = False
     batch_size: int = 0

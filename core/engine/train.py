@@ -23,7 +23,7 @@ from core.data.augment import Preprocessor, batch_mixer
 from core.data.dataset import Sample, extract_dir_for, open_dataset
 from core.data.images import decode_images, geometry
 from core.device import pick_device, set_threads
-from core.engine import distill, distributed
+from core.engine import distributed, teachers
 from core.engine.adapt import adapt_then_train_config
 from core.engine.batches import (
     eval_batch_size,
@@ -91,7 +91,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
         _prepare(s)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
         status = fit(s)
-        distill.remove_unlabeled(s.dataset)  # summary, record and duplicates are about the labeled images
+        teachers.remove_unlabeled(s.dataset)  # summary, record and duplicates are about the labeled images
         result = finish_run(s, status) if dist is None or dist.is_main else \
             FitResult(Status(status), str(run.path), RunSummary(Status(status)))
     except BaseException as exc:
@@ -122,11 +122,11 @@ def _prepare(s: Session) -> None:
     s.data_cfg = backbones.data_config(s.model, cfg.img_size)
     s.pre = Preprocessor(s.data_cfg, s.device)
     freeze.apply_freeze(s.model, cfg, epoch=0)
-    unlabeled = distill.add_unlabeled(cfg, s.dataset)  # label -1: learned from the teachers only
+    unlabeled = teachers.add_unlabeled(cfg, s.dataset)  # label -1: learned from the teachers only
     if cfg.teachers:  # distillation: a teacher that cannot be used fails here, before any decoding
-        s.teachers = distill.load_teachers(cfg, s.dataset.classes)
+        s.teachers = teachers.load_teachers(cfg, s.dataset.classes)
         s.objective = Distill(cfg.distill_alpha, cfg.distill_temperature, cfg.label_smoothing)
-        s.notes.append(distill.describe(cfg, unlabeled))
+        s.notes.append(teachers.describe(cfg, unlabeled))
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def _soft_targets(s: Session) -> torch.Tensor | None:
     without teachers or when stopped."""
     if not s.teachers:
         return None
-    return distill.soft_targets(s.teachers, s.dataset.train, s.cfg.distill_temperature, s.device,
+    return teachers.soft_targets(s.teachers, s.dataset.train, s.cfg.distill_temperature, s.device,
                                 progress=lambda phase, d, t: s.emit("on_phase", phase, d, t),
                                 should_stop=s.stop.is_set)
 

@@ -90,7 +90,7 @@ class Distill:
         (1 - alpha) * CE(student, y; label smoothing) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
     averaged over the batch. T^2 keeps the soft term's gradients at the scale of the hard term's as T grows. The
-    batch is (x, y, soft) with `soft` the teacher's probabilities at temperature T (core/engine/distill.py);
+    batch is (x, y, soft) with `soft` the teacher's probabilities at temperature T (core/engine/teachers.py);
     unlabeled examples (y = -1) contribute the KL term only and are left out of the accuracy."""
 
     alpha: float = 0.5

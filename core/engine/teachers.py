@@ -1,4 +1,5 @@
-"""Knowledge distillation: finished runs teach a new one.
+"""The teachers of a distilled run: finished runs teach a new one (the workflow around it, the labels-only baseline
+and the comparison table, is core/engine/distillation.py).
 
 A run with `teachers` in its config trains with the Distill objective (core/models/objectives.py): besides the
 labels, each training image's target is the teachers' softened prediction. This module
@@ -15,7 +16,7 @@ labels, each training image's target is the teachers' softened prediction. This 
   run's summary, record and duplicate check, which are about labeled data.
 The student's augmented views of an image all learn from the teacher's prediction on its evaluation view: one
 teacher pass per image for the whole run, whatever the augmentation (the teacher is never run per batch).
-The side-by-side table (teachers, student, labels-only baseline) is in core/engine/compare.py.
+The side-by-side table (teachers, student, labels-only baseline) is built by core/export/compare.py.
 """
 
 from __future__ import annotations
