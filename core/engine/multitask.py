@@ -323,12 +323,3 @@ def _results(ds: MultiTaskDataset, per_task: dict[str, dict[str, SplitOutputs]])
                                       "predicted": o.predicted.tolist(), "accuracy": o.accuracy}
                               for split, o in splits.items()} for name, splits in per_task.items()}}
 
-
-def read_results(run: RunDir) -> dict | None:
-    """multitask.json of a multi-task run; None for other runs."""
-    import json
-    try:
-        return json.loads((run.path / RESULTS).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
