@@ -78,10 +78,11 @@ def prefix_outputs(s: Session, prefix: nn.Module, images_u8: np.ndarray, rows: n
 
 def run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = None,
                 images_u8: np.ndarray | None = None, rows: np.ndarray | None = None, no_grad: bool = False,
-                progress: Callable[[int], None] | None = None, outputs: int = 1):
+                progress: Callable[[int], None] | None = None, outputs: int | None = None):
     """module in eval mode over cached inputs or decoded images, in evaluation batches; progress(done) is
-    called every PROGRESS_EVERY images and at the end. A module with `outputs` > 1 returns a tuple, and so does
-    this. On CUDA out-of-memory the evaluation batch is halved and the pass starts over (and says so)."""
+    called every PROGRESS_EVERY images and at the end. outputs=None: the module returns one tensor, and so does
+    this; outputs=k: it returns a tuple of k tensors (a multi-task network's logits, or logits and pooled features),
+    and so does this. On CUDA out-of-memory the evaluation batch is halved and the pass starts over (and says so)."""
     while True:
         try:
             return _run_batches_once(s, module, inputs, images_u8, rows, no_grad, progress, outputs)
@@ -98,20 +99,20 @@ def _run_batches_once(s: Session, module: nn.Module, inputs, images_u8, rows, no
     s.model.eval()
     bs = s.eval_batch
     n = len(inputs) if inputs is not None else len(rows)
-    out: list[list[torch.Tensor]] = [[] for _ in range(outputs)]
+    out: list[list[torch.Tensor]] = [[] for _ in range(outputs or 1)]
     # no_grad, not inference_mode: cached prefix outputs are later saved for backward by the layers after them
     with (torch.no_grad() if no_grad else torch.inference_mode()), autocast(s.device, s.cfg.amp):
         for i in range(0, n, bs):
             x = inputs[i:i + bs] if inputs is not None else \
                 s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))
             got = module(x)
-            for k, t in enumerate(got if outputs > 1 else (got,)):
+            for k, t in enumerate(got if outputs else (got,)):
                 out[k].append(t if no_grad else t.float())
             done = min(i + bs, n)
             if progress and (done % PROGRESS_EVERY < bs or done == n):
                 progress(done)
     if not n:  # nothing to evaluate (an empty test split): zero rows of the right width
-        return tuple(torch.zeros(0, device=s.device) for _ in range(outputs)) if outputs > 1 else \
+        return tuple(torch.zeros(0, device=s.device) for _ in range(outputs)) if outputs else \
             torch.zeros(0, len(s.dataset.classes), device=s.device)
     cat = [torch.cat(parts) for parts in out]
-    return tuple(cat) if outputs > 1 else cat[0]
+    return tuple(cat) if outputs else cat[0]

@@ -27,6 +27,9 @@ class StepOutput:
 class Objective(Protocol):
     def __call__(self, net: nn.Module, batch: Any) -> StepOutput: ...
 
+    def reset(self) -> None:
+        """Called at the start of every epoch: forget what the last one counted (most objectives count nothing)."""
+
 
 @dataclass(frozen=True)
 class Classify:
@@ -34,6 +37,9 @@ class Classify:
     targets (a batch mixed by Mixup / CutMix, core/data/augment.py)."""
 
     label_smoothing: float = 0.0
+
+    def reset(self) -> None:
+        pass
 
     def __call__(self, net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y = batch
@@ -96,6 +102,9 @@ class Distill:
     alpha: float = 0.5
     temperature: float = 2.0
     label_smoothing: float = 0.0
+
+    def reset(self) -> None:
+        pass
 
     def __call__(self, net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y, soft = batch
