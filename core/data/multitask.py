@@ -22,11 +22,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import TASK_NAME, TrainConfig, parse_task_weights, task_datasets
+from core.config import TrainConfig
 from core.data.dataset import MIN_IMAGES_PER_CLASS, SPLIT_NAMES, Dataset, Sample, Skipped, check_image, extract_dir_for
 from core.data.dataset import _descend_single_folder as descend_single_folder
-from core.errors import ConfigError, DatasetError
+from core.errors import DatasetError
 from core.files.zips import extract_zip
+from core.task_spec import TASK_NAME
 
 MISSING = -1  # the label of an image that has none for a task (cross-entropy's ignore_index)
 MAX_REPORTED = 5  # problems of one kind quoted in a message
@@ -110,15 +111,15 @@ class MultiTaskDataset(Dataset):
 def open_multitask(cfg: TrainConfig) -> MultiTaskDataset:
     """The images of cfg.data with the labels of cfg.tasks, split; DatasetError naming line and path on bad input.
     When cfg.tasks lists datasets instead of a labels file, core/data/multitask_datasets.py reads them."""
-    if task_datasets(cfg.tasks):
+    if cfg.task_spec.datasets:
         from core.data.multitask_datasets import open_task_datasets  # it builds on this module's types
         return open_task_datasets(cfg)
-    labels_file = Path(cfg.tasks).expanduser()
+    labels_file = Path(cfg.task_spec.labels_file).expanduser()
     root = _image_root(cfg)
     names, rows = read_labels_file(labels_file)
     images, skipped = _resolve_paths(rows, root, labels_file.name)
     tasks = _tasks(names, [r for r, _ in rows], labels_file.name)
-    task_weights(cfg, [t.name for t in tasks])  # a weight for a task that is not there: say so before training
+    cfg.task_spec.weights_for([t.name for t in tasks])  # a weight for a task that is not there: say so before training
     index = [{c: i for i, c in enumerate(t.classes)} for t in tasks]
     samples = [MultiSample(str(path), *_encode(cells, index)) for path, cells in images]
     unlabeled = [s for s in samples if all(v == MISSING for v in s.labels)]
@@ -129,20 +130,6 @@ def open_multitask(cfg: TrainConfig) -> MultiTaskDataset:
     ds.warnings = ([f"{len(unlabeled)} image(s) have no label for any task and are left out."] if unlabeled else []) \
         + _warnings(ds)
     return ds
-
-
-def task_weights(cfg: TrainConfig, names: list[str]) -> list[float]:
-    """One loss weight per task, in task order, scaled to average 1 (equal weights: all 1); ConfigError when
-    task_weights names a task the labels file does not have, or gives every task weight 0."""
-    given = parse_task_weights(cfg.task_weights)
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        of = "one of the tasks" if task_datasets(cfg.tasks) else "a task of the labels file"
-        raise ConfigError(f"task_weights names {', '.join(unknown)}, not {of} (its tasks: {', '.join(names)}).")
-    raw = [given.get(n, 1.0) for n in names]
-    if sum(raw) <= 0:
-        raise ConfigError("task_weights gives every task weight 0: at least one task must train.")
-    return [w * len(raw) / sum(raw) for w in raw]
 
 
 def _image_root(cfg: TrainConfig) -> Path:
@@ -337,6 +324,6 @@ def single_task_view(cfg: TrainConfig) -> Dataset:
     """What the advisor and the learning-rate finder look at: cfg's class folders, or for a multi-task config the
     images labeled for its first task."""
     from core.data.dataset import open_dataset
-    if cfg.tasks:
+    if cfg.task_spec.several:
         return open_multitask(cfg).first_task()
     return open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))

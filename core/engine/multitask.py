@@ -29,7 +29,7 @@ from torch import nn
 
 from core.analysis.metrics import classification_report
 from core.analysis.predictions import SplitOutputs, relative_path
-from core.data.multitask import MISSING, MultiTaskDataset, open_multitask, task_weights
+from core.data.multitask import MISSING, MultiTaskDataset, open_multitask
 from core.data.task_view import task_dataset
 from core.engine.callbacks import FitResult
 from core.engine.finish import build_summary, finish_run, portable_dataset_summary
@@ -53,6 +53,7 @@ class SeveralTasks:
 
     final_outputs = 0  # every task's logits, then the pooled features: set by prepare
     net_outputs = 0
+    adapts = False  # adapt_objective is not applied to multi-task runs
 
     @staticmethod
     def check(cfg) -> None:
@@ -67,7 +68,7 @@ class SeveralTasks:
         s.dataset = ds = open_multitask(cfg)
         s.model = create_multitask_model(cfg, [len(t.classes) for t in ds.tasks]).to(s.device)
         apply_freeze(s.model, cfg)
-        weights = task_weights(cfg, [t.name for t in ds.tasks])
+        weights = cfg.task_spec.weights_for([t.name for t in ds.tasks])
         s.objective = MultiTask(tuple(weights), cfg.label_smoothing)
         if len(set(weights)) > 1:
             s.notes.append("Task loss weights: " + ", ".join(f"{t.name} {w:.3g}" for t, w in zip(ds.tasks, weights,

@@ -5,6 +5,8 @@ differ, it asks a task set: `OneTask` (here: a timm classifier, its class folder
 `SeveralTasks` (core/engine/multitask.py: a shared backbone with a head per task, an N x tasks label matrix, the
 MultiTask objective, per-task scores and a task view per task). Both answer the same questions:
 
+    check(cfg)              ConfigError for a setting this kind of run does not support
+    adapts                  whether self-supervised adaptation (adapt_objective) runs before training
     prepare(s)              the dataset, the network, its freezing, the objective and notes, on the Session
     trunk(model)            the module whose pooled features a probe caches
     labels(samples, device) the training targets: N labels, or N x tasks
@@ -38,6 +40,7 @@ class OneTask:
 
     net_outputs = None
     final_outputs = 2  # logits, pooled features
+    adapts = True  # adapt_objective: self-supervised adaptation runs first
 
     @staticmethod
     def check(cfg) -> None:

@@ -60,9 +60,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
     """
     cfg.validate()
     cfg = init_from.resolve(cfg)  # started from a run: its backbone (and a bad path is a sentence here)
-    tasks = SeveralTasks() if cfg.tasks else OneTask()
+    tasks = SeveralTasks() if cfg.task_spec.several else OneTask()
     tasks.check(cfg)
-    if cfg.adapt_objective != "off" and not resume and not cfg.tasks:  # self-supervised adaptation first, into a
+    if tasks.adapts and cfg.adapt_objective != "off" and not resume:  # self-supervised adaptation first, into a
         cfg, notes = adapt_then_train_config(cfg, callbacks, stop, notes)  # run of its own
     dist = distributed.setup(pick_device(cfg.device))  # None unless started by torchrun with several processes
     scratch = None
