@@ -2,7 +2,7 @@
 
 Each dataset is a folder of class folders (or of train/ val/ test/ folders of class folders) or a zip of one, read
 by core.data.dataset.open_dataset as a single-task dataset is (same checks, skipped files, zip extraction). They
-become one MultiTaskDataset (core/data/multitask.py), so training, metrics and export are the labels-file form's.
+become one MultiTaskDataset (core/data/task_samples.py), so training, metrics and export are the labels-file form's.
 
 - Same bytes, same image. Files with identical content (copies or hard links of one photo under two folder trees:
   "a second labeling of the same images") are ONE sample carrying each dataset's label; an image only some datasets
@@ -30,8 +30,7 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.data.dataset import SPLIT_NAMES, Dataset, Skipped, extract_dir_for, open_dataset
-from core.data.multitask import MISSING, MultiSample, MultiTaskDataset, Task, stratified_split
-from core.data.multitask import _warnings as task_warnings
+from core.data.task_samples import MISSING, MultiSample, MultiTaskDataset, Task, stratified_split, task_warnings
 from core.errors import ConfigError, DatasetError
 from core.files.digest import file_digest
 from core.task_spec import default_task_name

@@ -29,7 +29,8 @@ from torch import nn
 
 from core.analysis.metrics import classification_report
 from core.analysis.predictions import SplitOutputs, relative_path
-from core.data.multitask import MISSING, MultiTaskDataset, open_multitask
+from core.data.multitask import open_multitask
+from core.data.task_samples import MISSING, MultiTaskDataset
 from core.data.task_view import task_dataset
 from core.engine.callbacks import FitResult
 from core.engine.finish import build_summary, finish_run, portable_dataset_summary

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from core.config import TrainConfig
-from core.data.multitask import MISSING, open_multitask
+from core.data.multitask import open_multitask
+from core.data.task_samples import MISSING
 from core.errors import ConfigError, DatasetError
 from tests.conftest import make_image
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.config import TrainConfig, task_datasets
-from core.data.multitask import MISSING, open_multitask
+from core.data.multitask import open_multitask
 from core.data.multitask_datasets import with_first_dataset, with_task_dataset
+from core.data.task_samples import MISSING
 from core.errors import AccessError, ConfigError, DatasetError
 from core.files.digest import file_digest
 from core.workspace import Workspace
