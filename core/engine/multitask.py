@@ -53,7 +53,7 @@ class SeveralTasks:
     """A multi-task run: a MultiHead network (shared trunk, a head per task), N x tasks labels, MultiTask."""
 
     final_outputs = 0  # every task's logits, then the pooled features: set by prepare
-    net_outputs = 0
+    net_outputs = 0  # every task's logits: set by prepare
     adapts = False  # adapt_objective is not applied to multi-task runs
 
     @staticmethod
