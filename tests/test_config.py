@@ -78,3 +78,21 @@ def test_teachers_are_a_list_in_yaml_and_a_repeatable_flag(tmp_path):
                                               "tf_efficientnet_lite1", "--data", "d"])
     got = build_config(args)
     assert got.teachers == ("r1", "r2") and got.backbone == "tf_efficientnet_lite1" and args.baseline
+
+
+def test_tasks_are_parsed_once_into_a_typed_spec(tmp_path):
+    from core.task_spec import TaskSpec
+    a, b = tmp_path / "ants", tmp_path / "light.zip"
+    cfg = TrainConfig.from_dict({"tasks": f"species={a},{b}", "task_weights": "light=3"})
+    spec = cfg.task_spec
+    assert spec is cfg.task_spec  # parsed once per config
+    assert spec.several and spec.labels_file == "" and spec.datasets == (("species", str(a)), ("light", str(b)))
+    assert spec.weights_for(["species", "light"]) == [0.5, 1.5] and cfg.data == str(a)
+    assert spec.text() == f"species={a},light={b}" and cfg.portable().tasks == "species=ants,light=light.zip"
+    labels = TrainConfig(data=str(tmp_path), tasks=str(tmp_path / "labels.csv")).task_spec
+    assert labels == TaskSpec(labels_file=str(tmp_path / "labels.csv")) and labels.several
+    assert not TrainConfig().task_spec.several and TrainConfig().task_spec.text() == ""
+    with pytest.raises(ConfigError, match="tasks: only one dataset"):
+        _ = TrainConfig(tasks=str(a)).task_spec
+    with pytest.raises(ConfigError, match="task_weights: 'x' is not of the form"):
+        TrainConfig.from_dict({"task_weights": "x"})

@@ -1,5 +1,6 @@
 """Multi-task labels: several labelings of one image folder, read from a CSV or JSON labels file (the other form
-of `tasks`, several class-folder datasets, is read in core/data/multitask_datasets.py into the same dataset type).
+of `tasks`, several class-folder datasets, is read in core/data/multitask_datasets.py into the same dataset type,
+core/data/task_samples.py). `open_multitask` opens either form.
 
 The labels file names each image by its path relative to the data folder, then gives one label per task:
 
@@ -17,91 +18,19 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import TASK_NAME, TrainConfig, parse_task_weights, task_datasets
-from core.data.dataset import MIN_IMAGES_PER_CLASS, SPLIT_NAMES, Dataset, Sample, Skipped, check_image, extract_dir_for
+from core.config import TrainConfig
+from core.data.dataset import SPLIT_NAMES, Dataset, Skipped, check_image, extract_dir_for
 from core.data.dataset import _descend_single_folder as descend_single_folder
-from core.errors import ConfigError, DatasetError
+from core.data.multitask_datasets import open_task_datasets
+from core.data.task_samples import MISSING, MultiSample, MultiTaskDataset, Task, stratified_split, task_warnings
+from core.errors import DatasetError
 from core.files.zips import extract_zip
+from core.task_spec import TASK_NAME
 
-MISSING = -1  # the label of an image that has none for a task (cross-entropy's ignore_index)
 MAX_REPORTED = 5  # problems of one kind quoted in a message
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    classes: list[str]
-
-
-@dataclass(frozen=True)
-class MultiSample(Sample):
-    """An image with one label per task (MISSING where it has none). `label` is the first task's label."""
-
-    labels: tuple[int, ...] = ()
-    # datasets form: the image's path in each task's own dataset ("" where that dataset does not hold it); `path` is
-    # the copy in the first dataset that holds it. Empty for the labels-file form (one folder, one path).
-    task_paths: tuple[str, ...] = ()
-
-
-@dataclass
-class MultiTaskDataset(Dataset):
-    """A Dataset whose samples carry every task's label. `classes` and `counts()` describe the first task (so code
-    that shows one task's classes keeps working, and counts still sum to the number of images); `tasks` and
-    `task_counts()` describe them all."""
-
-    tasks: list[Task] = field(default_factory=list)
-    labels_file: str = ""
-    sources: list[str] = field(default_factory=list)  # datasets form: each task's dataset (folder or zip), in order
-    task_roots: list[str] = field(default_factory=list)  # datasets form: each task's dataset folder (zips extracted)
-    shared: int = 0  # datasets form: images found in more than one dataset (same bytes), one sample each
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        first = self.tasks[0]
-        out = {}
-        for split in ("train", "val", "test"):
-            samples = getattr(self, split)
-            if split == "test" and not samples:
-                continue
-            c = Counter(first.classes[s.labels[0]] if s.labels[0] != MISSING else f"(no {first.name} label)"
-                        for s in samples)
-            out[split] = {name: c.get(name, 0) for name in first.classes} | \
-                ({k: v for k, v in c.items() if k not in first.classes})
-        return out
-
-    def task_counts(self) -> dict[str, dict[str, dict[str, int]]]:
-        """task -> split -> class -> labeled images."""
-        out = {}
-        for t, task in enumerate(self.tasks):
-            out[task.name] = {}
-            for split in ("train", "val", "test"):
-                samples = getattr(self, split)
-                if split == "test" and not samples:
-                    continue
-                c = Counter(s.labels[t] for s in samples if s.labels[t] != MISSING)
-                out[task.name][split] = {name: c.get(i, 0) for i, name in enumerate(task.classes)}
-        return out
-
-    def summary(self, examples: int = 6) -> dict:
-        first = self.tasks[0]
-        ex = {c: [s.path for s in self.train if s.labels[0] == i][:examples] for i, c in enumerate(first.classes)}
-        return {"root": self.root, "layout": self.layout, "classes": self.classes, "counts": self.counts(),
-                "examples": ex, "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
-                "warnings": self.warnings, "tasks": {t.name: t.classes for t in self.tasks},
-                "task_counts": self.task_counts(), "labels_file": Path(self.labels_file).name,
-                "task_sources": {t.name: Path(src).name for t, src in zip(self.tasks, self.sources, strict=True)}
-                if self.sources else {},
-                "shared_images": self.shared}
-
-    def first_task(self) -> Dataset:
-        """The images labeled for the first task, as a plain single-task Dataset (what the advisor looks at)."""
-        keep = [[Sample(s.path, s.labels[0]) for s in getattr(self, split) if s.labels[0] != MISSING]
-                for split in ("train", "val", "test")]
-        return Dataset(self.root, list(self.tasks[0].classes), *keep, list(self.skipped), [], self.layout)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -110,15 +39,14 @@ class MultiTaskDataset(Dataset):
 def open_multitask(cfg: TrainConfig) -> MultiTaskDataset:
     """The images of cfg.data with the labels of cfg.tasks, split; DatasetError naming line and path on bad input.
     When cfg.tasks lists datasets instead of a labels file, core/data/multitask_datasets.py reads them."""
-    if task_datasets(cfg.tasks):
-        from core.data.multitask_datasets import open_task_datasets  # it builds on this module's types
+    if cfg.task_spec.datasets:
         return open_task_datasets(cfg)
-    labels_file = Path(cfg.tasks).expanduser()
+    labels_file = Path(cfg.task_spec.labels_file).expanduser()
     root = _image_root(cfg)
     names, rows = read_labels_file(labels_file)
     images, skipped = _resolve_paths(rows, root, labels_file.name)
     tasks = _tasks(names, [r for r, _ in rows], labels_file.name)
-    task_weights(cfg, [t.name for t in tasks])  # a weight for a task that is not there: say so before training
+    cfg.task_spec.weights_for([t.name for t in tasks])  # a weight for a task that is not there: say so before training
     index = [{c: i for i, c in enumerate(t.classes)} for t in tasks]
     samples = [MultiSample(str(path), *_encode(cells, index)) for path, cells in images]
     unlabeled = [s for s in samples if all(v == MISSING for v in s.labels)]
@@ -127,22 +55,8 @@ def open_multitask(cfg: TrainConfig) -> MultiTaskDataset:
     ds.tasks, ds.labels_file, ds.skipped = tasks, str(labels_file), skipped
     ds.classes = list(tasks[0].classes)
     ds.warnings = ([f"{len(unlabeled)} image(s) have no label for any task and are left out."] if unlabeled else []) \
-        + _warnings(ds)
+        + task_warnings(ds)
     return ds
-
-
-def task_weights(cfg: TrainConfig, names: list[str]) -> list[float]:
-    """One loss weight per task, in task order, scaled to average 1 (equal weights: all 1); ConfigError when
-    task_weights names a task the labels file does not have, or gives every task weight 0."""
-    given = parse_task_weights(cfg.task_weights)
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        of = "one of the tasks" if task_datasets(cfg.tasks) else "a task of the labels file"
-        raise ConfigError(f"task_weights names {', '.join(unknown)}, not {of} (its tasks: {', '.join(names)}).")
-    raw = [given.get(n, 1.0) for n in names]
-    if sum(raw) <= 0:
-        raise ConfigError("task_weights gives every task weight 0: at least one task must train.")
-    return [w * len(raw) / sum(raw) for w in raw]
 
 
 def _image_root(cfg: TrainConfig) -> Path:
@@ -307,36 +221,10 @@ def _split(samples: list[MultiSample], root: Path, val_fraction: float, seed: in
     return MultiTaskDataset(str(root), [], train, val, layout="folders")
 
 
-def stratified_split(samples: list[MultiSample], stratum, val_fraction: float, seed: int,
-                     ) -> tuple[list[MultiSample], list[MultiSample]]:
-    """(train, val): val_fraction of every stratum (at least one image of any stratum of two or more), seeded."""
-    rng = random.Random(seed)
-    train, val = [], []
-    for key in sorted({stratum(s) for s in samples}):
-        group = sorted((s for s in samples if stratum(s) == key), key=lambda s: s.path)
-        rng.shuffle(group)
-        n_val = max(1, round(len(group) * val_fraction)) if len(group) >= 2 else 0
-        val += group[:n_val]
-        train += group[n_val:]
-    return train, val
-
-
-def _warnings(ds: MultiTaskDataset) -> list[str]:
-    out = []
-    for task, splits in ds.task_counts().items():
-        for c, n in splits["train"].items():
-            if n < MIN_IMAGES_PER_CLASS:
-                out.append(f"Task '{task}': class '{c}' has only {n} labeled training image(s); aim for at least "
-                           f"{MIN_IMAGES_PER_CLASS} (better 20+).")
-        if not sum(splits["val"].values()):
-            out.append(f"Task '{task}' has no labeled validation images: its accuracy cannot be measured.")
-    return out
-
-
 def single_task_view(cfg: TrainConfig) -> Dataset:
     """What the advisor and the learning-rate finder look at: cfg's class folders, or for a multi-task config the
     images labeled for its first task."""
     from core.data.dataset import open_dataset
-    if cfg.tasks:
+    if cfg.task_spec.several:
         return open_multitask(cfg).first_task()
     return open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))

@@ -2,7 +2,7 @@
 
 Each dataset is a folder of class folders (or of train/ val/ test/ folders of class folders) or a zip of one, read
 by core.data.dataset.open_dataset as a single-task dataset is (same checks, skipped files, zip extraction). They
-become one MultiTaskDataset (core/data/multitask.py), so training, metrics and export are the labels-file form's.
+become one MultiTaskDataset (core/data/task_samples.py), so training, metrics and export are the labels-file form's.
 
 - Same bytes, same image. Files with identical content (copies or hard links of one photo under two folder trees:
   "a second labeling of the same images") are ONE sample carrying each dataset's label; an image only some datasets
@@ -28,12 +28,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import TrainConfig, default_task_name, format_task_datasets, task_datasets
+from core.config import TrainConfig
 from core.data.dataset import SPLIT_NAMES, Dataset, Skipped, extract_dir_for, open_dataset
-from core.data.multitask import MISSING, MultiSample, MultiTaskDataset, Task, stratified_split, task_weights
-from core.data.multitask import _warnings as task_warnings
+from core.data.task_samples import MISSING, MultiSample, MultiTaskDataset, Task, stratified_split, task_warnings
 from core.errors import ConfigError, DatasetError
 from core.files.digest import file_digest
+from core.task_spec import default_task_name
 
 SPLITS = ("train", "val", "test")
 # a dataset's own warnings that stay true once the datasets are merged (the rest describe its own split)
@@ -50,8 +50,8 @@ class _Image:
 
 def open_task_datasets(cfg: TrainConfig) -> MultiTaskDataset:
     """The datasets cfg.tasks lists as one multi-task dataset; DatasetError naming the task and dataset on bad input."""
-    sources = task_datasets(cfg.tasks)
-    task_weights(cfg, [name for name, _ in sources])  # a weight for a task that is not there: say so first
+    sources = cfg.task_spec.datasets
+    cfg.task_spec.weights_for([name for name, _ in sources])  # a weight for a task that is not there: say so first
     opened = [_open(name, src, cfg) for name, src in sources]
     images, repeats = _merge(opened)
     ds, disagree = _split(images, opened, cfg)
@@ -76,23 +76,23 @@ def with_task_dataset(cfg: TrainConfig, path: str | Path, name: str = "", first_
     """cfg with one more task: the dataset at path, named `name` (default: its folder or zip name). The first time,
     cfg.data becomes the first task (named `first_name`, default its folder name). ConfigError when the name is
     taken or not allowed; nothing is opened here (open_multitask does)."""
-    pairs = task_datasets(cfg.tasks) if cfg.tasks else []
+    pairs = list(cfg.task_spec.datasets)
     if not pairs:
         if not cfg.data:
             raise ConfigError("Choose the first task's dataset above first; then add the others as more tasks.")
-        if cfg.tasks:
+        if cfg.task_spec.labels_file:
             raise ConfigError("This run uses a labels file; go back to one task before adding datasets as tasks.")
         pairs = [(first_name.strip() or default_task_name(cfg.data), cfg.data)]
     pairs.append((name.strip() or default_task_name(path), str(path)))
-    return cfg.replace(tasks=format_task_datasets(pairs))
+    return cfg.replace(tasks=cfg.task_spec.with_datasets(pairs).text())
 
 
 def with_first_dataset(cfg: TrainConfig, path: str | Path) -> TrainConfig:
     """cfg with `path` as its dataset; when tasks lists datasets, the first task's dataset changes with it."""
-    pairs = task_datasets(cfg.tasks) if cfg.tasks else []
+    pairs = cfg.task_spec.datasets
     if not pairs:
         return cfg.replace(data=str(path))
-    return cfg.replace(data=str(path), tasks=format_task_datasets([(pairs[0][0], str(path)), *pairs[1:]]))
+    return cfg.replace(data=str(path), tasks=cfg.task_spec.with_datasets([(pairs[0][0], str(path)), *pairs[1:]]).text())
 
 
 # ---------------------------------------------------------------------------------------------------------

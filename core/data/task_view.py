@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.data.dataset import Dataset, Sample, extract_dir_for, open_dataset
-from core.data.multitask import MISSING, MultiTaskDataset
+from core.data.task_samples import MISSING, MultiTaskDataset
 from core.errors import DatasetError
 from core.files.atomic import atomic_write_json
 

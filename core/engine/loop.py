@@ -57,10 +57,11 @@ class Session:
     model: nn.Module = None
     data_cfg: dict = None
     pre: Preprocessor = None
-    # split ("val" / "test") -> (logits, pooled features) of the current weights: what the summary reports
-    final_outputs: Callable[[str], tuple[torch.Tensor, torch.Tensor]] = None
+    # split ("val" / "test") -> (*logits, pooled features) of the current weights: what the summary reports
+    # (one task: logits and pooled; several: each task's logits, then pooled)
+    final_outputs: Callable[[str], tuple[torch.Tensor, ...]] = None
     objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
-    teachers: list = field(default_factory=list)  # distillation: core.engine.distill.Teacher, when cfg has some
+    teachers: list = field(default_factory=list)  # distillation: core.engine.teachers.Teacher, when cfg has some
     dist: Dist | None = None  # torchrun: this process's rank (core/engine/distributed.py); None in one process
     resume: bool = False
     batch_size: int = 0
@@ -218,6 +219,7 @@ def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: It
                      clock: tuple[float, int]) -> tuple[float, float, int]:
     cfg, (t_fit, start_epoch) = s.cfg, clock
     freeze.set_train_mode(net)  # frozen BatchNorm layers stay in eval mode
+    s.objective.reset()  # an objective's tally of the epoch (MultiTask: each task's accuracy) starts over
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     scored = torch.zeros((), device=s.device, dtype=torch.long)  # examples with a label (accuracy's denominator)

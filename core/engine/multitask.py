@@ -1,12 +1,12 @@
 """Multi-task training: one image folder with several labelings (core/data/multitask.py), one shared backbone with
 a head per task (core/models/multitask.py), the loss a weighted sum of the task losses (objectives.MultiTask).
 
-`train()` hands a config whose `tasks` is set to `train_multitask`. It reuses the single-task pieces: decoding,
-preprocessing, the machine's feature cache (probe), the cached frozen prefix (partial), and the epoch loop
-(progress, stop, best weights, early stopping, checkpoint and resume). Every batch carries every task's labels
-(-1 where an image has none), so every task trains in every epoch. The loop's accuracy is the joint one (images
-whose every labeled task is right: it picks the best epoch); each task's accuracy is recorded per epoch beside it.
-In a probe the heads are independent (the backbone is frozen), so each head keeps its own best epoch instead.
+`SeveralTasks` is the task set core/engine/train.py trains with when the config has `tasks` (core/engine/tasks.py
+lists what a task set answers): the run goes through the same preparation, decoding, feature cache (probe), cached
+frozen prefix (partial) and epoch loop as a single-task run. Every batch carries every task's labels (-1 where an
+image has none), so every task trains in every epoch. The loop's accuracy is the joint one (images whose every
+labeled task is right: it picks the best epoch); each task's accuracy is recorded per epoch beside it. In a probe
+the heads are independent (the backbone is frozen), so each head keeps its own best epoch instead.
 
 The run folder holds what a single-task run's does (config, metrics, summary.json with per-task metrics under
 `tasks`), plus one task view per task (tasks/<task>/, core/engine/task_views.py: a single-task run folder of that
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -30,212 +29,113 @@ from torch import nn
 
 from core.analysis.metrics import classification_report
 from core.analysis.predictions import SplitOutputs
-from core.config import TrainConfig
-from core.data.augment import Preprocessor
-from core.data.images import decode_images, geometry
-from core.data.multitask import MISSING, MultiTaskDataset, open_multitask, task_weights
+from core.data.multitask import open_multitask
+from core.data.task_samples import MISSING, MultiTaskDataset
 from core.data.task_view import task_dataset
-from core.device import pick_device, set_threads
-from core.engine import train as single
-from core.engine.callbacks import Callback, FitResult, RunRecorder
+from core.engine.callbacks import FitResult
 from core.engine.finish import build_summary, finish_run, portable_dataset_summary
-from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
+from core.engine.loop import EvalResult, Session, state_copy
 from core.engine.task_views import write_task_views
-from core.engine.tensorboard import experiment_logs
 from core.errors import ConfigError
 from core.export.multitask import FILE as MULTI_OUTPUT_FILE
 from core.export.multitask import export_multitask_torchscript
 from core.files.atomic import atomic_write_json
 from core.files.paths import relative_path
-from core.models import backbones, freeze
-from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
-from core.models.heads import Standardiser
-from core.models.multitask import WithPooled, apply_freeze, create_multitask_model
+from core.models import freeze
+from core.models.multitask import MultiHead, WithPooled, apply_freeze, create_multitask_model
 from core.models.objectives import MultiTask
-from core.runs import RunDir, SplitReport, Status, create_run_dir
+from core.runs import SplitReport, Status
 
 MODES = ("probe", "partial", "full")
 RESULTS = "multitask.json"
 
 
-def train_multitask(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.Event | None = None,
-                    run: RunDir | None = None, resume: bool = False, notes: Sequence[str] = ()) -> FitResult:
-    """train() for a config with `tasks`: the same contract (run folder, hooks, stop, resume)."""
-    if cfg.freeze not in MODES:
-        raise ConfigError(f"Multi-task training runs freeze {', '.join(MODES)}, not '{cfg.freeze}'"
-                          + (" (resolve 'auto' first: the CLI and the app do)." if cfg.freeze == "auto" else "."))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("Multi-task training runs in one process; start it without torchrun.")
-    run = run or create_run_dir(cfg.output_dir)
-    if not resume:
-        cfg.save(run.config)
-    s = Session(cfg, run, [RunRecorder(run), *experiment_logs(cfg, run), *callbacks], stop or threading.Event(),
-                resume=resume, notes=list(notes))
-    try:
-        _prepare(s)
-        status = _fit_probe(s) if cfg.freeze == "probe" else _fit_finetune(s)
-        result = finish_multitask(s, status)
-    except BaseException as exc:
-        s.emit("on_exception", exc)
-        raise
-    s.emit("on_fit_end", result)
-    return result
+class SeveralTasks:
+    """A multi-task run: a MultiHead network (shared trunk, a head per task), N x tasks labels, MultiTask."""
+
+    final_outputs = 0  # every task's logits, then the pooled features: set by prepare
+    net_outputs = 0  # every task's logits: set by prepare
+    adapts = False  # adapt_objective is not applied to multi-task runs
+
+    @staticmethod
+    def check(cfg) -> None:
+        if cfg.freeze not in MODES:
+            raise ConfigError(f"Multi-task training runs freeze {', '.join(MODES)}, not '{cfg.freeze}'"
+                              + (" (resolve 'auto' first: the CLI and the app do)." if cfg.freeze == "auto" else "."))
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("Multi-task training runs in one process; start it without torchrun.")
+
+    def prepare(self, s: Session) -> None:
+        cfg = s.cfg
+        s.dataset = ds = open_multitask(cfg)
+        s.model = create_multitask_model(cfg, [len(t.classes) for t in ds.tasks]).to(s.device)
+        apply_freeze(s.model, cfg)
+        weights = cfg.task_spec.weights_for([t.name for t in ds.tasks])
+        s.objective = MultiTask(tuple(weights), cfg.label_smoothing)
+        if len(set(weights)) > 1:
+            s.notes.append("Task loss weights: " + ", ".join(f"{t.name} {w:.3g}" for t, w in zip(ds.tasks, weights,
+                                                                                              strict=True)) + ".")
+        self.net_outputs, self.final_outputs = len(ds.tasks), len(ds.tasks) + 1
+
+    @staticmethod
+    def trunk(model: MultiHead) -> nn.Module:
+        return model.trunk
+
+    @staticmethod
+    def labels(samples, device: torch.device) -> torch.Tensor:
+        """N x tasks labels, MISSING (-1) where an image has none for a task."""
+        return torch.tensor([x.labels for x in samples], dtype=torch.long, device=device).reshape(len(samples), -1)
+
+    @staticmethod
+    def probe_net(model: MultiHead) -> MultiHead:
+        return model.with_trunk(nn.Identity())
+
+    @staticmethod
+    def linear_heads(net: MultiHead) -> list[nn.Module]:
+        return list(net.heads)  # one standardisation serves every head: they read the same features
+
+    @staticmethod
+    def probe_best(s: Session, net: MultiHead) -> BestHeads:
+        return BestHeads(s, net)
+
+    @staticmethod
+    def split_prefix(model: MultiHead) -> tuple[nn.Module, MultiHead] | None:
+        split = freeze.split_frozen_prefix(model.trunk)
+        return None if split is None else (split[0], model.with_trunk(split[1]))
+
+    @staticmethod
+    def with_pooled(model: MultiHead, net: MultiHead) -> nn.Module:
+        return WithPooled(net)
+
+    @staticmethod
+    def score(s: Session, logits: Sequence[torch.Tensor], y: torch.Tensor) -> EvalResult:
+        return task_scores(s, logits, y)
+
+    @staticmethod
+    def finish(s: Session, status: str) -> FitResult:
+        return finish_multitask(s, status)
 
 
-def _prepare(s: Session) -> None:
-    cfg = s.cfg
-    set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    s.gen = torch.Generator().manual_seed(cfg.seed)
-    s.batch_size = cfg.batch_size
-    s.device = pick_device(cfg.device)
-    s.eval_batch = single.EVAL_BATCH_CUDA if s.device.type == "cuda" else single.EVAL_BATCH_CPU
-    s.dataset = ds = open_multitask(cfg)
-    s.model = create_multitask_model(cfg, [len(t.classes) for t in ds.tasks]).to(s.device)
-    s.model = s.model.to(memory_format=torch.channels_last)
-    s.data_cfg = backbones.data_config(s.model.trunk, cfg.img_size)
-    s.pre = Preprocessor(s.data_cfg, s.device)
-    apply_freeze(s.model, cfg)
-    weights = task_weights(cfg, [t.name for t in ds.tasks])
-    s.objective = MultiTask(tuple(weights), cfg.label_smoothing)
-    if len(set(weights)) > 1:
-        s.notes.append("Task loss weights: " + ", ".join(f"{t.name} {w:.3g}" for t, w in zip(ds.tasks, weights,
-                                                                                          strict=True)) + ".")
+class BestHeads:
+    """A probe's heads are independent on frozen features: each keeps its own best epoch, as its own probe would."""
 
+    def __init__(self, s: Session, net: MultiHead):
+        self.s, self.net = s, net
+        self.best: dict[int, tuple[tuple[float, float], int, dict]] = {}
 
-# -------------------------------------------------------------------------------------------------------
-# probe: features once (shared with single-task runs of the same backbone), heads on the cache
-
-def _fit_probe(s: Session) -> str:
-    cfg, ds = s.cfg, s.dataset
-    key = model_key(cfg.backbone, cfg.weights, weights_digest(cfg), s.data_cfg)
-    backbone = Backbone(s.model.trunk, s.data_cfg, s.device, onnx_dir(), key, cfg.amp)
-    n_train, n_val, samples = len(ds.train), len(ds.val), ds.train + ds.val + ds.test
-    views = [cfg.probe_views] * n_train + [1] * (len(samples) - n_train)
-    exact = [False] * n_train + [True] * (len(samples) - n_train)
-    s.emit("on_phase", "computing features", 0, len(samples))
-    feats, failed = extract_features(samples, views, exact, backbone, geometry(s.data_cfg), feature_cache(key),
-                                     progress=lambda d, t: s.emit("on_phase", "computing features", d, t),
-                                     should_stop=s.stop.is_set)
-    ds.drop(failed)
-    if s.stop.is_set():
-        return "stopped"
-    single.require_decoded(ds, n_train, n_val, failed)
-    train_x = np.stack([f for f in feats[:n_train] if f is not None])
-    pooled = {"val": single._stack_first_view(feats[n_train:n_train + n_val], s.device),
-              "test": single._stack_first_view(feats[n_train + n_val:], s.device)}
-    n_views = train_x.shape[1]
-    train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
-    train_y = label_matrix(ds.train, s.device).repeat_interleave(n_views, dim=0)
-    val_y = label_matrix(ds.val, s.device)
-    heads = s.model.with_trunk(nn.Identity())
-    # as for one task, the heads train on standardised features and are folded back afterwards
-    # (core/models/heads.py): one standardisation serves every head, since they read the same features
-    norm = Standardiser.fit(train_x)
-    train_x, val_x = norm(train_x), norm(pooled["val"])
-    for head in heads.heads:
-        norm.unfold_from(head)
-
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        s.objective.reset()
-        order = torch.randperm(len(train_y), generator=s.gen).to(s.device)
-        for i in range(0, len(order), s.batch_size):
-            idx = order[i:i + s.batch_size]
-            yield train_x[idx], train_y[idx]
-
-    def final(split: str) -> tuple[torch.Tensor, ...]:  # after folding: raw features, like the bundles
-        with torch.inference_mode():
-            return WithPooled(heads)(pooled[split])
-
-    # the heads are independent on frozen features: each keeps its own best epoch, as its own probe would
-    best: dict[int, tuple[tuple[float, float], int, dict]] = {}
-
-    def evaluate() -> EvalResult:
-        with torch.inference_mode():
-            ev = task_scores(s, heads(val_x), val_y)
-        epoch = len(s.run.read_metrics()) + 1
+    def see(self, ev: EvalResult) -> None:
+        epoch = len(self.s.run.read_metrics()) + 1
         for t, m in enumerate(ev.tasks.values()):
-            if t not in best or (m["val_acc"], -m["val_loss"]) > best[t][0]:
-                best[t] = ((m["val_acc"], -m["val_loss"]), epoch, state_copy(heads.heads[t]))
-        return ev
-    s.final_outputs = final
-    status = epoch_loop(s, heads, batches, len(train_y), evaluate)
-    for t, (_, _, state) in best.items():
-        heads.heads[t].load_state_dict(state)
-    for head in heads.heads:
-        norm.fold_into(head)  # the delivered heads read raw pooled features
-    if best:
-        save_weights(state_copy(s.model), s.run.best_weights)
-        s.notes.append("Probe: each task's head is the one from its own best epoch (" + ", ".join(
-            f"{ds.tasks[t].name} {epoch}" for t, (_, epoch, _) in sorted(best.items())) + ").")
-    return status
+            if t not in self.best or (m["val_acc"], -m["val_loss"]) > self.best[t][0]:
+                self.best[t] = ((m["val_acc"], -m["val_loss"]), epoch, state_copy(self.net.heads[t]))
 
-
-# -------------------------------------------------------------------------------------------------------
-# partial / full: decode once, augment batches
-
-def _fit_finetune(s: Session) -> str:
-    cfg, ds = s.cfg, s.dataset
-    geom, outputs = geometry(s.data_cfg), len(ds.tasks) + 1  # every task's logits, then the pooled features
-    n_train, n_val = len(ds.train), len(ds.val)
-    total = n_train + n_val + len(ds.test)
-    s.emit("on_phase", "decoding images", 0, total)
-    stores, failed, done = {}, [], 0
-    for split, samples in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
-        arr, bad = decode_images(samples, *geom, out=single._image_store(s, split, len(samples), geom[0]),
-                                 exact=split != "train",
-                                 progress=lambda d, _, base=done: s.emit("on_phase", "decoding images", base + d,
-                                                                         total))
-        stores[split], done = (arr, single._good_rows(samples, bad)), done + len(samples)
-        failed += bad
-    ds.drop(failed)
-    single.require_decoded(ds, n_train, n_val, failed)
-    (train_u8, train_rows), (val_u8, val_rows) = stores["train"], stores["val"]
-    train_y, val_y = label_matrix(ds.train, torch.device("cpu")), label_matrix(ds.val, s.device)
-
-    net, prefix, val_src, train_src = s.model, None, None, None
-    split_net = freeze.split_frozen_prefix(s.model.trunk) if cfg.freeze == "partial" else None
-    if split_net is not None:  # as in single-task training: the frozen prefix's outputs are computed once
-        prefix, rest = split_net
-        net = s.model.with_trunk(rest)
-        prefix.eval()
-        val_src = single._prefix_outputs(s, prefix, val_u8, val_rows, "validation")
-        train_src = single._prefix_outputs(s, prefix, train_u8, train_rows, "training") \
-            if cfg.augmentation == "none" else None
-
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        s.objective.reset()
-        bs, g = s.batch_size, s.gen
-        order = torch.randperm(len(train_y), generator=g)
-        n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
-        if prefix is not None:
-            prefix.eval()
-        for i in range(0, n, bs):
-            idx = order[i:i + bs].sort().values
-            if train_src is not None:
-                yield train_src[idx.to(train_src.device)], train_y[idx].to(s.device)
-                continue
-            x = s.pre.train_view(torch.from_numpy(train_u8[train_rows[idx.numpy()]]), cfg.augmentation, g)
-            if prefix is not None:
-                with torch.no_grad():
-                    x = prefix(x)
-            yield x, train_y[idx].to(s.device)
-
-    def final(split: str) -> tuple[torch.Tensor, ...]:
-        if split == "val" and val_src is not None:
-            return single._run_batched(s, WithPooled(net), val_src, outputs=outputs)
-        u8, rows = stores[split]
-        return single._run_batched(s, WithPooled(s.model), images_u8=u8, rows=rows, outputs=outputs)
-
-    def evaluate() -> EvalResult:
-        return task_scores(s, final("val")[:-1], val_y)
-    s.final_outputs = final
-    return epoch_loop(s, net, batches, len(train_y), evaluate)
-
-
-def label_matrix(samples, device: torch.device) -> torch.Tensor:
-    """N x tasks labels, MISSING (-1) where an image has none for a task."""
-    return torch.tensor([x.labels for x in samples], dtype=torch.long, device=device).reshape(len(samples), -1)
+    def restore(self) -> None:
+        """Every head back to its best epoch's weights, and a note saying which epochs those were."""
+        for t, (_, _, state) in self.best.items():
+            self.net.heads[t].load_state_dict(state)
+        if self.best:
+            self.s.notes.append("Probe: each task's head is the one from its own best epoch (" + ", ".join(
+                f"{self.s.dataset.tasks[t].name} {epoch}" for t, (_, epoch, _) in sorted(self.best.items())) + ").")
 
 
 def task_scores(s: Session, logits: Sequence[torch.Tensor], y: torch.Tensor) -> EvalResult:
@@ -312,13 +212,4 @@ def _results(ds: MultiTaskDataset, per_task: dict[str, dict[str, SplitOutputs]])
             "splits": {name: {split: {"paths": o.paths, "labels": o.labels.tolist(),
                                       "predicted": o.predicted.tolist(), "accuracy": o.accuracy}
                               for split, o in splits.items()} for name, splits in per_task.items()}}
-
-
-def read_results(run: RunDir) -> dict | None:
-    """multitask.json of a multi-task run; None for other runs."""
-    import json
-    try:
-        return json.loads((run.path / RESULTS).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 

@@ -21,7 +21,7 @@ import json
 from core.analysis.calibration import summary_calibration
 from core.analysis.predictions import Predictions, SplitOutputs, save_predictions
 from core.data.duplicates import leakage_summary
-from core.data.multitask import MultiTaskDataset
+from core.data.task_samples import MultiTaskDataset
 from core.data.task_view import task_dataset, write_task_file
 from core.engine.finish import portable_dataset_summary
 from core.engine.loop import Session

@@ -1,9 +1,11 @@
-"""The training engine: dataset -> pretrained backbone -> fine-tuned classifier in a run folder.
+"""The training engine: dataset -> pretrained backbone -> fine-tuned classifier(s) in a run folder.
 
 `train(cfg)` is the one entry point used by the CLI, the job registry (web UI) and the tests. It knows
 nothing about who watches: progress goes out through `Callback` hooks as plain floats, and a stop flag is
-checked after every batch. Two paths share one epoch loop:
-- probe: the frozen backbone runs once per image (core/models/features.py); the head trains on cached features;
+checked after every batch. A run with one task and a run with several (cfg.tasks) take the same track; where they
+differ (network, labels, scores, the end of the run) this module asks a task set (core/engine/tasks.py). Two fit
+paths share one epoch loop (core/engine/loop.py):
+- probe: the frozen backbone runs once per image (core/models/features.py); the head(s) train on cached features;
 - partial / full / gradual: images are decoded once into a uint8 store; augmentation runs on batches.
 """
 
@@ -12,37 +14,37 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from core.config import TrainConfig
 from core.data.augment import Preprocessor, batch_mixer
-from core.data.dataset import Dataset, Sample, Skipped, extract_dir_for, open_dataset
-from core.data.images import PROGRESS_EVERY, decode_images, geometry
-from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device, set_threads
-from core.engine import distill, distributed
+from core.data.images import decode_images, geometry
+from core.device import pick_device, set_threads
+from core.engine import batches as b
+from core.engine import distributed
 from core.engine.adapt import adapt_then_train_config
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
-from core.engine.finish import finish_run
-from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, scores, state_copy
+from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
+from core.engine.multitask import SeveralTasks
+from core.engine.tasks import OneTask
+from core.engine.teachers import soft_targets
 from core.engine.tensorboard import experiment_logs
 from core.errors import ConfigError, TrainingError
-from core.models import backbones, freeze, init_from
+from core.models import backbones, init_from
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.models.heads import Standardiser
-from core.models.objectives import Distill
 from core.runs import RunDir, RunSummary, Status, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
 
-EVAL_BATCH_CPU = 16  # small batches are faster per image on these CPUs (cache effects, measured)
-EVAL_BATCH_CUDA = 256
 MEMMAP_ABOVE_BYTES = 2 * 1024**3  # decoded images beyond this go to a memory-mapped file, not RAM
 PREFIX_CACHE_MAX_BYTES = 1024**3  # cached frozen-prefix outputs (Lite0, 224 px: 63 KB per image)
+
+Tasks = OneTask | SeveralTasks
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -58,15 +60,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
     """
     cfg.validate()
     cfg = init_from.resolve(cfg)  # started from a run: its backbone (and a bad path is a sentence here)
-    if cfg.tasks:  # several labelings of one image folder: core/engine/multitask.py (same contract)
-        from core.engine.multitask import train_multitask
-        return train_multitask(cfg, callbacks, stop, run, resume, notes)
-    if cfg.freeze == "auto":
-        raise ConfigError("freeze 'auto' is decided from the data before training: resolve it with "
-                          "core.plan.advisor.advise(cfg, dataset).config (the CLI and the app do), or choose "
-                          "probe, partial, full or gradual.")
-    if cfg.adapt_objective != "off" and not resume:  # self-supervised adaptation first, into a run of its own
-        cfg, notes = adapt_then_train_config(cfg, callbacks, stop, notes)
+    tasks = SeveralTasks() if cfg.task_spec.several else OneTask()
+    tasks.check(cfg)
+    if tasks.adapts and cfg.adapt_objective != "off" and not resume:  # self-supervised adaptation first, into a
+        cfg, notes = adapt_then_train_config(cfg, callbacks, stop, notes)  # run of its own
     dist = distributed.setup(pick_device(cfg.device))  # None unless started by torchrun with several processes
     scratch = None
     if dist is not None:
@@ -82,11 +79,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
     s = Session(cfg, run, [RunRecorder(run), *experiment_logs(cfg, run), *callbacks], stop or threading.Event(),
                 resume=resume, notes=list(notes), dist=dist)
     try:
-        _prepare(s)
+        _prepare(s, tasks)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
-        status = fit(s)
-        distill.remove_unlabeled(s.dataset)  # summary, record and duplicates are about the labeled images
-        result = finish_run(s, status) if dist is None or dist.is_main else \
+        status = fit(s, tasks)
+        result = tasks.finish(s, status) if dist is None or dist.is_main else \
             FitResult(Status(status), str(run.path), RunSummary(Status(status)))
     except BaseException as exc:
         s.emit("on_exception", exc)
@@ -99,7 +95,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
     return result
 
 
-def _prepare(s: Session) -> None:
+def _prepare(s: Session, tasks: Tasks) -> None:
     cfg = s.cfg
     # several processes on one machine share its cores (torchrun starts LOCAL_WORLD_SIZE of them)
     set_threads(cfg.threads or (max(1, set_threads(0) // s.dist.local_world) if s.dist else 0))
@@ -107,29 +103,20 @@ def _prepare(s: Session) -> None:
     s.gen = torch.Generator().manual_seed(cfg.seed)
     s.batch_size = cfg.batch_size
     s.device = pick_device(cfg.device)
-    s.eval_batch = EVAL_BATCH_CUDA if s.device.type == "cuda" else EVAL_BATCH_CPU
-    s.dataset = open_dataset(cfg.data, cfg.val_fraction, cfg.seed, extract_dir=extract_dir_for(cfg.output_dir))
-    s.model = backbones.create_model(cfg, len(s.dataset.classes), s.dataset.classes).to(s.device)
-    if cfg.init_from:
-        s.notes.append(init_from.start_note(cfg, s.dataset.classes))
+    s.eval_batch = b.eval_batch_size(s.device)
+    tasks.prepare(s)  # dataset, network with its head(s), freezing, objective, notes
     s.model = s.model.to(memory_format=torch.channels_last)
-    s.data_cfg = backbones.data_config(s.model, cfg.img_size)
+    s.data_cfg = backbones.data_config(tasks.trunk(s.model), cfg.img_size)
     s.pre = Preprocessor(s.data_cfg, s.device)
-    freeze.apply_freeze(s.model, cfg, epoch=0)
-    unlabeled = distill.add_unlabeled(cfg, s.dataset)  # label -1: learned from the teachers only
-    if cfg.teachers:  # distillation: a teacher that cannot be used fails here, before any decoding
-        s.teachers = distill.load_teachers(cfg, s.dataset.classes)
-        s.objective = Distill(cfg.distill_alpha, cfg.distill_temperature, cfg.label_smoothing)
-        s.notes.append(distill.describe(cfg, unlabeled))
 
 
 # -------------------------------------------------------------------------------------------------------
-# probe: features once, head on the cache
+# probe: features once, head(s) on the cache
 
-def _fit_probe(s: Session) -> str:
+def _fit_probe(s: Session, tasks: Tasks) -> str:
     cfg, ds = s.cfg, s.dataset
     key = model_key(cfg.backbone, cfg.weights, weights_digest(cfg), s.data_cfg)
-    backbone = Backbone(s.model, s.data_cfg, s.device, onnx_dir(), key, cfg.amp)
+    backbone = Backbone(tasks.trunk(s.model), s.data_cfg, s.device, onnx_dir(), key, cfg.amp)
     cache = feature_cache(key)  # per machine: shared with other runs, output folders, ranking and analysis
     geom = geometry(s.data_cfg)
     # one pass over train + val (+ test), so decoding never waits for a phase boundary
@@ -143,41 +130,50 @@ def _fit_probe(s: Session) -> str:
     ds.drop(failed)
     if s.stop.is_set():
         return "stopped"
-    require_decoded(ds, n_train, n_val, failed)
+    b.require_decoded(ds, n_train, n_val, failed)
     train_x = np.stack([f for f in feats[:n_train] if f is not None])
-    pooled = {"val": _stack_first_view(feats[n_train:n_train + n_val], s.device),
-              "test": _stack_first_view(feats[n_train + n_val:], s.device)}
+    pooled = {"val": b.stack_first_view(feats[n_train:n_train + n_val], s.device),
+              "test": b.stack_first_view(feats[n_train + n_val:], s.device)}
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
-    train_y = torch.tensor([x.label for x in ds.train for _ in range(views)], device=s.device)
+    train_y = tasks.labels(ds.train, s.device).repeat_interleave(views, dim=0)
     soft = _soft_targets(s)
     if s.stop.is_set():
         return "stopped"
     soft = soft.repeat_interleave(views, 0).to(s.device) if soft is not None else None
-    val_y = _labels(ds.val, s.device)
-    head = s.model.get_classifier()
-    # the head trains on standardised features and is folded back afterwards (core/models/heads.py)
+    val_y = tasks.labels(ds.val, s.device)
+    head = tasks.probe_net(s.model)
+    # the head(s) train on standardised features and are folded back afterwards (core/models/heads.py)
     norm = Standardiser.fit(train_x)
     train_x, val_x = norm(train_x), norm(pooled["val"])
-    norm.unfold_from(head)  # a head kept from an earlier run (init_from) starts where it was; a zero head stays
+    for linear in tasks.linear_heads(head):
+        norm.unfold_from(linear)  # a head kept from an earlier run (init_from) starts where it was; a zero head stays
 
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
         order = torch.randperm(len(train_y), generator=s.gen).to(s.device)
         order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         for i in range(0, len(order), s.batch_size):
             idx = order[i:i + s.batch_size]
             yield (train_x[idx], train_y[idx]) + ((soft[idx],) if soft is not None else ())
 
+    best = tasks.probe_best(s, head)  # several heads: each keeps its own best epoch; one head: the loop's best
+
     def evaluate() -> EvalResult:
         with torch.inference_mode():
-            return scores(head(val_x), val_y)
+            ev = tasks.score(s, head(val_x), val_y)
+        if best:
+            best.see(ev)
+        return ev
 
-    def final(split: str) -> tuple[torch.Tensor, torch.Tensor]:  # after folding: raw features, like the bundle
+    def final(split: str) -> tuple[torch.Tensor, ...]:  # after folding: raw features, like the bundle
         with torch.inference_mode():
-            return head(pooled[split]), pooled[split]
+            return tasks.with_pooled(s.model, head)(pooled[split])
     s.final_outputs = final
     status = epoch_loop(s, head, batches, len(train_y), evaluate)
-    norm.fold_into(head)  # the delivered head reads raw pooled features
+    if best:
+        best.restore()
+    for linear in tasks.linear_heads(head):
+        norm.fold_into(linear)  # the delivered head(s) read raw pooled features
     if s.run.best_weights.exists():
         save_weights(state_copy(s.model), s.run.best_weights)
     return status
@@ -189,52 +185,18 @@ def _soft_targets(s: Session) -> torch.Tensor | None:
     without teachers or when stopped."""
     if not s.teachers:
         return None
-    return distill.soft_targets(s.teachers, s.dataset.train, s.cfg.distill_temperature, s.device,
-                                progress=lambda phase, d, t: s.emit("on_phase", phase, d, t),
-                                should_stop=s.stop.is_set)
-
-
-def _stack_first_view(feats: list[np.ndarray | None], device: torch.device) -> torch.Tensor:
-    rows = [f[0] for f in feats if f is not None]
-    return torch.from_numpy(np.stack(rows)).to(device) if rows else torch.zeros(0, 0, device=device)
-
-
-def require_decoded(ds: Dataset, n_train: int, n_val: int, failed: list[Skipped]) -> None:
-    """A run needs training and validation images it can read; say which split failed and why, not train on
-    nothing and report an untrained model as completed."""
-    for split, before in (("training", n_train), ("validation", n_val)):
-        left = ds.train if split == "training" else ds.val
-        if before and not left:
-            reasons = sorted({f.reason.split(" (")[0] for f in failed})
-            raise TrainingError(f"None of the {before} {split} images could be decoded ({'; '.join(reasons)[:200]})"
-                                f", e.g. {Path(failed[0].path).name}. Check that the files are real, complete "
-                                f"images (re-export or re-copy them) and start again.")
+    return soft_targets(s.teachers, s.dataset.train, s.cfg.distill_temperature, s.device,
+                        progress=lambda phase, d, t: s.emit("on_phase", phase, d, t), should_stop=s.stop.is_set)
 
 
 # -------------------------------------------------------------------------------------------------------
 # partial / full / gradual: decode once, augment batches
 
-def _fit_finetune(s: Session) -> str:
+def _fit_finetune(s: Session, tasks: Tasks) -> str:
     cfg, ds = s.cfg, s.dataset
-    geom = geometry(s.data_cfg)
-    n_train, n_val = len(ds.train), len(ds.val)
-    total = n_train + n_val + len(ds.test)
-    s.emit("on_phase", "decoding images", 0, total)
-    # training images only feed augmentation: the fast decode; evaluation decodes like the exported model
-    stores, failed, done = {}, [], 0
-    for split, samples in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
-        arr, bad = decode_images(samples, *geom, out=_image_store(s, split, len(samples), geom[0]),
-                                 exact=split != "train",
-                                 progress=lambda d, _, base=done: s.emit("on_phase", "decoding images", base + d,
-                                                                         total))
-        # rows of images that decoded; indices instead of copies, so a memory-mapped store stays on disk
-        stores[split], done = (arr, _good_rows(samples, bad)), done + len(samples)
-        failed += bad
-    ds.drop(failed)
-    require_decoded(ds, n_train, n_val, failed)
-    s.emit("on_phase", "decoding images", total, total)
+    stores = _decode_splits(s)
     (train_u8, train_rows), (val_u8, val_rows) = stores["train"], stores["val"]
-    train_y, val_y = _labels(ds.train, torch.device("cpu")), _labels(ds.val, s.device)
+    train_y, val_y = tasks.labels(ds.train, torch.device("cpu")), tasks.labels(ds.val, s.device)
     soft = _soft_targets(s)
     if s.stop.is_set():
         return "stopped"
@@ -242,21 +204,21 @@ def _fit_finetune(s: Session) -> str:
     # partial freezing: the frozen prefix's outputs never change, so they are computed once (validation
     # always; training images when augmentation is off) and the epochs run only the rest of the network
     net, prefix = s.model, None
-    split_net = freeze.split_frozen_prefix(s.model) if cfg.freeze == "partial" else None
+    split_net = tasks.split_prefix(s.model) if cfg.freeze == "partial" else None
     if split_net is not None:
         prefix, net = split_net
         # eval before any pass: its BatchNorm statistics stay as they are. `net` holds the whole model, so
         # set_train_mode(net) flips the prefix back to train mode each epoch; batches() sets eval again.
         prefix.eval()
-        val_src = _prefix_outputs(s, prefix, val_u8, val_rows, "validation")
-        train_src = _prefix_outputs(s, prefix, train_u8, train_rows, "training") \
+        val_src = b.prefix_outputs(s, prefix, val_u8, val_rows, "validation", PREFIX_CACHE_MAX_BYTES)
+        train_src = b.prefix_outputs(s, prefix, train_u8, train_rows, "training", PREFIX_CACHE_MAX_BYTES) \
             if cfg.augmentation == "none" and cfg.mixup == "off" else None
     else:
         val_src = train_src = None
 
     mixer = batch_mixer(cfg.mixup, cfg.mixup_alpha, cfg.label_smoothing, len(ds.classes), cfg.seed)
 
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
         bs, g = s.batch_size, s.gen
         order = torch.randperm(len(train_y), generator=g)
         order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
@@ -282,86 +244,37 @@ def _fit_finetune(s: Session) -> str:
             yield (x, y) + extra
 
     def evaluate() -> EvalResult:
-        logits = _run_batched(s, net, val_src) if val_src is not None else \
-            _run_batched(s, s.model, images_u8=val_u8, rows=val_rows)
-        return scores(logits, val_y)
+        logits = b.run_batched(s, net, val_src, outputs=tasks.net_outputs) if val_src is not None else \
+            b.run_batched(s, s.model, images_u8=val_u8, rows=val_rows, outputs=tasks.net_outputs)
+        return tasks.score(s, logits, val_y)
 
-    def final(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def final(split: str) -> tuple[torch.Tensor, ...]:
         if split == "val" and val_src is not None:
-            return _run_batched(s, freeze.PooledAndLogits(net.model, net.features), val_src, outputs=2)
+            return b.run_batched(s, tasks.with_pooled(s.model, net), val_src, outputs=tasks.final_outputs)
         u8, rows = stores[split]
-        return _run_batched(s, freeze.PooledAndLogits(s.model), images_u8=u8, rows=rows, outputs=2)
+        return b.run_batched(s, tasks.with_pooled(s.model, s.model), images_u8=u8, rows=rows,
+                             outputs=tasks.final_outputs)
     s.final_outputs = final
     return epoch_loop(s, net, batches, len(train_y), evaluate)
 
 
-def _prefix_outputs(s: Session, prefix: nn.Module, images_u8: np.ndarray, rows: np.ndarray,
-                    split: str) -> torch.Tensor | None:
-    """The frozen prefix run once over a split (eval mode, no autograd), kept on the training device;
-    None when that would take more than PREFIX_CACHE_MAX_BYTES (the epochs then run the prefix each time)."""
-    with torch.no_grad():
-        one = prefix(s.pre.eval_view(torch.from_numpy(images_u8[rows[:1]]))) if len(rows) else None
-    if one is None or one.element_size() * one.numel() * len(rows) > PREFIX_CACHE_MAX_BYTES:
-        return None
-    phase = f"frozen layers, once ({split})"
-    s.emit("on_phase", phase, 0, len(rows))
-    return _run_batched(s, prefix, images_u8=images_u8, rows=rows, no_grad=True,
-                        progress=lambda done: s.emit("on_phase", phase, done, len(rows)))
-
-
-def _run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = None,
-                 images_u8: np.ndarray | None = None, rows: np.ndarray | None = None, no_grad: bool = False,
-                 progress: Callable[[int], None] | None = None, outputs: int = 1):
-    """module in eval mode over cached inputs or decoded images, in evaluation batches; progress(done) is
-    called every PROGRESS_EVERY images and at the end. A module with `outputs` > 1 returns a tuple, and so does
-    this. On CUDA out-of-memory the evaluation batch is halved and the pass starts over (and says so)."""
-    while True:
-        try:
-            return _run_batches_once(s, module, inputs, images_u8, rows, no_grad, progress, outputs)
-        except Exception as exc:
-            if not is_out_of_memory(exc) or s.eval_batch <= 1:
-                raise
-            free_cached_memory()
-            s.eval_batch //= 2
-            s.notes.append(f"GPU out of memory while evaluating: evaluation batch halved to {s.eval_batch}.")
-            s.emit("on_phase", s.notes[-1], 0, 0)
-
-
-def _run_batches_once(s: Session, module: nn.Module, inputs, images_u8, rows, no_grad, progress, outputs):
-    s.model.eval()
-    bs = s.eval_batch
-    n = len(inputs) if inputs is not None else len(rows)
-    out: list[list[torch.Tensor]] = [[] for _ in range(outputs)]
-    # no_grad, not inference_mode: cached prefix outputs are later saved for backward by the layers after them
-    with (torch.no_grad() if no_grad else torch.inference_mode()), autocast(s.device, s.cfg.amp):
-        for i in range(0, n, bs):
-            x = inputs[i:i + bs] if inputs is not None else \
-                s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))
-            got = module(x)
-            for k, t in enumerate(got if outputs > 1 else (got,)):
-                out[k].append(t if no_grad else t.float())
-            done = min(i + bs, n)
-            if progress and (done % PROGRESS_EVERY < bs or done == n):
-                progress(done)
-    if not n:  # nothing to evaluate (an empty test split): zero rows of the right width
-        return tuple(torch.zeros(0, device=s.device) for _ in range(outputs)) if outputs > 1 else \
-            torch.zeros(0, len(s.dataset.classes), device=s.device)
-    cat = [torch.cat(parts) for parts in out]
-    return tuple(cat) if outputs > 1 else cat[0]
-
-
-def _image_store(s: Session, split: str, n: int, size: int) -> np.ndarray:
-    """In memory for normal sets; a memory-mapped file in the run folder past MEMMAP_ABOVE_BYTES."""
-    if n * size * size * 3 <= MEMMAP_ABOVE_BYTES:
-        return np.zeros((n, size, size, 3), dtype=np.uint8)
-    path = s.run.path / f"decoded-{split}.npy"  # removed when the run ends (finish_run)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-
-
-def _labels(samples: list[Sample], device: torch.device) -> torch.Tensor:
-    return torch.tensor([x.label for x in samples], dtype=torch.long, device=device)
-
-
-def _good_rows(samples: list[Sample], failed) -> np.ndarray:
-    bad = {f.path for f in failed}
-    return np.array([i for i, x in enumerate(samples) if x.path not in bad], dtype=np.int64)
+def _decode_splits(s: Session) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every split decoded once into a uint8 store: split -> (store, rows of the images that decoded). Training
+    images only feed augmentation: the fast decode; evaluation decodes like the exported model. Images that fail
+    are dropped from the dataset (and listed as skipped)."""
+    ds, geom = s.dataset, geometry(s.data_cfg)
+    n_train, n_val = len(ds.train), len(ds.val)
+    total = n_train + n_val + len(ds.test)
+    s.emit("on_phase", "decoding images", 0, total)
+    stores, failed, done = {}, [], 0
+    for split, samples in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
+        arr, bad = decode_images(samples, *geom, out=b.image_store(s, split, len(samples), geom[0], MEMMAP_ABOVE_BYTES),
+                                 exact=split != "train",
+                                 progress=lambda d, _, base=done: s.emit("on_phase", "decoding images", base + d,
+                                                                         total))
+        stores[split], done = (arr, b.good_rows(samples, bad)), done + len(samples)
+        failed += bad
+    ds.drop(failed)
+    b.require_decoded(ds, n_train, n_val, failed)
+    s.emit("on_phase", "decoding images", total, total)
+    return stores

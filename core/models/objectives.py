@@ -27,6 +27,9 @@ class StepOutput:
 class Objective(Protocol):
     def __call__(self, net: nn.Module, batch: Any) -> StepOutput: ...
 
+    def reset(self) -> None:
+        """Called at the start of every epoch: forget what the last one counted (most objectives count nothing)."""
+
 
 @dataclass(frozen=True)
 class Classify:
@@ -34,6 +37,9 @@ class Classify:
     targets (a batch mixed by Mixup / CutMix, core/data/augment.py)."""
 
     label_smoothing: float = 0.0
+
+    def reset(self) -> None:
+        pass
 
     def __call__(self, net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y = batch
@@ -90,12 +96,15 @@ class Distill:
         (1 - alpha) * CE(student, y; label smoothing) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
     averaged over the batch. T^2 keeps the soft term's gradients at the scale of the hard term's as T grows. The
-    batch is (x, y, soft) with `soft` the teacher's probabilities at temperature T (core/engine/distill.py);
+    batch is (x, y, soft) with `soft` the teacher's probabilities at temperature T (core/engine/teachers.py);
     unlabeled examples (y = -1) contribute the KL term only and are left out of the accuracy."""
 
     alpha: float = 0.5
     temperature: float = 2.0
     label_smoothing: float = 0.0
+
+    def reset(self) -> None:
+        pass
 
     def __call__(self, net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y, soft = batch

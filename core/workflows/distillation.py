@@ -1,6 +1,6 @@
 """A distillation from start to table, for the CLI (`python -m core distill`) and the Distil page.
 
-The distilled student is an ordinary run whose config names teachers (core/engine/distill.py does the teaching),
+The distilled student is an ordinary run whose config names teachers (core/engine/teachers.py does the teaching),
 so it resumes, lists, exports and predicts like any run. Its labels-only baseline is a second ordinary run of the
 same config without teachers or unlabeled images: the same backbone, freezing, epochs and seed. The student's
 folder records which run is its baseline (distill/baseline.json), and the table (core/export/compare.py) is built

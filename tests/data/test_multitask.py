@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from core.config import TrainConfig
-from core.data.multitask import MISSING, open_multitask, task_weights
+from core.data.multitask import open_multitask
+from core.data.task_samples import MISSING
 from core.errors import ConfigError, DatasetError
 from tests.conftest import make_image
 
@@ -98,14 +99,14 @@ def test_bad_json_and_missing_file(images):
 
 def test_task_weights(images):
     labels = good_csv(images)
-    assert task_weights(cfg_for(images, labels), ["hue", "size"]) == [1.0, 1.0]
-    assert task_weights(cfg_for(images, labels, task_weights="hue=3"), ["hue", "size"]) == [1.5, 0.5]
+    assert cfg_for(images, labels).task_spec.weights_for(["hue", "size"]) == [1.0, 1.0]
+    assert cfg_for(images, labels, task_weights="hue=3").task_spec.weights_for(["hue", "size"]) == [1.5, 0.5]
     with pytest.raises(ConfigError, match="names colour, not a task of the labels file"):
         open_multitask(cfg_for(images, labels, task_weights="colour=2"))
     with pytest.raises(ConfigError, match="task_weights: 'hue=x' is not of the form"):
         cfg_for(images, labels, task_weights="hue=x").validate()
     with pytest.raises(ConfigError, match="every task weight 0"):
-        task_weights(cfg_for(images, labels, task_weights="hue=0,size=0"), ["hue", "size"])
+        cfg_for(images, labels, task_weights="hue=0,size=0").task_spec.weights_for(["hue", "size"])
 
 
 def test_portable_config_names_the_labels_file_only(images):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.config import TrainConfig, task_datasets
-from core.data.multitask import MISSING, open_multitask, task_weights
+from core.data.multitask import open_multitask
 from core.data.multitask_datasets import with_first_dataset, with_task_dataset
+from core.data.task_samples import MISSING
 from core.errors import AccessError, ConfigError, DatasetError
 from core.files.digest import file_digest
 from core.workspace import Workspace
@@ -141,7 +142,7 @@ def test_a_task_without_validation_images_is_an_error_naming_it(tmp_path):
 def test_task_weights_name_the_datasets_tasks(two_datasets, tmp_path):
     hue, light = two_datasets
     cfg = cfg_for(f"hue={hue},light={light}", tmp_path, task_weights="light=3")
-    assert task_weights(cfg, ["hue", "light"]) == [0.5, 1.5]
+    assert cfg.task_spec.weights_for(["hue", "light"]) == [0.5, 1.5]
     with pytest.raises(ConfigError, match=r"names size, not one of the tasks \(its tasks: hue, light\)"):
         open_multitask(cfg_for(f"hue={hue},light={light}", tmp_path, task_weights="size=2"))
 

@@ -18,7 +18,7 @@ from core.cli import main
 from core.config import TrainConfig
 from core.data.dataset import Sample
 from core.engine.callbacks import Callback
-from core.engine.distill import load_teachers, teacher_logits
+from core.engine.teachers import load_teachers, teacher_logits
 from core.engine.train import train
 from core.errors import ConfigError
 from core.export.bundle import load_bundle

@@ -169,13 +169,13 @@ def test_cli_addresses_a_task(trained, capsys, tmp_path):
 
 
 def test_multitask_run_stopped_before_training_finishes_cleanly(tmp_path):
-    from core.engine.multitask import train_multitask
+    from core.engine.train import train
     root, labels = write_two_tasks(tmp_path)
     cfg = TrainConfig(data=str(root), tasks=str(labels), backbone="test_efficientnet", weights="random", img_size=64,
                       freeze="probe", epochs=2, batch_size=4, output_dir=str(tmp_path / "runs"), threads=2)
     stop = threading.Event()
     stop.set()
-    result = train_multitask(cfg, stop=stop)
+    result = train(cfg, stop=stop)
     assert result.status == "stopped" and "stopped before any training" in result.summary.note
     run = RunDir(Path(result.run_dir))
     assert run.task_views() == [] and [r.run_id for r in list_runs(run.path.parent, task_views=True)] == [run.run_id]

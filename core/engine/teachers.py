@@ -1,4 +1,5 @@
-"""Knowledge distillation: finished runs teach a new one.
+"""The teachers of a distilled run: finished runs teach a new one (the workflow around it, the labels-only baseline
+and the comparison table, is core/engine/distillation.py).
 
 A run with `teachers` in its config trains with the Distill objective (core/models/objectives.py): besides the
 labels, each training image's target is the teachers' softened prediction. This module
