@@ -1,8 +1,14 @@
-"""Shared fixtures: tiny generated image folders, the real sample data, tiny configs."""
+"""Shared fixtures: tiny generated image folders, the real sample data, tiny configs, and one trained run.
+
+`trained_run` is a finished tiny probe run trained once per test session: tests that only read a run use it (it
+checks after each test that nothing in the run or its dataset changed). Tests that write to a run, or move its
+data, take `run_copy` (a copy in their own tmp_path) instead of training one of their own.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -34,22 +40,31 @@ def make_image(path: Path, color: tuple[int, int, int], size: int = 48, mode: st
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
 
 
-@pytest.fixture
-def tiny_folder(tmp_path: Path) -> Path:
-    """3 separable colour classes x 8 PNGs: a folder of class folders."""
-    root = tmp_path / "colors"
+def write_colors(root: Path) -> Path:
+    """3 separable colour classes x 8 PNGs under `root`: a folder of class folders (18 train, 6 val images)."""
     for name, color in COLORS.items():
         for i in range(8):
             make_image(root / name / f"{name}_{i}.png", color, seed=i)
     return root
 
 
+def tiny_train_config(data: Path, output_dir: Path):
+    """Seconds of training: the random tiny backbone at 64 px, partial fine-tuning for 2 epochs."""
+    from core.config import TrainConfig
+    return TrainConfig(data=str(data), backbone="test_efficientnet", weights="random", img_size=64,
+                       freeze="partial", epochs=2, batch_size=4, lr=1e-2, output_dir=str(output_dir), threads=2,
+                       early_stopping=0)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """3 separable colour classes x 8 PNGs: a folder of class folders."""
+    return write_colors(tmp_path / "colors")
+
+
 @pytest.fixture
 def tiny_config(tiny_folder: Path, tmp_path: Path):
-    from core.config import TrainConfig
-    return TrainConfig(data=str(tiny_folder), backbone="test_efficientnet", weights="random", img_size=64,
-                       freeze="partial", epochs=2, batch_size=4, lr=1e-2, output_dir=str(tmp_path / "runs"), threads=2,
-                       early_stopping=0)
+    return tiny_train_config(tiny_folder, tmp_path / "runs")
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +72,51 @@ def hymenoptera() -> Path:
     if not HYMENOPTERA.is_dir():
         pytest.skip(f"sample data not found at {HYMENOPTERA}")
     return HYMENOPTERA
+
+
+# ---- one trained run per session -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def session_run(tmp_path_factory):
+    """Trained once: a 2-epoch probe on the tiny colours (the data folder is named `colors`, as tiny_folder).
+    Tests take `trained_run` (to read) or `run_copy` (to write); a module-scoped fixture may `copy_run` it."""
+    from core.engine.train import train
+    from core.runs import RunDir
+    root = tmp_path_factory.mktemp("trained-run")
+    cfg = tiny_train_config(write_colors(root / "colors"), root / "runs").replace(freeze="probe")
+    result = train(cfg)
+    assert result.status == "completed", result
+    return RunDir(Path(result.run_dir))
+
+
+def _listing(*folders: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for f in folders for p in f.rglob("*")}
+
+
+@pytest.fixture
+def trained_run(session_run):
+    """The session's finished tiny probe run, to read only: the test fails if it changed the run or its dataset."""
+    from core.config import TrainConfig
+    data = Path(TrainConfig.load(session_run.config).data)
+    before = _listing(session_run.path, data)
+    yield session_run
+    assert _listing(session_run.path, data) == before, (
+        "this test wrote to the shared trained run (or its dataset): give it `run_copy` instead of `trained_run`")
+
+
+def copy_run(run, runs_dir: Path, data_parent: Path):
+    """A copy of `run` under runs_dir (same run id) and of its dataset under data_parent (same folder name); the
+    copy's config.yaml points at the copied dataset. Copying is milliseconds, training is seconds."""
+    from core.config import TrainConfig
+    from core.runs import RunDir
+    cfg = TrainConfig.load(run.config)
+    data = shutil.copytree(cfg.data, data_parent / Path(cfg.data).name)
+    copy = RunDir(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
+    cfg.replace(data=str(data), output_dir=str(runs_dir)).save(copy.config)
+    return copy
+
+
+@pytest.fixture
+def run_copy(session_run, tmp_path: Path):
+    """A copy of the session's trained run (and of its dataset) in this test's tmp_path, free to write to."""
+    return copy_run(session_run, tmp_path / "runs", tmp_path / "run-data")

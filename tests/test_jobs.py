@@ -73,7 +73,7 @@ def test_any_long_task_runs_as_a_job_with_phases_stop_and_failure(tiny_folder):
     def check_images(job):
         ds = open_dataset(tiny_folder)
         for i, sample in enumerate(ds.train, start=1):
-            release.wait(5)
+            assert release.wait(60), "the test did not release the task within 60 s"
             if job.stop_event.is_set():
                 return {"checked": i - 1}
             Path(sample.path).read_bytes()
@@ -88,7 +88,9 @@ def test_any_long_task_runs_as_a_job_with_phases_stop_and_failure(tiny_folder):
 
     release.clear()
     stopped = reg.submit_task("check", "stopped half-way", check_images)
+    deadline = time.time() + 60
     while reg.snapshot(stopped.job_id).status == Status.QUEUED:
+        assert time.time() < deadline, "the second task did not start within 60 s"
         time.sleep(0.01)
     stopped.request_stop()
     release.set()

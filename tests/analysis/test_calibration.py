@@ -51,21 +51,16 @@ def test_reliability_bins_count_every_image():
     assert len(rows) == cal.BINS and sum(r["count"] for r in rows) == 100
 
 
-@pytest.fixture
-def probe_run(tiny_config) -> RunDir:
-    return RunDir(Path(train(tiny_config.replace(freeze="probe", epochs=2)).run_dir))
-
-
-def test_run_ships_its_temperature_and_predict_applies_it(probe_run):
-    summary = probe_run.read_summary()
+def test_run_ships_its_temperature_and_predict_applies_it(trained_run):
+    summary = trained_run.read_summary()
     t = summary.calibration["temperature"]
     assert summary.calibration["num"] == summary.val.num
     assert summary.calibration["ece_after"] <= summary.calibration["ece_before"] + 1e-12
-    assert json.loads((probe_run.bundle_dir / "config.json").read_text())["temperature"] == pytest.approx(t)
+    assert json.loads((trained_run.bundle_dir / "config.json").read_text())["temperature"] == pytest.approx(t)
 
-    model = load_bundle(probe_run.bundle_dir)
+    model = load_bundle(trained_run.bundle_dir)
     assert model.temperature == pytest.approx(t)
-    view = open_view(probe_run)
+    view = open_view(trained_run)
     val = view.preds.splits["val"]
     images = [Path(view.cfg.data) / p for p in val.paths]
     k = len(view.classes)

@@ -1,23 +1,15 @@
 """`python -m core inspect RUN`: every report written under the run folder, from the run folder alone."""
 
 import json
-from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from core.analysis.inspect import read_report
 from core.cli import main
-from core.engine.train import train
-from core.runs import RunDir
 
 
-@pytest.fixture
-def run(tiny_config) -> RunDir:
-    return RunDir(Path(train(tiny_config.replace(freeze="probe", epochs=1)).run_dir))
-
-
-def test_inspect_writes_every_report(run, capsys):
+def test_inspect_writes_every_report(run_copy, capsys):
+    run = run_copy  # inspect writes its reports into the run folder
     assert main(["inspect", str(run.path), "--saliency", "3"]) == 0
     out = capsys.readouterr().out
     assert "calibration: T =" in out and "validation image(s) have a copy in train" in out

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
-from tests.conftest import COLORS, make_image
+from tests.conftest import COLORS, copy_run, make_image
 
 APP = "../../app.py"  # AppTest resolves this against this test file's folder
 
@@ -164,10 +164,8 @@ def test_start_refuses_a_config_outside_the_allowed_roots(app, tmp_path):
     assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith("_")]
 
 
-def test_inspect_page_calibration_losses_saliency_and_the_analyses_job(app, tiny_folder):
-    from core.engine.train import train
-    cfg = TrainConfig(**{**tiny_cfg(app, tiny_folder), "freeze": "probe", "epochs": 1})
-    run_id = __import__("pathlib").Path(train(cfg).run_dir).name
+def test_inspect_page_calibration_losses_saliency_and_the_analyses_job(app, session_run, tmp_path):
+    run_id = copy_run(session_run, tmp_path / "ws" / "runs", tmp_path / "run-data").run_id
     app.session_state["run_id"] = run_id
     app.switch_page("pages/inspect.py").run()
     assert not app.exception
@@ -248,15 +246,11 @@ def test_data_page_drops_duplicates_from_validation(app, tmp_path):
     assert any("without the 1 validation image(s)" in s.value for s in app.success)
 
 
-def test_inspect_page_excludes_and_relabels_mislabel_suspects(app, tiny_folder, tmp_path):
-    from pathlib import Path
-
+def test_inspect_page_excludes_and_relabels_mislabel_suspects(app, session_run, tmp_path):
     from core.analysis.inspect import inspect_run, read_report
     from core.data.dataset import open_dataset
-    from core.engine.train import train
-    from core.runs import RunDir
-    cfg = TrainConfig(**{**tiny_cfg(app, tiny_folder), "freeze": "probe", "epochs": 1})
-    run = RunDir(Path(train(cfg).run_dir))
+    run = copy_run(session_run, tmp_path / "ws" / "runs", tmp_path / "run-data")
+    cfg = TrainConfig.load(run.config)
     inspect_run(run, saliency_images=0)  # what the page's analyses job writes
     dropped, moved = read_report(run, "mislabels.json")[:2]
     new_class = next(c for c in COLORS if c != moved["given"])
@@ -266,7 +260,7 @@ def test_inspect_page_excludes_and_relabels_mislabel_suspects(app, tiny_folder, 
     app.selectbox(key=f"mis_re_{run.run_id}:{moved['path']}").set_value(new_class).run()
     app.button(key="use_edited").click().run()
     assert not app.exception and not app.error
-    expected = open_dataset(tiny_folder, cfg.val_fraction, cfg.seed).counts()
+    expected = open_dataset(cfg.data, cfg.val_fraction, cfg.seed).counts()
     expected["train"][dropped["given"]] -= 1
     expected["train"][moved["given"]] -= 1
     expected["train"][new_class] += 1
@@ -274,12 +268,9 @@ def test_inspect_page_excludes_and_relabels_mislabel_suspects(app, tiny_folder, 
     assert any("edited dataset" in s.value for s in app.success)  # shown on the Data page, with a link to Train
 
 
-def test_model_page_starts_from_a_finished_run(app, tiny_folder):
+def test_model_page_starts_from_a_finished_run(app, tiny_folder, session_run, tmp_path):
     """'finished run' beside bundled / hub / file: a run from the history sets init_from and its backbone."""
-    from pathlib import Path
-
-    from core.engine.train import train
-    run = Path(train(TrainConfig(**{**tiny_cfg(app, tiny_folder), "freeze": "probe", "epochs": 1})).run_dir)
+    run = copy_run(session_run, tmp_path / "ws" / "runs", tmp_path / "run-data").path
     app.switch_page("pages/model.py").run()
     app.radio(key="w_weights_source").set_value("finished run").run()
     app.selectbox(key="w_init_run").set_value(str(run)).run()

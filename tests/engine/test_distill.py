@@ -72,10 +72,8 @@ def test_unlabeled_examples_contribute_only_the_teacher_term():
 
 
 @pytest.fixture
-def teacher_run(tiny_config):
-    result = train(tiny_config.replace(freeze="probe", epochs=3))
-    assert result.status == "completed"
-    return Path(result.run_dir)
+def teacher_run(trained_run):
+    return trained_run.path
 
 
 def test_teacher_with_other_classes_is_refused_naming_it(teacher_run, tmp_path, tiny_config):

@@ -113,11 +113,9 @@ def test_multitask_job_reports_each_task_per_epoch(two_tasks, tmp_path):
         assert (Path(snap.run_dir) / "tasks" / task / "bundle" / "model.safetensors").exists()
 
 
-def test_single_task_metrics_lines_are_unchanged(tiny_config):
-    from core.engine.train import train
-    result = train(tiny_config.replace(freeze="probe", epochs=1))
-    line = json.loads(Path(result.run_dir, "metrics.jsonl").read_text().splitlines()[0])
-    assert "tasks" not in line and result.summary.tasks is None
+def test_single_task_metrics_lines_are_unchanged(trained_run):
+    line = json.loads(trained_run.metrics.read_text().splitlines()[0])
+    assert "tasks" not in line and trained_run.read_summary().tasks is None
 
 
 @pytest.mark.slow

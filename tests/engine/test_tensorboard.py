@@ -24,9 +24,8 @@ def test_tensorboard_event_file_holds_the_epoch_scalars(tiny_config):
     assert events.PluginTagToContent("hparams")  # the config values, in TensorBoard's HParams tab
 
 
-def test_no_event_files_by_default(tiny_config):
-    result = train(tiny_config.replace(freeze="probe", epochs=1))
-    assert not (Path(result.run_dir) / "tensorboard").exists()
+def test_no_event_files_by_default(trained_run):
+    assert not (trained_run.path / "tensorboard").exists()
 
 
 def _metrics(run_dir: str) -> list[dict]:

@@ -6,15 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.engine.train import train
 from core.export.bundle import export_zip, load_bundle
-from core.runs import RunDir
-
-
-@pytest.fixture
-def trained_run(tiny_config) -> RunDir:
-    """A finished one-epoch probe run (seconds): its bundle folder and zip are the real export."""
-    return RunDir(Path(train(tiny_config.replace(freeze="probe", epochs=1)).run_dir))
 
 
 @pytest.fixture
@@ -31,10 +23,10 @@ def same_predictions(got: list[list[tuple]], expected: list[list[tuple]]) -> Non
     assert [p for top in got for _, p in top] == pytest.approx([p for top in expected for _, p in top], abs=1e-6)
 
 
-def test_zipped_bundle_predicts_like_its_folder_and_leaves_no_temp_folder(trained_run, tiny_folder, system_temp):
+def test_zipped_bundle_predicts_like_its_folder_and_leaves_no_temp_folder(run_copy, tiny_folder, system_temp):
     images = sorted(tiny_folder.rglob("*.png"))[::3]
-    expected = load_bundle(trained_run.bundle_dir).predict(images)
-    zipped = export_zip(trained_run)
+    expected = load_bundle(run_copy.bundle_dir).predict(images)
+    zipped = export_zip(run_copy)
 
     got = load_bundle(zipped).predict(images)
 
@@ -42,13 +34,13 @@ def test_zipped_bundle_predicts_like_its_folder_and_leaves_no_temp_folder(traine
     same_predictions(got, expected)
 
 
-def test_extract_to_keeps_the_callers_folder(trained_run, tiny_folder, system_temp, tmp_path):
+def test_extract_to_keeps_the_callers_folder(run_copy, tiny_folder, system_temp, tmp_path):
     images = sorted(tiny_folder.rglob("*.png"))[:2]
-    got = load_bundle(export_zip(trained_run), extract_to=tmp_path / "unzipped").predict(images)
+    got = load_bundle(export_zip(run_copy), extract_to=tmp_path / "unzipped").predict(images)
 
-    assert (tmp_path / "unzipped" / trained_run.run_id / "model.safetensors").is_file()
+    assert (tmp_path / "unzipped" / run_copy.run_id / "model.safetensors").is_file()
     assert sorted(system_temp.rglob("*")) == []
-    same_predictions(got, load_bundle(trained_run.bundle_dir).predict(images))
+    same_predictions(got, load_bundle(run_copy.bundle_dir).predict(images))
 
 
 def test_zip_that_is_not_a_bundle_is_refused_and_leaves_no_temp_folder(tmp_path, system_temp):

@@ -2,26 +2,24 @@
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.engine.train import train
 from core.export.artifacts import export_run
 from core.export.parity import exports_dir
-from core.runs import RunDir
+from tests.conftest import copy_run
 
 APP = "../../app.py"
 
 
 @pytest.fixture
-def app_with_run(tiny_config, tmp_path, monkeypatch):
+def app_with_run(session_run, tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("TRANSFERLAB_DATA_ROOTS", str(tmp_path))
     st.cache_resource.clear()  # the job registry is process-global
-    run = RunDir(Path(train(tiny_config.replace(freeze="probe", output_dir=str(tmp_path / "ws" / "runs"))).run_dir))
+    run = copy_run(session_run, tmp_path / "ws" / "runs", tmp_path / "run-data")
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     at.switch_page("pages/export.py").run()

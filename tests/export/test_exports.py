@@ -21,20 +21,15 @@ from core.export.onnx import OnnxRunner, read_metadata
 from core.export.parity import Agreement, export_file, read_checks, verdict
 from core.export.torchscript import TorchScriptRunner
 from core.runs import RunDir
-from tests.conftest import COLORS, make_image
+from tests.conftest import copy_run
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> RunDir:
-    """A finished probe run on 3 colour classes x 8 images (random tiny backbone, 64 px): trains in seconds."""
-    root = tmp_path_factory.mktemp("data") / "colors"
-    for name, color in COLORS.items():
-        for i in range(8):
-            make_image(root / name / f"{name}_{i}.png", color, seed=i)
-    cfg = TrainConfig(data=str(root), backbone="test_efficientnet", weights="random", img_size=64, epochs=3,
-                      batch_size=4, lr=1e-2, freeze="probe", early_stopping=0, threads=2,
-                      output_dir=str(tmp_path_factory.mktemp("runs")))
-    return RunDir(Path(train(cfg).run_dir))
+def tiny_run(session_run, tmp_path_factory) -> RunDir:
+    """A copy of the session's tiny probe run (3 colour classes, random tiny backbone, 64 px) that this module's
+    tests export into."""
+    tmp = tmp_path_factory.mktemp("exports")
+    return copy_run(session_run, tmp / "runs", tmp / "data")
 
 
 def bundle_probs(run: RunDir, x: np.ndarray) -> np.ndarray:

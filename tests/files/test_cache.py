@@ -24,22 +24,29 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_two_processes_saving_at_once_lose_nothing(tmp_path):
-    """Each process opens the cache before the other saves, adds its own 200 entries, and saves: the file ends
-    with all 400 (a plain last-writer-wins save would keep only one process's entries)."""
+    """Each process opens the cache before the other saves (each waits until both have opened it), adds its own
+    200 entries, and saves: the file ends with all 400 (a plain last-writer-wins save would keep only one
+    process's entries)."""
     path = tmp_path / "features" / "k.npz"
+    opened = tmp_path / "opened"  # one file per process that has opened the cache
+    opened.mkdir()
     code = textwrap.dedent("""
         import sys, time, numpy as np
         from pathlib import Path
         from core.models.features import FeatureCache
         c = FeatureCache(Path(sys.argv[1]))
-        time.sleep(float(sys.argv[3]))
+        (Path(sys.argv[3]) / sys.argv[2]).touch()
+        deadline = time.time() + 60
+        while len(list(Path(sys.argv[3]).iterdir())) < 2:
+            assert time.time() < deadline, "the other process did not open the cache within 60 s"
+            time.sleep(0.01)
         for i in range(200):
             c.put(f"{sys.argv[2]}{i}", np.full(64, i, dtype=np.float32))
         c.save()
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), tag, delay], cwd=ROOT)
-             for tag, delay in (("a", "0.5"), ("b", "0.5"))]
-    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), tag, str(opened)], cwd=ROOT)
+             for tag in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
     table = FeatureCache(path).table
     assert len(table) == 400 and float(table["b199"][0]) == 199.0
 
