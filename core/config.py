@@ -127,7 +127,7 @@ class TrainConfig:
                                      "augmented views of an image should give the same features (SimSiam); "
                                      "'reconstruct' = an autoencoder: redraw the image from the backbone's "
                                      "features. Off by default: on the sample sets it did not beat fine-tuning "
-                                     "for the same time (README).", "adapt",
+                                     "for the same time (docs/decisions.md).", "adapt",
                               choices=("off", "simsiam", "reconstruct"))
     adapt_epochs: int = _f(5, "Self-supervised adaptation: passes over the unlabeled pool.", "adapt", min=1,
                            max=500)

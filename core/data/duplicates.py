@@ -21,7 +21,7 @@ from core.data.dataset import Dataset
 from core.files.digest import file_digest
 from core.files.paths import relative_path
 
-NEAR_BITS = 6  # see the module docstring; measured on ants/bees (README of this note)
+NEAR_BITS = 6  # see the module docstring; measured on ants/bees (docs/decisions.md)
 SPLIT_ORDER = ("train", "val", "test")
 
 

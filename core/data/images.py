@@ -6,7 +6,7 @@ Two decode paths, both giving an N x resize x resize x 3 uint8 array around timm
 - fast (training images): JPEGs decode through torchvision's libjpeg-turbo binding (the same pixels as PIL,
   less overhead) or, for photos at least twice the target size, at 1/2, 1/4 or 1/8 scale inside the JPEG
   decoder (PIL's `draft`); then torch's antialiased uint8 resize replaces PIL's (it differs by at most 2
-  levels in ~0.4% of pixels). `python -m bench --decode` measures both (README, Speed). Training images only
+  levels in ~0.4% of pixels). `python -m bench --decode` measures both (docs/measurements.md). Training images only
   pass through augmentation: exactness buys nothing there.
 """
 

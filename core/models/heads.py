@@ -2,7 +2,7 @@
 
 Pooled features of different backbones and datasets differ in scale by orders of magnitude per channel, so one
 learning rate cannot suit them all: on magnetic-tile defects the head trained on raw Lite0 features reached 58% in
-8 epochs where a closed-form ridge probe reached 78% (README, Defaults). Standardising with the training
+8 epochs where a closed-form ridge probe reached 78% (docs/decisions.md). Standardising with the training
 features' mean and standard deviation fixes the conditioning (deviations below the median one are raised to it:
 near-constant channels would otherwise weigh their noise like signal; `python -m bench.probe_head`); folding the
 two into the linear layer afterwards (w / std, b - w . mean / std) gives the same logits from raw features, so the

@@ -12,7 +12,7 @@ Two objectives with the loop's call `objective(net, batch) -> StepOutput` (core/
 
 `build_selfsup(name, backbone)` wraps a timm backbone built without a classifier (num_classes=0) with the heads its
 objective needs; only `net.backbone` is kept afterwards (its state dict has timm's names: `--weights` loads it).
-Compact implementations of the published methods, not a library (see the adaptation note in README.md).
+Compact implementations of the published methods, not a library (see the adaptation section of docs/decisions.md).
 """
 
 from __future__ import annotations

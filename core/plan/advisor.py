@@ -1,6 +1,6 @@
 """`freeze: auto`: look at the data, then choose the regime, input resolution and epochs, and say why.
 
-The rules, from measurements on ants/bees and the three dev sets unlike ImageNet (README, Defaults):
+The rules, from measurements on ants/bees and the three dev sets unlike ImageNet (docs/decisions.md):
 - A linear probe on the backbone's pretrained features is cross-validated on a sample (seconds, cached). When it
   already reaches PROBE_ENOUGH, fine-tuning has little left to add and costs 5-10x the time: `probe`.
 - Otherwise `partial` fine-tuning of the last stages (as accurate as `full` in the measurements, and faster).
