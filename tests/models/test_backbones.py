@@ -32,6 +32,7 @@ def _imagenet_top1_right(hymenoptera, arch: str, weights: str = "tf_efficientnet
     return (top1 == want).float().mean().item()
 
 
+@pytest.mark.slow  # the real backbone on 153 real photos, twice (about 15 s)
 def test_bundled_weights_are_wired_into_the_architecture_they_were_trained_in(hymenoptera):
     """The package's weights are a TensorFlow port: in tf_efficientnet_lite0 (TF padding, mean = std = 0.5) they
     name the right ImageNet class for most real ant and bee photos; in the look-alike efficientnet_lite0 (the old
