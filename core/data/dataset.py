@@ -120,19 +120,43 @@ def extract_dir_for(output_dir: str | Path) -> Path:
     return Path(output_dir) / "_cache" / "datasets"
 
 
+def folder_or_zip(source: str | Path, extract_dir: str | Path | None, missing: str, not_zip: str) -> Path:
+    """`source` as a folder to read: a .zip is unpacked (once, keyed by its content) into extract_dir, or beside it.
+    A path that does not exist, or a file that is not a .zip, is a DatasetError: `missing` and `not_zip` are its
+    sentences, with {src} (the path) and {name} (the file name) filled in."""
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise DatasetError(missing.format(src=src, name=src.name))
+    if src.is_file():
+        if src.suffix.lower() != ".zip":
+            raise DatasetError(not_zip.format(src=src, name=src.name))
+        src = extract_zip(src, Path(extract_dir) if extract_dir else src.parent / f".{src.stem}-extracted")
+    return src
+
+
+def image_files(folder: Path, root: Path) -> tuple[list[Path], list[Skipped]]:
+    """The usable images under `folder` (recursively, sorted) and the files skipped with the reason; names are
+    judged relative to `root` (hidden and system files are passed over silently, as are links)."""
+    files, skipped = [], []
+    for path in sorted(folder.rglob("*")):
+        if is_ignored(path.relative_to(root)) or not path.is_file() or path.is_symlink():
+            continue
+        reason = check_image(path)
+        if reason:
+            skipped.append(Skipped(str(path), reason))
+        else:
+            files.append(path)
+    return files, skipped
+
+
 def open_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0,
                  extract_dir: str | Path | None = None) -> Dataset:
     """Scan a dataset folder or zip and return its classes, samples per split and skipped files."""
-    src = Path(source).expanduser()
     if not str(source):
         raise DatasetError("No dataset given. Point to a folder of class folders or a .zip of one.")
-    if not src.exists():
-        raise DatasetError(f"Dataset path {src} does not exist.")
-    if src.is_file():
-        if src.suffix.lower() != ".zip":
-            raise DatasetError(f"{src.name} is a file but not a .zip. Give a folder of class folders or a zip.")
-        src = extract_zip(src, Path(extract_dir) if extract_dir else src.parent / f".{src.stem}-extracted")
-    root = _descend_single_folder(src)
+    src = folder_or_zip(source, extract_dir, missing="Dataset path {src} does not exist.",
+                        not_zip="{name} is a file but not a .zip. Give a folder of class folders or a zip.")
+    root = descend_single_folder(src)
     splits = {SPLIT_NAMES[p.name.lower()]: p for p in _subdirs(root) if p.name.lower() in SPLIT_NAMES}
     if "train" in splits:
         return _open_split_layout(root, splits, val_fraction, seed)
@@ -215,15 +239,9 @@ def _scan_uncached(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
     per_class: dict[str, list[Path]] = {}
     skipped: list[Skipped] = []
     for class_dir in _subdirs(root):
-        files = per_class.setdefault(class_dir.name, [])
-        for path in sorted(class_dir.rglob("*")):
-            if is_ignored(path.relative_to(root)) or not path.is_file() or path.is_symlink():
-                continue
-            reason = check_image(path)
-            if reason:
-                skipped.append(Skipped(str(path), reason))
-            else:
-                files.append(path)
+        files, bad = image_files(class_dir, root)
+        per_class.setdefault(class_dir.name, []).extend(files)
+        skipped += bad
     loose = [p for p in root.iterdir() if p.is_file() and not is_ignored(Path(p.name))]
     for p in loose:
         skipped.append(Skipped(str(p), "file is not inside a class folder; put images in <class>/ folders"))
@@ -267,7 +285,7 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink() and not is_ignored(Path(p.name)))
 
 
-def _descend_single_folder(root: Path) -> Path:
+def descend_single_folder(root: Path) -> Path:
     """A zip of `flowers/` holds one top folder: look inside it, as a person would."""
     while True:
         dirs = _subdirs(root)

@@ -22,12 +22,18 @@ from collections import Counter
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.data.dataset import SPLIT_NAMES, Dataset, Skipped, check_image, extract_dir_for
-from core.data.dataset import _descend_single_folder as descend_single_folder
+from core.data.dataset import (
+    SPLIT_NAMES,
+    Dataset,
+    Skipped,
+    check_image,
+    descend_single_folder,
+    extract_dir_for,
+    folder_or_zip,
+)
 from core.data.multitask_datasets import open_task_datasets
 from core.data.task_samples import MISSING, MultiSample, MultiTaskDataset, Task, stratified_split, task_warnings
 from core.errors import DatasetError
-from core.files.zips import extract_zip
 from core.task_spec import TASK_NAME
 
 MAX_REPORTED = 5  # problems of one kind quoted in a message
@@ -60,18 +66,12 @@ def open_multitask(cfg: TrainConfig) -> MultiTaskDataset:
 
 
 def _image_root(cfg: TrainConfig) -> Path:
-    src = Path(cfg.data).expanduser()
     if not cfg.data:
         raise DatasetError("No image folder given: multi-task training reads the images of `data` with the labels "
                            "of the labels file.")
-    if not src.exists():
-        raise DatasetError(f"Image folder {src} does not exist.")
-    if src.is_file():
-        if src.suffix.lower() != ".zip":
-            raise DatasetError(f"{src.name} is a file but not a .zip. Give the folder (or zip) of the images the "
-                               f"labels file names.")
-        src = extract_zip(src, extract_dir_for(cfg.output_dir))
-    return src
+    return folder_or_zip(cfg.data, extract_dir_for(cfg.output_dir), missing="Image folder {src} does not exist.",
+                         not_zip="{name} is a file but not a .zip. Give the folder (or zip) of the images the "
+                                 "labels file names.")
 
 
 def read_labels_file(path: Path) -> tuple[list[str], list[tuple[dict[str, str], str]]]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.dataset import Sample, Skipped, check_image
+from core.data.dataset import Sample, Skipped, folder_or_zip, image_files
 from core.errors import DatasetError
-from core.files.paths import is_ignored
-from core.files.zips import extract_zip
 
 UNLABELED = -1
 NO_LABEL = UNLABELED  # the name self-supervised adaptation uses
@@ -21,23 +19,11 @@ NO_LABEL = UNLABELED  # the name self-supervised adaptation uses
 
 def open_unlabeled(source: str | Path, extract_dir: str | Path | None = None) -> tuple[list[Sample], list[Skipped]]:
     """Every usable image under `source` as a Sample with label UNLABELED, and the files skipped with why."""
-    src = Path(source).expanduser()
-    if not src.exists():
-        raise DatasetError(f"Unlabeled images: {src} does not exist. Give a folder of images or a .zip of one.")
-    if src.is_file():
-        if src.suffix.lower() != ".zip":
-            raise DatasetError(f"Unlabeled images: {src} is a file but not a .zip. Give a folder of images or a "
-                               f".zip of one.")
-        src = extract_zip(src, Path(extract_dir) if extract_dir else src.parent / f".{src.stem}-extracted")
-    samples, skipped = [], []
-    for path in sorted(src.rglob("*")):
-        if is_ignored(path.relative_to(src)) or not path.is_file() or path.is_symlink():
-            continue
-        reason = check_image(path)
-        if reason:
-            skipped.append(Skipped(str(path), reason))
-        else:
-            samples.append(Sample(str(path), UNLABELED))
+    give = "Give a folder of images or a .zip of one."
+    src = folder_or_zip(source, extract_dir, missing="Unlabeled images: {src} does not exist. " + give,
+                        not_zip="Unlabeled images: {src} is a file but not a .zip. " + give)
+    files, skipped = image_files(src, src)
+    samples = [Sample(str(path), UNLABELED) for path in files]
     if not samples:
         raise DatasetError(f"Unlabeled images: no usable images found in {source}.")
     return samples, skipped

@@ -22,11 +22,11 @@ from core.errors import DatasetError
 from core.export.bundle import LoadedModel, load_bundle
 from core.export.onnx import OnnxRunner, Probabilities, export_onnx, quantize_int8
 from core.export.parity import (
-    CHECK_BATCH,
     FILES,
     Agreement,
     ExportCheck,
     calibration_sample,
+    check_batches,
     exports_dir,
     latency_ms,
     verdict,
@@ -128,15 +128,10 @@ def _agreement(loaded: LoadedModel, runner, images: CheckImages, progress: Progr
                should_stop: Callable[[], bool]) -> Agreement | None:
     """Both models over the validation images in batches; None when stopped."""
     model = Probabilities(loaded.model, loaded.temperature).eval()
-    a, n = Agreement(), len(images.paths)
-    for i in range(0, n, CHECK_BATCH):
-        if should_stop():
-            return None
-        progress("checking on validation images", i, n)
-        x = loaded.inputs(images.paths[i:i + CHECK_BATCH])
+    a = Agreement()
+    for rows, x in check_batches(images.paths, loaded.inputs, progress, should_stop):
         with torch.inference_mode():
             expected = model(torch.from_numpy(x)).numpy()
-        a.add(runner(x), expected, images.run_top1[i:i + CHECK_BATCH], images.labels[i:i + CHECK_BATCH])
-    progress("checking on validation images", n, n)
-    return a
+        a.add(runner(x), expected, images.run_top1[rows], images.labels[rows])
+    return None if should_stop() else a
 

@@ -40,10 +40,10 @@ from core.export.bundle import LoadedModel
 from core.export.multitask import load_task_models
 from core.export.onnx import INPUT, cpu_session, quantize_int8
 from core.export.parity import (
-    CHECK_BATCH,
     Agreement,
     ExportCheck,
     calibration_sample,
+    check_batches,
     latency_ms,
     verdict,
 )
@@ -249,19 +249,14 @@ def _agreements(model: Probabilities, loaded: LoadedModel, runner: MultiOnnxRunn
                 progress: Progress, should_stop: Callable[[], bool]) -> dict[str, Agreement] | None:
     """Both models over the validation images in batches, tallied per task over the images it labels."""
     tasks = list(images.labels)
-    totals, n = {t: Agreement() for t in tasks}, len(images.paths)
-    for i in range(0, n, CHECK_BATCH):
-        if should_stop():
-            return None
-        progress("checking on validation images", i, n)
-        x = loaded.inputs(images.paths[i:i + CHECK_BATCH])
+    totals = {t: Agreement() for t in tasks}
+    for batch, x in check_batches(images.paths, loaded.inputs, progress, should_stop):
         with torch.inference_mode():
             expected = [p.numpy() for p in model(torch.from_numpy(x))]
         got = runner(x)
         for t, task in enumerate(tasks):
-            rows = images.labels[task][i:i + CHECK_BATCH] >= 0
-            totals[task].add(got[task][rows], expected[t][rows], images.run_top1[task][i:i + CHECK_BATCH][rows],
-                             images.labels[task][i:i + CHECK_BATCH][rows])
-    progress("checking on validation images", n, n)
-    return totals
+            labels, top1 = images.labels[task][batch], images.run_top1[task][batch]
+            rows = labels >= 0
+            totals[task].add(got[task][rows], expected[t][rows], top1[rows], labels[rows])
+    return None if should_stop() else totals
 

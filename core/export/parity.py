@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,22 @@ def read_checks(run: RunDir) -> dict[str, ExportCheck]:
 
 
 CHECK_BATCH = 16  # validation images per batch when an export is checked
+CHECK_PHASE = "checking on validation images"
 CALIBRATION_MAX = 300  # training images for int8 ranges (ants/bees: all 244; more changes little, costs time)
+
+
+def check_batches(paths: list[str], inputs: Callable[[list[str]], np.ndarray],
+                  progress: Callable[[str, int, int], None], should_stop: Callable[[], bool],
+                  ) -> Iterator[tuple[slice, np.ndarray]]:
+    """The check images in batches of CHECK_BATCH: (their rows, the model input `inputs` makes of them), with
+    progress; ends early when should_stop() says so (the caller then reports the check as stopped)."""
+    n = len(paths)
+    for i in range(0, n, CHECK_BATCH):
+        if should_stop():
+            return
+        progress(CHECK_PHASE, i, n)
+        yield slice(i, i + CHECK_BATCH), inputs(paths[i:i + CHECK_BATCH])
+    progress(CHECK_PHASE, n, n)
 
 
 def calibration_sample(paths: list[Path], seed: int) -> list[Path]:
