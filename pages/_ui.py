@@ -7,13 +7,14 @@ widget keys, so they survive page switches; widgets are re-seeded from them on e
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from core.config import TrainConfig, field_meta
-from core.errors import ConfigError
+from core.errors import AccessError, ConfigError
 from core.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -60,6 +61,19 @@ def set_cfg(**changes) -> str | None:
         return str(exc)
     st.session_state["cfg"] = cfg.to_dict()
     return None
+
+
+def server_path(label: str, key: str, button: str, button_key: str, what: str, use: Callable[[Path], object],
+                columns: bool = False) -> None:
+    """A path typed by the user, checked against the workspace's allowed roots when the button is pressed and then
+    handed to use(path); a refused path is shown as the policy's sentence. `columns`: the button beside the box."""
+    box, press = st.columns([3, 1]) if columns else (st, st)
+    text = box.text_input(label, key=key)
+    if press.button(button, key=button_key) and text:
+        try:
+            use(policy().check_path(text, what))
+        except AccessError as exc:
+            st.error(str(exc))
 
 
 def config_widget(name: str, label: str | None = None, *, container=st, **kwargs):

@@ -9,7 +9,7 @@ from core.config import field_meta
 from core.errors import AccessError, ConfigError, DatasetError
 from core.runs import list_runs
 from pages._jobs import job_view
-from pages._ui import config_widget, get_cfg, get_registry, init_session, policy, runs_dir, set_cfg
+from pages._ui import config_widget, get_cfg, get_registry, init_session, policy, runs_dir, server_path, set_cfg
 
 init_session()
 st.header("Adapt")
@@ -39,12 +39,8 @@ with zip_tab:
         st.session_state["unlabeled_zip_done"] = up.file_id
         use_unlabeled(policy().store_upload(up.getvalue(), up.name, "unlabeled"))
 with server_tab:
-    folder = st.text_input("Folder path (searched recursively)", key="unlabeled_path")
-    if st.button("Use this folder", key="use_unlabeled") and folder:
-        try:
-            use_unlabeled(policy().check_path(folder, "The unlabeled images"))
-        except AccessError as exc:
-            st.error(str(exc))
+    server_path("Folder path (searched recursively)", "unlabeled_path", "Use this folder", "use_unlabeled",
+                "The unlabeled images", use_unlabeled)
 cfg = get_cfg()
 st.caption(f"Pool: {'`' + Path(cfg.unlabeled).name + '` + ' if cfg.unlabeled else ''}the training images of "
            f"`{cfg.portable().data or 'no dataset yet'}`.")

@@ -9,10 +9,10 @@ from core.data.dataset import IMG_EXTENSIONS
 from core.data.multitask import open_multitask, single_task_view
 from core.data.multitask_datasets import with_task_dataset
 from core.data.uploads import save_uploaded_files
-from core.errors import AccessError, ConfigError, DatasetError
+from core.errors import ConfigError, DatasetError
 from pages._charts import counts_bar
 from pages._datasets import drop_leaked_from_val, use_dataset
-from pages._ui import SAMPLE_DATA, get_cfg, init_session, policy, set_cfg
+from pages._ui import SAMPLE_DATA, get_cfg, init_session, policy, server_path, set_cfg
 
 init_session()
 st.header("Data")
@@ -54,13 +54,8 @@ with dir_tab:
 with server_tab:
     st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in policy().allowed_roots()) + ". The operator "
                "adds more with the TRANSFERLAB_DATA_ROOTS environment variable.")
-    folder = st.text_input("Folder path", key="server_path")
-    if st.button("Use this folder", key="use_server") and folder:
-        try:
-            path = policy().check_path(folder, "The folder")
-            use_dataset(path, f"folder: {path}")
-        except AccessError as exc:
-            st.error(str(exc))
+    server_path("Folder path", "server_path", "Use this folder", "use_server", "The folder",
+                lambda path: use_dataset(path, f"folder: {path}"))
 
 
 
@@ -99,13 +94,8 @@ with st.expander("Several labelings of the same images (multi-task, optional)", 
     if up is not None and st.session_state.get("labels_done") != up.file_id:
         st.session_state["labels_done"] = up.file_id
         use_labels(policy().store_upload(up.getvalue(), up.name, "labels"))
-    left, right = st.columns([3, 1])
-    labels_path = left.text_input("Or a labels file on the server", key="labels_path")
-    if right.button("Use this labels file", key="use_labels") and labels_path:
-        try:
-            use_labels(policy().check_path(labels_path, "The labels file"))
-        except AccessError as exc:
-            st.error(str(exc))
+    server_path("Or a labels file on the server", "labels_path", "Use this labels file", "use_labels",
+                "The labels file", use_labels, columns=True)
     st.write("Or one labeled dataset per task: the dataset chosen above is the first task; add a folder of class "
              "folders (or a zip of one) for each further task, e.g. the same photos sorted into other class folders. "
              "The same photo in two datasets (same bytes) is one image with both labels.")
@@ -118,13 +108,8 @@ with st.expander("Several labelings of the same images (multi-task, optional)", 
     if up is not None and st.session_state.get("task_zip_done") != up.file_id:  # retried until it works (a name)
         if add_task(policy().store_upload(up.getvalue(), up.name, "zips"), task_name or default_task_name(up.name)):
             st.session_state["task_zip_done"] = up.file_id
-    left, right = st.columns([3, 1])
-    task_path = left.text_input("Or its folder (or zip) on the server", key="task_path")
-    if right.button("Add as a task", key="add_task") and task_path:
-        try:
-            add_task(policy().check_path(task_path, "The task's dataset"), task_name)
-        except AccessError as exc:
-            st.error(str(exc))
+    server_path("Or its folder (or zip) on the server", "task_path", "Add as a task", "add_task",
+                "The task's dataset", lambda path: add_task(path, task_name), columns=True)
     if get_cfg().tasks:
         given = "datasets" if task_datasets(get_cfg().tasks) else "labels from"
         st.success(f"Multi-task run: {given} `{get_cfg().portable().tasks}`. Task loss weights are on the Model "
