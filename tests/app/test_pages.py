@@ -210,6 +210,7 @@ def test_data_page_finds_a_planted_duplicate_across_splits(app, tmp_path):
     assert any("1 validation image(s) have a copy in train" in w.value for w in app.warning)
 
 
+@pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
 def test_model_page_advises_from_the_data(app, tiny_folder):
     """Auto: 'Advise me' runs the advisor as a job and shows the ranking, the settings and why."""
     app.session_state["cfg"] = {**app.session_state["cfg"], "data": str(tiny_folder)}

@@ -90,6 +90,7 @@ def test_a_job_resolves_auto_in_the_worker(tiny_config):
     assert snap.config.freeze == "probe" and snap.summary.freeze == "probe"
 
 
+@pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
 def test_lr_range_test_suggests_a_rate_below_where_the_loss_is_lowest(tiny_config):
     from core.plan.lr_finder import find_lr
     found = find_lr(tiny_config.replace(freeze="full"), open_dataset(tiny_config.data))
