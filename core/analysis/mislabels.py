@@ -53,7 +53,10 @@ def rank_mislabels(probs: np.ndarray, labels: np.ndarray, paths: list[str], clas
     present = np.unique(labels)
     flagged = np.zeros(len(labels), dtype=bool)
     if len(present) >= 2 and len(labels) > len(present):
-        flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+        # n_jobs=1: cleanlab otherwise forks a multiprocessing pool, and a fork of a process with other threads
+        # (the app's server, a job's worker) can inherit a held lock: the pool's workers then wait forever, and so
+        # does the Inspect page's job (seen in the browser test). One process is milliseconds here anyway.
+        flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     order = np.argsort(scores, kind="stable")
     best_other = probs.copy()
     best_other[np.arange(len(labels)), labels] = -1  # the suggestion is the likeliest *other* class

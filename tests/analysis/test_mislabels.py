@@ -20,6 +20,22 @@ def recall_in_top(noisy, flips, probs, classes) -> float:
     return len(top & flips) / len(flips)
 
 
+def test_the_ranking_never_forks_processes(monkeypatch):
+    """A fork from the app's multithreaded server can deadlock (the Inspect job hung so): cleanlab must run in
+    this process. Forking is made to fail; the ranking still flags the flipped labels."""
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("the mislabel ranking started a process pool")
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    labels = np.repeat(np.arange(3), 40)
+    noisy, flips = flipped(labels, 0.1, 3)
+    probs = np.full((len(labels), 3), 0.05)
+    probs[np.arange(len(labels)), labels] = 0.9
+    assert {int(s.path) for s in rank_mislabels(probs, noisy, [str(i) for i in range(len(noisy))],
+                                                ["a", "b", "c"]) if s.flagged} == flips
+
+
 def test_flipped_labels_rank_first_on_separable_features():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 40)
