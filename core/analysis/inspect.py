@@ -53,7 +53,15 @@ class RunView:
 
     @property
     def root(self) -> Path:
-        return Path(self.cfg.data)
+        """The folder the run's image paths are relative to: its data folder, or where its zip was unpacked (the
+        zip's path when it cannot be opened any more: nothing exists under it, so reports skip training images)."""
+        data = Path(self.cfg.data)
+        if not data.is_file():
+            return data
+        try:
+            return Path(self.dataset().root)
+        except DatasetError:
+            return data
 
     @property
     def classes(self) -> list[str]:

@@ -1,6 +1,7 @@
 """`python -m core inspect RUN`: every report written under the run folder, from the run folder alone."""
 
 import json
+from pathlib import Path
 
 from PIL import Image
 
@@ -42,3 +43,20 @@ def test_inspect_of_a_folder_that_is_no_run_is_one_sentence(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is not a run folder" in err and "Traceback" not in err
+
+
+def test_inspect_of_a_run_trained_on_a_zip_reads_the_unpacked_images(tiny_folder, tmp_path, capsys):
+    """A zip's images are named relative to where it was unpacked, not to the zip: every report (the saliency
+    maps read the image files themselves) finds them."""
+    import shutil
+
+    from core.engine.train import train
+    from core.runs import RunDir
+    from tests.conftest import tiny_train_config
+
+    archive = shutil.make_archive(str(tmp_path / "colors"), "zip", tiny_folder.parent, tiny_folder.name)
+    cfg = tiny_train_config(tiny_folder, tmp_path / "runs").replace(data=archive, freeze="probe")
+    run = RunDir(Path(train(cfg).run_dir))
+    assert main(["inspect", str(run.path), "--saliency", "2"]) == 0
+    assert len(read_report(run, "saliency.json")) == 2
+    assert len(read_report(run, "mislabels.json")) == run.read_summary().num_train
