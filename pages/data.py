@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import default_task_name, task_datasets
+from core.config import default_task_name
 from core.data.dataset import IMG_EXTENSIONS
 from core.data.multitask import open_multitask, single_task_view
 from core.data.multitask_datasets import with_task_dataset
@@ -100,7 +100,7 @@ with st.expander("Several labelings of the same images (multi-task, optional)", 
              "folders (or a zip of one) for each further task, e.g. the same photos sorted into other class folders. "
              "The same photo in two datasets (same bytes) is one image with both labels.")
     left, right = st.columns(2)
-    if not task_datasets(get_cfg().tasks):
+    if not get_cfg().task_spec.datasets:
         left.text_input("Name of the first task", key="first_task_name",
                         placeholder=default_task_name(get_cfg().data) if get_cfg().data else "e.g. species")
     task_name = right.text_input("Name of the task to add (default: its folder or zip name)", key="task_name")
@@ -111,7 +111,7 @@ with st.expander("Several labelings of the same images (multi-task, optional)", 
     server_path("Or its folder (or zip) on the server", "task_path", "Add as a task", "add_task",
                 "The task's dataset", lambda path: add_task(path, task_name), columns=True)
     if get_cfg().tasks:
-        given = "datasets" if task_datasets(get_cfg().tasks) else "labels from"
+        given = "datasets" if get_cfg().task_spec.datasets else "labels from"
         st.success(f"Multi-task run: {given} `{get_cfg().portable().tasks}`. Task loss weights are on the Model "
                    f"page (advanced).")
         if st.button("Back to one task (the class folders)", key="clear_labels"):

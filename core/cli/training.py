@@ -43,8 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _check_data_is_first_task(data: str | None, cfg: TrainConfig) -> None:
     """--tasks listing datasets makes data the first of them; a different --data given with it is a mistake."""
-    from core.config import task_datasets
-    pairs = task_datasets(cfg.tasks) if cfg.tasks else []
+    pairs = cfg.task_spec.datasets
     if data and pairs and Path(data).expanduser().resolve() != Path(pairs[0][1]).expanduser().resolve():
         raise ConfigError(f"--data {data} is not the first dataset of --tasks ({pairs[0][1]}): with datasets as "
                           f"tasks, the first of them is the dataset; leave --data out.")
