@@ -5,6 +5,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from test_browser import go, upload_mini_zip  # same folder: pytest puts it on sys.path (rootdir-relative imports)
 
@@ -14,13 +15,23 @@ VISIBLE_IMAGES_JS = """() => [...document.querySelectorAll('[data-testid=stImage
 
 
 def wait_for_job(page, tab: str, done_text: str, timeout_s: float = 120.0) -> None:
-    """The job's view (with its Stop button) shows above the tabs while it runs; when it ends the page is redrawn
-    with the reports (on its first tab): wait for the end, then open `tab` and its report."""
-    stop = page.get_by_role("button", name="Stop")
-    stop.wait_for(timeout=30000)
-    stop.wait_for(state="detached", timeout=timeout_s * 1000)
-    page.get_by_role("tab", name=tab).click()
-    page.get_by_text(done_text).first.wait_for(timeout=30000)
+    """The job's view (with its own Stop button, key "analyses_stop") shows above the tabs while it runs; when it ends
+    the page is redrawn with the reports on its first tab. Wait until the job's Stop button is gone and `tab` shows
+    `done_text`. The job may end before its button is ever seen, and the header's own "Stop" (shown while a script
+    runs) is not the job's, so the wait is on the report, scoped to the job view's key."""
+    job_stop = page.locator(".st-key-analyses_stop")
+    done = page.get_by_text(done_text).first
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if job_stop.count() == 0:
+            page.get_by_role("tab", name=tab).click()
+            try:
+                done.wait_for(timeout=2000)
+                return
+            except PlaywrightTimeout:
+                pass  # the job is still queued, or the page is being redrawn: look again
+        page.wait_for_timeout(300)
+    raise AssertionError(f"{done_text!r} never showed on the {tab!r} tab within {timeout_s:.0f} s")
 
 
 def test_inspect_after_a_probe_run_on_a_zip(app_url, page, hymenoptera, tmp_path):
