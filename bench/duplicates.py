@@ -34,14 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show", action="store_true", help="list every member of every group among the originals")
 
 
-def pair_measures(a_path: Path, b_path: Path) -> tuple[int, float]:
-    """(fewest pHash bits apart over as-is / mirrored / centre, best confirming SSIM) of two image files."""
-    from core.data.duplicates import similarity
+def pair_measures(a_path: Path, b_path: Path) -> tuple[int, float, float, float, float]:
+    """(fewest pHash bits apart over as-is / mirrored / centre; then SSIM, colour difference and detail
+    correlation of the variant with the best SSIM) of two image files, thresholds aside."""
+    from core.data.duplicates import measures, variants
     from core.data.fingerprints import fingerprint, unpack
     hashes, thumbs = unpack(np.stack([fingerprint(a_path.read_bytes()), fingerprint(b_path.read_bytes())]))
-    bits = int(min(np.bitwise_count(hashes[0, k] ^ hashes[1, 0]) for k in range(3)))
-    bits = min(bits, int(min(np.bitwise_count(hashes[1, k] ^ hashes[0, 0]) for k in range(3))))
-    return bits, float(similarity(thumbs, np.array([[0, 1]]))[0])
+    bits = int(min(np.bitwise_count(hashes[i, k] ^ hashes[1 - i, 0]) for k in range(3) for i in range(2)))
+    best = max((measures(a, b) for a, b in variants(thumbs, np.array([[0, 1]]))), key=lambda m: m[0][0])
+    return bits, *(round(float(m[0]), 3) for m in best)
 
 
 def plant(src: Path, dest: Path, per_set: int) -> dict[Path, tuple[Path, str]]:
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> None:
     from core.data.duplicates import find_duplicates
     work = Path(tempfile.mkdtemp(prefix="bench-dups-"))
     os.environ["TRANSFERLAB_CACHE"] = str(work / "cache")
-    print("| set | images | groups among originals (exact / near) | planted copies found | hardest copy: "
-          "bits, SSIM (resized / re-encoded / cropped / mirrored) |\n|---|---|---|---|---|")
+    print("| set | images | groups among originals (exact / near) | planted copies found | hardest copy: bits, "
+          "SSIM, colour diff, detail (resized / re-encoded / cropped / mirrored) |\n|---|---|---|---|---|")
     notes = []
     for name in args.sets:
         src = DATASETS / name
@@ -75,7 +76,10 @@ def run(args: argparse.Namespace) -> None:
         for g in report.groups:
             labels = sorted({m.label for m in g.members})
             shown = [f"{m.split}/{m.path.split('/')[-1]}" for m in g.members][: None if args.show else 4]
-            notes.append(f"{name}: {g.kind}, {len(g.members)} images, classes {labels}, "
+            closest = ""
+            if g.kind == "near" and len(g.members) > 1:  # the first member is not always the representative
+                closest = f" (first two: {pair_measures(src / g.members[0].path, src / g.members[1].path)})"
+            notes.append(f"{name}: {g.kind}, {len(g.members)} images, classes {labels}{closest}, "
                          f"{'leaks' if g.leaks else 'within one split'}: {', '.join(shown)}")
         planted = plant(src, work / name, args.per_set)
         rep = find_duplicates(open_dataset(work / name))
@@ -85,7 +89,8 @@ def run(args: argparse.Namespace) -> None:
         hardest = []
         for kind in ("resized", "reencoded", "cropped", "mirrored"):
             ms = [pair_measures(source, c) for c, (source, k) in planted.items() if k == kind]
-            hardest.append(f"{max(m[0] for m in ms)}, {min(m[1] for m in ms):.2f}")
+            hardest.append(f"{max(m[0] for m in ms)}, {min(m[1] for m in ms):.2f}, {max(m[2] for m in ms):.0f}, "
+                           f"{min(m[3] for m in ms):.2f}")
         missed = [f"{c.name} (of {planted[c][0].name}: {pair_measures(planted[c][0], c)})"
                   for c, ok in found.items() if not ok]
         notes += [f"{name}: missed {m}" for m in missed]

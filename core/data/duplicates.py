@@ -33,6 +33,7 @@ from core.files.paths import relative_path
 NEAR_BITS = 10  # candidates: pHashes this close (docstring); thresholds measured in docs/decisions.md
 MIN_SSIM = 0.75  # confirmation: thumbnails' structural similarity, lowest colour channel
 MAX_COLOUR_DIFF = 15.0  # confirmation: grey levels, mean over 8x8 blocks and channels
+MIN_DETAIL = 0.75  # confirmation: correlation of the thumbnails' detail (`measures`)
 SPLIT_ORDER = ("train", "val", "test")
 BANDS, BAND_BITS, RADIUS = 4, 16, 2  # multi-index hashing: finds every pair within BANDS * (RADIUS + 1) - 1 bits
 
@@ -136,15 +137,16 @@ def near_pairs(queries: np.ndarray, index: np.ndarray, max_bits: int, chunk: int
 
 def similarity(thumbs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Per pair: the best SSIM (`measures`) over the ways one can be a copy of the other (as is, mirrored, either
-    one a crop of the other) among those where the colours agree too; 0 when none confirms a near-duplicate."""
+    one a crop of the other) among those where colours and detail agree too; 0 when none confirms a copy."""
     best = np.zeros(len(pairs))
-    for a, b in _variants(thumbs, pairs):
-        s, diff = measures(a, b)
-        best = np.maximum(best, np.where((s >= MIN_SSIM) & (diff <= MAX_COLOUR_DIFF), s, 0.0))
+    for a, b in variants(thumbs, pairs):
+        s, diff, detail = measures(a, b)
+        ok = (s >= MIN_SSIM) & (diff <= MAX_COLOUR_DIFF) & (detail >= MIN_DETAIL)
+        best = np.maximum(best, np.where(ok, s, 0.0))
     return best
 
 
-def _variants(thumbs: np.ndarray, pairs: np.ndarray):
+def variants(thumbs: np.ndarray, pairs: np.ndarray):
     a, b = thumbs[pairs[:, 0]], thumbs[pairs[:, 1]]
     yield a, b
     yield a, b[:, :, ::-1]
@@ -164,16 +166,27 @@ def centre_zoom(thumbs: np.ndarray) -> np.ndarray:
     return np.round(t).astype(np.uint8)
 
 
-def measures(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair of 32x32 colour thumbnails (N x 32 x 32 x 3 each): the lowest SSIM of the three colour channels,
-    and the mean absolute difference of their 8x8 block averages (grey levels)."""
+def measures(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair of 32x32 colour thumbnails (N x 32 x 32 x 3 each): the lowest SSIM of the three colour channels;
+    the mean absolute difference of their 8x8 block averages (grey levels); and the correlation of their detail
+    (grey minus a 9x9 blur: SSIM finds dark, low-contrast surfaces alike, their detail tells them apart; 1 where
+    neither has any detail)."""
     if not len(a):
-        return np.zeros(0), np.zeros(0)
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     s = ssim(a.transpose(0, 3, 1, 2), b.transpose(0, 3, 1, 2)).min(axis=1)
     n, side = len(a), a.shape[1]
     blocks = (n, 8, side // 8, 8, side // 8, 3)
     diff = np.abs(a.reshape(blocks).mean(axis=(2, 4)) - b.reshape(blocks).mean(axis=(2, 4))).mean(axis=(1, 2, 3))
-    return s, diff
+    da, db = _detail(a), _detail(b)
+    sa, sb = da.std(axis=1), db.std(axis=1)
+    corr = (da * db).mean(axis=1) / np.maximum(sa * sb, 1e-9)
+    return s, diff, np.where((sa < 1) & (sb < 1), 1.0, corr)
+
+
+def _detail(thumbs: np.ndarray) -> np.ndarray:
+    grey = thumbs.astype(np.float64).mean(axis=3)
+    d = (grey - uniform_filter(grey, (1, 9, 9))).reshape(len(grey), -1)
+    return d - d.mean(axis=1, keepdims=True)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> np.ndarray:
