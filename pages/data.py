@@ -156,7 +156,7 @@ if summary["skipped"]:
 if not get_cfg().tasks and st.button("Look for duplicates and leakage", key="find_dups"):
     from core.data.duplicates import find_duplicates
     cfg = get_cfg()
-    with st.spinner("Hashing every image…"):
+    with st.spinner("Fingerprinting every image (cached for next time)…"):
         ds = single_task_view(cfg)  # no tasks here: the class folders
         st.session_state["dup_report"] = (cfg.data, find_duplicates(ds), Path(ds.root))
 if (dups := st.session_state.get("dup_report")) and dups[0] == get_cfg().data:  # kept for the button below
@@ -169,8 +169,8 @@ if (dups := st.session_state.get("dup_report")) and dups[0] == get_cfg().data:  
         if st.button("Drop duplicates from validation", key="drop_dups", type="primary"):
             drop_leaked_from_val(report.leaked("val"))
     for g in report.groups[:30]:
-        st.caption(f"{'exact copies' if g.kind == 'exact' else 'near-duplicates'}"
-                   f"{' across splits' if g.leaks else ''}")
+        kind = "exact copies" if g.kind == "exact" else "near-duplicates (resized, re-encoded, cropped or mirrored)"
+        st.caption(f"{kind}{' across splits' if g.leaks else ''}")
         st.image([str(root / m.path) for m in g.members], width=110,
                  caption=[f"{m.split}: {m.path}" for m in g.members])
 st.page_link("pages/adapt.py", label="Optional: unlabeled images, self-supervised adaptation",

@@ -51,7 +51,8 @@ for note in s.notes:
 leak = s.leakage or {}
 if leak.get("leaked_val") or leak.get("leaked_test"):
     st.warning(f"Leakage: {leak.get('leaked_val', 0)} validation and {leak.get('leaked_test', 0)} test image(s) have "
-               f"a copy (exact or re-encoded) in the training set, so these scores overstate accuracy on new photos. "
+               f"a copy (exact, or resized, re-encoded, cropped or mirrored) in the training set, so these scores "
+               f"overstate accuracy on new photos. "
                f"The Data page lists them; the Inspect page shows the groups.")
 
 left, right = st.columns(2)

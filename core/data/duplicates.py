@@ -1,28 +1,41 @@
-"""Duplicates and leakage between splits, found before training.
+"""Duplicates and leakage between splits, found before training, at any dataset size.
 
-Exact duplicates share a content hash (the bytes). Near-duplicates (the same photo re-encoded, resized, or
-lightly recompressed) share a perceptual hash: imagehash's pHash (DCT of a 32x32 grey image, 64 bits), two
-images being near-duplicates when their hashes differ in at most NEAR_BITS bits. A validation image that has a
-copy in the training set is leaked: the score on it overstates what the model does on new photos.
+Exact duplicates share a content hash (the bytes). Near-duplicates are the same picture resized, re-encoded,
+cropped a little or mirrored; two signals must agree before two images are called that:
+
+1. candidates: their pHashes (core/data/fingerprints.py) differ in at most NEAR_BITS of 64 bits, one of them
+   taken as is, mirrored, or of its centre (a copy cropped a little). Found without comparing every pair:
+   multi-index hashing splits each hash into 4 bands of 16 bits; two hashes within 11 bits agree within 2 bits
+   on at least one band (pigeonhole), so each image looks up 137 buckets per band (`near_pairs`).
+2. confirmation: their 32x32 colour thumbnails, one as is, mirrored or its centre enlarged, have a structural
+   similarity (SSIM, 7x7 windows, the lowest of the three channels) of at least MIN_SSIM, and their 8x8 block
+   averages differ by at most MAX_COLOUR_DIFF grey levels. A pHash alone cannot tell a copy from a pattern:
+   stripes of any colour and width, grids and chequerboards hash alike; their thumbnails do not.
+
+An image joins a group only as a confirmed near-duplicate of the group's representative (`star_groups`), so a
+chain of look-alikes never joins unrelated images. A validation image that has a copy in the training set is
+leaked: the score on it overstates what the model does on new photos. Thresholds: docs/decisions.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import imagehash
 import numpy as np
-from PIL import Image, ImageOps
+from scipy.ndimage import uniform_filter
 
 from core.data.dataset import Dataset
-from core.files.digest import file_digest
+from core.data.fingerprints import CENTRE, fingerprints, unpack
 from core.files.paths import relative_path
 
-NEAR_BITS = 6  # see the module docstring; measured on ants/bees (docs/decisions.md)
+NEAR_BITS = 10  # candidates: pHashes this close (docstring); thresholds measured in docs/decisions.md
+MIN_SSIM = 0.75  # confirmation: thumbnails' structural similarity, lowest colour channel
+MAX_COLOUR_DIFF = 15.0  # confirmation: grey levels, mean over 8x8 blocks and channels
+MIN_DETAIL = 0.75  # confirmation: correlation of the thumbnails' detail (`measures`)
 SPLIT_ORDER = ("train", "val", "test")
+BANDS, BAND_BITS, RADIUS = 4, 16, 2  # multi-index hashing: finds every pair within BANDS * (RADIUS + 1) - 1 bits
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ class Member:
 
 @dataclass(frozen=True)
 class DuplicateGroup:
-    kind: str  # "exact": same bytes; "near": same picture by perceptual hash
+    kind: str  # "exact": same bytes; "near": same picture, confirmed by pHash and thumbnails
     members: list[Member]
 
     @property
@@ -67,74 +80,153 @@ class DuplicateReport:
         return {"summary": self.summary(), "groups": [asdict(g) for g in self.groups]}
 
 
-def image_hashes(path: str | Path) -> tuple[str, int]:
-    """(content hash, 64-bit pHash) of one image file, with its EXIF orientation applied as training does."""
-    with Image.open(path) as img:
-        img.draft("L", (128, 128))  # JPEG: decode at reduced scale, several times faster; pHash works at 32 px
-        ph = imagehash.phash(ImageOps.exif_transpose(img).convert("L"))
-    return file_digest(Path(path)), int(str(ph), 16)
-
-
 def find_duplicates(ds: Dataset, progress: Callable[[int, int], None] | None = None,
-                    near_bits: int = NEAR_BITS, workers: int = 2) -> DuplicateReport:
+                    workers: int = 2) -> DuplicateReport:
     """Groups of exact and near-duplicate images within and across train/val/test."""
     root = Path(ds.root)
     items = [(split, s) for split in SPLIT_ORDER for s in getattr(ds, split)]
-    hashes: list[tuple[str, int] | None] = [None] * len(items)
-
-    def work(i: int) -> None:
-        try:
-            hashes[i] = image_hashes(items[i][1].path)
-        except OSError:  # unreadable now: the scan lists such files; it is not a duplicate of anything
-            hashes[i] = None
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, _ in enumerate(pool.map(work, range(len(items))), 1):
-            if progress and (done % 32 == 0 or done == len(items)):
-                progress(done, len(items))
+    digests, ok, table = fingerprints([s.path for _, s in items], progress, workers)
     members = [Member(split, relative_path(s.path, root), ds.classes[s.label]) for split, s in items]
-    ok = [i for i, h in enumerate(hashes) if h is not None]
-    groups = _exact_groups(ok, hashes, members)
-    groups += _near_groups(ok, hashes, members, near_bits)
+    by_digest: dict[str, list[int]] = {}
+    for i in ok:
+        by_digest.setdefault(digests[i], []).append(int(i))
+    groups = [DuplicateGroup("exact", [members[i] for i in idx]) for idx in by_digest.values() if len(idx) > 1]
+    first = {d: k for k, d in enumerate(digests[i] for i in ok)}  # one fingerprint per distinct content
+    unique = sorted(first.values())
+    copies = [by_digest[digests[ok[k]]] for k in unique]
+    for clique in near_groups(table[unique]):
+        groups.append(DuplicateGroup("near", [members[i] for k in clique for i in copies[k]]))
     groups.sort(key=lambda g: (not g.leaks, g.kind, g.members[0].path))
     return DuplicateReport(groups, len(items))
 
 
-def _exact_groups(ok: list[int], hashes: list, members: list[Member]) -> list[DuplicateGroup]:
-    by_digest: dict[str, list[int]] = {}
-    for i in ok:
-        by_digest.setdefault(hashes[i][0], []).append(i)
-    return [DuplicateGroup("exact", [members[i] for i in idx]) for idx in by_digest.values() if len(idx) > 1]
+def near_groups(table: np.ndarray) -> list[list[int]]:
+    """Groups (row indices, at least 2 each) of confirmed near-duplicates among fingerprints (`star_groups`)."""
+    hashes, thumbs = unpack(table)
+    full = np.ascontiguousarray(hashes[:, 0])
+    found = [near_pairs(np.ascontiguousarray(hashes[:, k]), full, NEAR_BITS) for k in range(3)]  # as is, mirror, centre
+    pairs = np.sort(np.concatenate(found), axis=1)
+    pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+    scores = similarity(thumbs, pairs)
+    keep = scores > 0
+    return star_groups(pairs[keep], scores[keep])
 
 
-def _near_groups(ok: list[int], hashes: list, members: list[Member], near_bits: int) -> list[DuplicateGroup]:
-    """Connected groups of images whose pHashes differ in <= near_bits bits, minus pairs of exact copies."""
-    ph = np.array([hashes[i][1] for i in ok], dtype=np.uint64)
-    parent = list(range(len(ok)))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a in range(len(ok) - 1):  # one vectorised row at a time: N^2/2 popcounts, memory O(N)
-        close = np.nonzero(np.bitwise_count(ph[a + 1:] ^ ph[a]) <= near_bits)[0] + a + 1
-        for b in close:
-            if hashes[ok[a]][0] != hashes[ok[b]][0]:  # exact copies are already a group
-                parent[find(int(b))] = find(a)
-    comps: dict[int, list[int]] = {}
-    for k in range(len(ok)):
-        comps.setdefault(find(k), []).append(ok[k])
-    return [DuplicateGroup("near", [members[i] for i in idx]) for idx in comps.values() if len(idx) > 1]
-
-
-MAX_LEAKAGE_CHECK = 20_000  # images; above this the end of a run skips the check (the Inspect page runs it)
+def near_pairs(queries: np.ndarray, index: np.ndarray, max_bits: int, chunk: int = 4096) -> np.ndarray:
+    """(query row, index row) for every pair of 64-bit hashes within max_bits bits, as an M x 2 array, by
+    multi-index hashing: BANDS bands of 16 bits, each looked up with up to RADIUS of its bits flipped."""
+    assert max_bits < BANDS * (RADIUS + 1), "pigeonhole: within that, some band is within RADIUS bits"
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    probes = np.array([m for m in range(2 ** BAND_BITS) if m.bit_count() <= RADIUS], dtype=np.int64)
+    for band in range(BANDS):
+        keys = ((index >> np.uint64(band * BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        starts = np.searchsorted(keys[order], np.arange(2 ** BAND_BITS + 1))
+        qkeys = ((queries >> np.uint64(band * BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
+        for lo_q in range(0, len(queries), chunk):  # bounded memory whatever the size
+            q_rows = np.arange(lo_q, min(lo_q + chunk, len(queries)))
+            probe = (qkeys[q_rows, None] ^ probes[None, :]).ravel()
+            lo, counts = starts[probe], starts[probe + 1] - starts[probe]
+            q = np.repeat(np.repeat(q_rows, len(probes)), counts)
+            offset = np.arange(len(q)) - np.repeat(np.cumsum(counts) - counts, counts)
+            cand = order[np.repeat(lo, counts) + offset]
+            close = np.bitwise_count(queries[q] ^ index[cand]) <= max_bits
+            found.append(np.stack([q[close], cand[close]], axis=1))
+    return np.unique(np.concatenate(found), axis=0)
 
 
-def leakage_summary(ds: Dataset) -> dict | None:
-    """RunSummary.leakage: duplicate counts at the end of a run (a second or two per thousand images)."""
-    if len(ds.train) + len(ds.val) + len(ds.test) > MAX_LEAKAGE_CHECK:
-        return None
+def similarity(thumbs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Per pair: the best SSIM (`measures`) over the ways one can be a copy of the other (as is, mirrored, either
+    one a crop of the other) among those where colours and detail agree too; 0 when none confirms a copy."""
+    best = np.zeros(len(pairs))
+    for a, b in variants(thumbs, pairs):
+        s, diff, detail = measures(a, b)
+        ok = (s >= MIN_SSIM) & (diff <= MAX_COLOUR_DIFF) & (detail >= MIN_DETAIL)
+        best = np.maximum(best, np.where(ok, s, 0.0))
+    return best
+
+
+def variants(thumbs: np.ndarray, pairs: np.ndarray):
+    a, b = thumbs[pairs[:, 0]], thumbs[pairs[:, 1]]
+    yield a, b
+    yield a, b[:, :, ::-1]
+    yield centre_zoom(a), b
+    yield a, centre_zoom(b)
+
+
+def centre_zoom(thumbs: np.ndarray) -> np.ndarray:
+    """The centre CENTRE x CENTRE of N thumbnails (N x S x S x C) enlarged back to S x S, bilinear."""
+    side = thumbs.shape[1]
+    pos = (np.arange(side) + 0.5) * CENTRE + side * (1 - CENTRE) / 2 - 0.5
+    i0 = np.clip(np.floor(pos).astype(int), 0, side - 2)
+    w = (pos - i0)[None, :, None, None]
+    t = thumbs.astype(np.float32)
+    t = t[:, i0] * (1 - w) + t[:, i0 + 1] * w
+    t = t[:, :, i0] * (1 - w.transpose(0, 2, 1, 3)) + t[:, :, i0 + 1] * w.transpose(0, 2, 1, 3)
+    return np.round(t).astype(np.uint8)
+
+
+def measures(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair of 32x32 colour thumbnails (N x 32 x 32 x 3 each): the lowest SSIM of the three colour channels;
+    the mean absolute difference of their 8x8 block averages (grey levels); and the correlation of their detail
+    (grey minus a 9x9 blur: SSIM finds dark, low-contrast surfaces alike, their detail tells them apart; 1 where
+    neither has any detail)."""
+    if not len(a):
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    s = ssim(a.transpose(0, 3, 1, 2), b.transpose(0, 3, 1, 2)).min(axis=1)
+    n, side = len(a), a.shape[1]
+    blocks = (n, 8, side // 8, 8, side // 8, 3)
+    diff = np.abs(a.reshape(blocks).mean(axis=(2, 4)) - b.reshape(blocks).mean(axis=(2, 4))).mean(axis=(1, 2, 3))
+    da, db = _detail(a), _detail(b)
+    sa, sb = da.std(axis=1), db.std(axis=1)
+    corr = (da * db).mean(axis=1) / np.maximum(sa * sb, 1e-9)
+    return s, diff, np.where((sa < 1) & (sb < 1), 1.0, corr)
+
+
+def _detail(thumbs: np.ndarray) -> np.ndarray:
+    grey = thumbs.astype(np.float64).mean(axis=3)
+    d = (grey - uniform_filter(grey, (1, 9, 9))).reshape(len(grey), -1)
+    return d - d.mean(axis=1, keepdims=True)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> np.ndarray:
+    """Mean structural similarity (Wang et al. 2004; uniform window, as scikit-image's default) of pairs of grey
+    images (... x H x W, uint8) -> one value per pair (the leading dimensions), in [-1, 1]."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    size = (1,) * (a.ndim - 2) + (window, window)
+    mu_a, mu_b = uniform_filter(a, size), uniform_filter(b, size)
+    n = window * window
+    var_a = (uniform_filter(a * a, size) - mu_a * mu_a) * n / (n - 1)
+    var_b = (uniform_filter(b * b, size) - mu_b * mu_b) * n / (n - 1)
+    cov = (uniform_filter(a * b, size) - mu_a * mu_b) * n / (n - 1)
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    pad = window // 2
+    return s[..., pad:-pad, pad:-pad].mean(axis=(-2, -1))
+
+
+def star_groups(edges: np.ndarray, scores: np.ndarray) -> list[list[int]]:
+    """Groups around representatives: the image with the most confirmed near-duplicates (then the highest total
+    SSIM) takes every one of them not yet in a group, and so on. Each member is a confirmed copy of its group's
+    representative, so a chain of look-alikes (a~b, b~c, ...) never pulls far-apart images into one group."""
+    links: dict[int, dict[int, float]] = {}
+    for (a, b), s in zip(edges.tolist(), scores.tolist(), strict=True):
+        links.setdefault(a, {})[b] = s
+        links.setdefault(b, {})[a] = s
+    taken: set[int] = set()
+    groups = []
+    for rep in sorted(links, key=lambda v: (-len(links[v]), -sum(links[v].values()), v)):
+        if rep in taken:
+            continue
+        members = [rep] + [v for v in links[rep] if v not in taken]
+        if len(members) > 1:
+            groups.append(sorted(members))
+            taken.update(members)
+    return groups
+
+
+def leakage_summary(ds: Dataset) -> dict:
+    """RunSummary.leakage: duplicate counts at the end of a run (fingerprints come from the machine cache when
+    the images were looked at before: the Data page, an earlier run)."""
     report = find_duplicates(ds)
     return {**report.summary(), "leaked_val_paths": report.leaked("val")[:50]}
