@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bench.planted import patterns, photo_like, planted_copies
 from core.data import fingerprints as fp_module
 from core.data.dataset import open_dataset
 from core.data.duplicates import NEAR_BITS, find_duplicates, leakage_summary, near_pairs
-from core.data.fingerprints import fingerprints, unpack
+from core.data.fingerprints import fingerprints, phash, unpack
 
 
 def photo_set(root: Path) -> Path:
@@ -100,3 +101,13 @@ def test_a_second_scan_reads_fingerprints_from_the_cache(tmp_path, monkeypatch):
 def test_clean_ants_bees_has_no_duplicates(hymenoptera):
     report = find_duplicates(open_dataset(hymenoptera))
     assert report.groups == [] and report.num_images == 397
+
+
+def test_our_phash_is_imagehash_phash():
+    """The fingerprint's pHash is imagehash's recipe computed from one decode: the same 64 bits on real pictures."""
+    imagehash = pytest.importorskip("imagehash")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        img = Image.fromarray(rng.integers(0, 255, (40 + int(rng.integers(0, 40)), 50, 3), dtype=np.uint8))
+        grey = np.asarray(img.convert("L").resize((32, 32), Image.LANCZOS))
+        assert phash(grey) == int(str(imagehash.phash(img)), 16)
