@@ -28,6 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from core.config import TrainConfig
+
 METHODS = ("margin", "entropy", "coreset", "typiclust", "mix")
 DEFAULT_METHOD = "margin"  # chosen on the six dev sets by bench/labels.py (docs/measurements.md, label savings)
 MIX_POOL = 10  # `mix` clusters the MIX_POOL x k least sure images
@@ -198,6 +200,24 @@ def suggest_for_run(run_path: str | Path, pool_source: str | Path, k: int = 20, 
     order, scores, picked, probs = rank_pool(method, x, y, xp, len(view.classes), k, view.cfg.seed)
     return [Suggestion(pool[keep_p[i]].path, float(s), r < picked, view.classes[int(probs[i].argmax())],
                        float(probs[i].max())) for r, (i, s) in enumerate(zip(order, scores, strict=True))]
+
+
+def labeled_dataset(run_path: str | Path, labels: dict[str, str], dest: str | Path) -> tuple[Path, TrainConfig]:
+    """The run's dataset plus the pool images labeled this round (image file -> class) in train, as a derived
+    dataset under dest (hard links, the run's split), and the run's config on it: what "train again" starts. The
+    round is counted on from the run's own dataset when that came from an earlier round."""
+    from core.analysis.inspect import open_view
+    from core.data.derived import derive_dataset, labeling_of
+    from core.runs import RunDir
+    if not labels:
+        raise ValueError("Label at least one suggested image before training again.")
+    view = open_view(RunDir(Path(run_path)))
+    ds = view.dataset()
+    before = labeling_of(ds.root) or {}
+    labeling = {"round": before.get("round", 0) + 1, "labels": len(labels),
+                "total": before.get("total", 0) + len(labels), "run": view.run.run_id}
+    out = derive_dataset(ds, Path(dest), set(), {}, add=labels, labeling=labeling)
+    return out, view.cfg.replace(data=str(out))
 
 
 def suggestions_to_dicts(rows: list[Suggestion]) -> list[dict]:

@@ -88,3 +88,28 @@ def test_suggest_bad_input_is_one_sentence(trained_run, tmp_path, capsys):
     pool = write_pool(tmp_path / "pool")
     assert main(["suggest", str(trained_run.path), "--pool", str(pool), "--method", "magic"]) == 2
     assert "Unknown suggestion method 'magic'" in capsys.readouterr().err
+
+
+def test_labels_from_a_round_become_a_derived_dataset_whose_run_names_the_round(run_copy, tmp_path):
+    from core.analysis.suggest import labeled_dataset, suggest_for_run
+    from core.data.dataset import open_dataset
+    from core.engine.train import train
+    pool = write_pool(tmp_path / "pool")
+    picks = [r for r in suggest_for_run(run_copy.path, pool, k=3) if r.picked]
+    labels = {r.path: Path(r.path).name.split("_")[0] for r in picks if not r.path.endswith("purple.png")}
+    data, cfg = labeled_dataset(run_copy.path, labels, tmp_path / "derived")
+    before = run_copy.read_summary().num_train
+    assert len(open_dataset(data).train) == before + len(labels)
+    result = train(cfg.replace(output_dir=str(tmp_path / "runs2"), epochs=1))
+    lineage = result.summary.lineage
+    assert lineage[-1].endswith(f"({len(labels)} labels from suggestions, labeling round 1)"), lineage
+    # the next round counts on, and a pool image labeled already is not suggested again
+    rows = suggest_for_run(result.run_dir, pool, k=2)
+    assert not {r.path for r in rows} & set(labels)
+    more = {r.path: "blue" for r in rows[:1]}
+    data2, _ = labeled_dataset(result.run_dir, more, tmp_path / "derived")
+    assert len(open_dataset(data2).train) == before + len(labels) + 1
+    from core.data.derived import labeling_note
+    assert labeling_note(data2) == f" (1 label from suggestions, labeling round 2, {len(labels) + 1} in all)"
+    with pytest.raises(ValueError, match="Label at least one"):
+        labeled_dataset(result.run_dir, {}, tmp_path / "derived")
