@@ -119,10 +119,10 @@ def grid(snap) -> None:
         st.success("Every suggestion answered. Train again, or suggest more.")
     if st.button(f"Train again with {len(labeled)} new label(s)", key="train_again", type="primary",
                  disabled=not labeled):
-        ss["train_again"] = labeled
+        ss["label_train_request"] = labeled
         st.rerun(scope="app")  # this draws inside the job view's fragment: switching pages is the whole app's
 
 
 job_view(ss.get(job_key), grid, key="suggest_job", name="Suggestions")
-if request := ss.pop("train_again", None):
+if request := ss.pop("label_train_request", None):
     train_again(request)
