@@ -24,17 +24,16 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
-from sklearn.preprocessing import StandardScaler
 
+from core.analysis.linear import ridge_predict
 from core.config import TrainConfig
 
 METHODS = ("margin", "entropy", "coreset", "typiclust", "mix")
 DEFAULT_METHOD = "margin"  # chosen on the six dev sets by bench/labels.py (docs/measurements.md, label savings)
 MIX_POOL = 10  # `mix` clusters the MIX_POOL x k least sure images
 TYPICAL_NEIGHBOURS = 20  # TypiClust's typicality: inverse mean distance to this many nearest neighbours
-C = 0.1  # inverse L2 strength of the probe on standardised features (bench/labels.py)
+SCALE = 5.0  # ridge scores -> probabilities: a score gap of 1 (a one-hot target's) gives 0.94 among 10 classes
 
 
 @dataclass(frozen=True)
@@ -46,23 +45,15 @@ class Suggestion:
     confidence: float  # its probability
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """A logistic-regression head on standardised features; returns rows -> N x num_classes probabilities (a
-    class without a labeled image gets probability 0)."""
-    scaler = StandardScaler().fit(x)
-    present = np.unique(y)
-    if len(present) < 2:
-        def constant(rows: np.ndarray) -> np.ndarray:
-            out = np.zeros((len(rows), num_classes))
-            out[:, present[0]] = 1.0
-            return out
-        return constant
-    head = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(scaler.transform(x), y)
-
+def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A linear probe on the labeled features: the ridge classifier of core/analysis/linear.py (closed form,
+    milliseconds; 55.3% vs 56.7% for a logistic head on 100 labeled cifar10 images, at 0.16 s vs 4.3 s CPU), its
+    class scores turned into probabilities by softmax(SCALE x scores). Returns rows -> N x num_classes
+    probabilities."""
     def predict(rows: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(rows), num_classes))
-        out[:, head.classes_] = head.predict_proba(scaler.transform(rows))
-        return out
+        scores = SCALE * ridge_predict(x, y, num_classes, rows)
+        e = np.exp(scores - scores.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
     return predict
 
 
@@ -139,12 +130,13 @@ def mix_picks(pool: np.ndarray, uncertainty: np.ndarray, k: int, seed: int = 0) 
 
 
 def rank_pool(method: str, labeled: np.ndarray, labels: np.ndarray, pool: np.ndarray, num_classes: int, k: int,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+              seed: int = 0, probs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Every pool index once in the order to ask, each one's score, how many are the method's picks, and the
-    probe's probabilities on the pool."""
+    probe's probabilities on the pool (`probs`: already computed by the caller)."""
     if method not in METHODS:
         raise ValueError(f"Unknown suggestion method '{method}'; choose one of: {', '.join(METHODS)}.")
-    probs = fit_probe(labeled, labels, num_classes, seed)(pool)
+    if probs is None:
+        probs = fit_probe(labeled, labels, num_classes)(pool)
     margin = margin_scores(probs)
     k = min(k, len(pool))
     if method == "margin":
