@@ -2,6 +2,7 @@
 
     python -m bench.labels                                   # all six dev sets, budgets 3 and 10, 3 seeds
     python -m bench.labels hymenoptera --budgets 3 --seeds 1 --out /tmp/labels.json
+    python -m bench.labels --tables /tmp/a.json /tmp/b.json     # the tables of runs made apart, together
 
 Per dataset, seed and budget B: B labeled training images per class to start (seeded), the rest of the training
 set is the unlabeled pool. Each round trains the probe (core/analysis/suggest.fit_probe, a ridge classifier on the
@@ -124,7 +125,7 @@ def table(results: list[dict], methods: list[str]) -> str:
                 st = " · ".join(f"{a:.1%}" for a in r["acc_self_training"])
                 reach = r["labels_to_reach_random"]
                 lines.append(f"| {res['data']} | {budget} | {method} | {accs} ({int(r['labels'][0])}→"
-                             f"{int(r['labels'][-1])}) | {st} | {reach if reach is not None else '-'} |")
+                             f"{int(r['labels'][-1])}) | {st} | {int(reach) if reach is not None else '-'} |")
     return "\n".join(lines)
 
 
@@ -155,8 +156,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--tables", nargs="+", type=Path, default=None,
+                    help="print the tables of earlier --out files together instead of measuring")
     args = ap.parse_args()
     budgets, methods = [int(b) for b in args.budgets.split(",")], args.methods.split(",")
+    if args.tables:
+        results = [r for f in args.tables for r in json.loads(f.read_text())["results"]]
+        print(table(results, methods) + "\n\n" + summary(results, methods))
+        return
     with threadpool_limits(1):  # BLAS / OpenMP threads only wait for each other on a busy 2-core machine
         results = [measure(d, budgets, args.seeds, methods) for d in args.data]
     print("\n" + table(results, methods) + "\n\n" + summary(results, methods))

@@ -30,7 +30,7 @@ from core.analysis.linear import ridge_predict
 from core.config import TrainConfig
 
 METHODS = ("margin", "entropy", "coreset", "typiclust", "mix")
-DEFAULT_METHOD = "margin"  # chosen on the six dev sets by bench/labels.py (docs/measurements.md, label savings)
+DEFAULT_METHOD = "coreset"  # the best on the six dev sets at both budgets (bench/labels.py, docs/measurements.md)
 MIX_POOL = 10  # `mix` clusters the MIX_POOL x k least sure images
 TYPICAL_NEIGHBOURS = 20  # TypiClust's typicality: inverse mean distance to this many nearest neighbours
 SCALE = 5.0  # ridge scores -> probabilities: a score gap of 1 (a one-hot target's) gives 0.94 among 10 classes
