@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from core.analysis.suggest import METHODS, fit_probe, rank_pool
+from core.analysis.suggest import METHODS, PSEUDO_THRESHOLD, fit_probe, rank_pool
 from core.config import TrainConfig
 from core.data.dataset import open_dataset
 from core.models.features import pretrained_features
@@ -35,7 +35,6 @@ DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEV_SETS = ("hymenoptera", "rsscn7", "pbc_blood", "magnetic_tile", "cifar10", "flowers17")
 ROUNDS = 5  # labeling rounds after the start: 6 accuracies per curve
 PER_ROUND = 2  # labels per class per round
-PSEUDO_THRESHOLD = 0.9
 
 
 def features(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:

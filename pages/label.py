@@ -6,7 +6,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.analysis.suggest import DEFAULT_METHOD, METHODS, labeled_dataset, suggest_for_run
+from core.analysis.suggest import (
+    DEFAULT_METHOD,
+    METHODS,
+    labeled_dataset,
+    pseudo_labels,
+    suggest_for_run,
+    use_pseudo_labels,
+)
 from core.data.dataset import IMG_EXTENSIONS, extract_dir_for
 from core.data.uploads import save_uploaded_files
 from core.errors import AccessError, ConfigError, DatasetError
@@ -73,10 +80,11 @@ if st.button("Suggest images to label", key="suggest", type="primary"):
     st.rerun()
 
 
-def train_again(labels: dict[str, str]) -> None:
-    """The run's dataset plus these labels as a derived dataset, chosen for the session, and its training queued."""
+def train_again(labels: dict[str, str], pseudo: dict[str, str]) -> None:
+    """The run's dataset plus these labels (and pseudo-labels) as a derived dataset, chosen for the session, and
+    its training queued."""
     try:
-        data, cfg = labeled_dataset(run.path, labels, policy().uploads_dir)
+        data, cfg = labeled_dataset(run.path, labels, policy().uploads_dir, pseudo)
         cfg = cfg.replace(output_dir=str(runs_dir()))
         ss["cfg"] = cfg.to_dict()  # the run's settings on the new dataset: the Model and Train pages show them
         if not use_dataset(data, f"run {run.run_id}'s data + {len(labels)} new labels"):
@@ -117,12 +125,18 @@ def grid(snap) -> None:
                 b.button("none of these", key=f"none_{i}", on_click=answer, args=(r.path, NONE))
     if picks and not todo:
         st.success("Every suggestion answered. Train again, or suggest more.")
+    mode = st.radio("Pseudo-labels", ["auto", "on", "off"], horizontal=True, key="label_pseudo",
+                    help="Also train on the pool images the model labels at >= 90% confidence. auto: only when the "
+                         "run is at least 60% accurate (below that they did not help in the label-savings bench).")
+    pseudo = pseudo_labels(snap.result or [], set(answers)) if use_pseudo_labels(
+        mode, run.read_summary().val_accuracy) else {}
+    st.caption(f"{len(pseudo)} pseudo-labeled pool image(s) will join them." if pseudo else "No pseudo-labels.")
     if st.button(f"Train again with {len(labeled)} new label(s)", key="train_again", type="primary",
                  disabled=not labeled):
-        ss["label_train_request"] = labeled
+        ss["label_train_request"] = (labeled, pseudo)
         st.rerun(scope="app")  # this draws inside the job view's fragment: switching pages is the whole app's
 
 
 job_view(ss.get(job_key), grid, key="suggest_job", name="Suggestions")
 if request := ss.pop("label_train_request", None):
-    train_again(request)
+    train_again(*request)

@@ -33,6 +33,8 @@ METHODS = ("margin", "entropy", "coreset", "typiclust", "mix")
 DEFAULT_METHOD = "coreset"  # the best on the six dev sets at both budgets (bench/labels.py, docs/measurements.md)
 MIX_POOL = 10  # `mix` clusters the MIX_POOL x k least sure images
 TYPICAL_NEIGHBOURS = 20  # TypiClust's typicality: inverse mean distance to this many nearest neighbours
+PSEUDO_THRESHOLD = 0.9  # pool images the probe labels at least this sure become pseudo-labels
+PSEUDO_AUTO_ACCURACY = 0.6  # `auto` adds pseudo-labels only for a model at least this accurate (bench/labels.py)
 SCALE = 5.0  # ridge scores -> probabilities: a score gap of 1 (a one-hot target's) gives 0.94 among 10 classes
 
 
@@ -194,10 +196,26 @@ def suggest_for_run(run_path: str | Path, pool_source: str | Path, k: int = 20, 
                        float(probs[i].max())) for r, (i, s) in enumerate(zip(order, scores, strict=True))]
 
 
-def labeled_dataset(run_path: str | Path, labels: dict[str, str], dest: str | Path) -> tuple[Path, TrainConfig]:
-    """The run's dataset plus the pool images labeled this round (image file -> class) in train, as a derived
-    dataset under dest (hard links, the run's split), and the run's config on it: what "train again" starts. The
-    round is counted on from the run's own dataset when that came from an earlier round."""
+def use_pseudo_labels(mode: str, val_accuracy: float | None) -> bool:
+    """`on`, `off`, or `auto`: on where the label-savings bench found self-training to help, a model at least
+    PSEUDO_AUTO_ACCURACY accurate (below 50% it added nothing on average, from 60% +1 to +3 points)."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"Pseudo-labels must be auto, on or off, not '{mode}'.")
+    return mode == "on" or (mode == "auto" and (val_accuracy or 0.0) >= PSEUDO_AUTO_ACCURACY)
+
+
+def pseudo_labels(rows: list[Suggestion], answered: set[str]) -> dict[str, str]:
+    """Pool images the probe labels with confidence >= PSEUDO_THRESHOLD, not answered by the user (a skipped or
+    "none of these" image is left out too): image file -> predicted class."""
+    return {r.path: r.predicted for r in rows if r.confidence >= PSEUDO_THRESHOLD and r.path not in answered}
+
+
+def labeled_dataset(run_path: str | Path, labels: dict[str, str], dest: str | Path,
+                    pseudo: dict[str, str] | None = None) -> tuple[Path, TrainConfig]:
+    """The run's dataset plus the pool images labeled this round (image file -> class) in train, and `pseudo`
+    (pseudo-labeled pool images) with them, as a derived dataset under dest (hard links, the run's split), and the
+    run's config on it: what "train again" starts. The round is counted on from the run's own dataset when that
+    came from an earlier round."""
     from core.analysis.inspect import open_view
     from core.data.derived import derive_dataset, labeling_of
     from core.runs import RunDir
@@ -207,8 +225,9 @@ def labeled_dataset(run_path: str | Path, labels: dict[str, str], dest: str | Pa
     ds = view.dataset()
     before = labeling_of(ds.root) or {}
     labeling = {"round": before.get("round", 0) + 1, "labels": len(labels),
-                "total": before.get("total", 0) + len(labels), "run": view.run.run_id}
-    out = derive_dataset(ds, Path(dest), set(), {}, add=labels, labeling=labeling)
+                "total": before.get("total", 0) + len(labels), "run": view.run.run_id,
+                "pseudo": len(set(pseudo or {}) - set(labels))}
+    out = derive_dataset(ds, Path(dest), set(), {}, add={**(pseudo or {}), **labels}, labeling=labeling)
     return out, view.cfg.replace(data=str(out))
 
 

@@ -110,8 +110,9 @@ def labeling_note(root: str | Path) -> str:
     if not lab:
         return ""
     total = f", {lab['total']} in all" if lab.get("total", lab["labels"]) != lab["labels"] else ""
-    n = lab["labels"]
-    return f" ({n} label{'s' if n != 1 else ''} from suggestions, labeling round {lab['round']}{total})"
+    n, pseudo = lab["labels"], lab.get("pseudo", 0)
+    extra = f", {pseudo} pseudo-labels" if pseudo else ""
+    return f" ({n} label{'s' if n != 1 else ''} from suggestions, labeling round {lab['round']}{total}{extra})"
 
 
 def _plan(ds: Dataset, exclude: set[str], relabel: dict[str, str]) -> dict[str, list[tuple[str, str]]]:

@@ -113,3 +113,27 @@ def test_labels_from_a_round_become_a_derived_dataset_whose_run_names_the_round(
     assert labeling_note(data2) == f" (1 label from suggestions, labeling round 2, {len(labels) + 1} in all)"
     with pytest.raises(ValueError, match="Label at least one"):
         labeled_dataset(result.run_dir, {}, tmp_path / "derived")
+
+
+def test_pseudo_labels_join_only_sure_unanswered_images_and_auto_follows_the_bench():
+    from core.analysis.suggest import Suggestion, pseudo_labels, use_pseudo_labels
+    rows = [Suggestion("a.png", 0.1, True, "red", 0.95), Suggestion("b.png", 0.2, True, "blue", 0.97),
+            Suggestion("c.png", 0.9, False, "green", 0.5)]
+    assert pseudo_labels(rows, answered={"b.png"}) == {"a.png": "red"}
+    assert use_pseudo_labels("auto", 0.8) and not use_pseudo_labels("auto", 0.4) and not use_pseudo_labels("auto", None)
+    assert use_pseudo_labels("on", 0.1) and not use_pseudo_labels("off", 0.99)
+    with pytest.raises(ValueError, match="auto, on or off"):
+        use_pseudo_labels("maybe", 0.9)
+
+
+def test_pseudo_labels_go_into_the_derived_dataset_and_the_lineage_note(run_copy, tmp_path):
+    from core.analysis.suggest import labeled_dataset
+    from core.data.dataset import open_dataset
+    from core.data.derived import labeling_note
+    pool = write_pool(tmp_path / "pool")
+    labels = {str(pool / "red_pool_0.png"): "red"}
+    pseudo = {str(pool / "blue_pool_0.png"): "blue", str(pool / "red_pool_0.png"): "blue"}  # the user's label wins
+    data, _ = labeled_dataset(run_copy.path, labels, tmp_path / "derived", pseudo)
+    train = open_dataset(data).train
+    assert len(train) == run_copy.read_summary().num_train + 2
+    assert labeling_note(data) == " (1 label from suggestions, labeling round 1, 1 pseudo-labels)"

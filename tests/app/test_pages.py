@@ -368,4 +368,4 @@ def test_label_page_pool_suggestions_skip_none_and_train_again(app, session_run,
     new_run = app.session_state["run_id"]
     assert new_run != run.run_id and app.query_params["run"] == new_run
     data = app.session_state["cfg"]["data"]
-    assert labeling_of(data) == {"round": 1, "labels": 1, "total": 1, "run": run.run_id}
+    assert labeling_of(data) == {"round": 1, "labels": 1, "total": 1, "run": run.run_id, "pseudo": 0}  # all answered
