@@ -369,3 +369,13 @@ def test_label_page_pool_suggestions_skip_none_and_train_again(app, session_run,
     assert new_run != run.run_id and app.query_params["run"] == new_run
     data = app.session_state["cfg"]["data"]
     assert labeling_of(data) == {"round": 1, "labels": 1, "total": 1, "run": run.run_id, "pseudo": 0}  # all answered
+    from core.runs import RunDir
+    new = RunDir(tmp_path / "ws" / "runs" / new_run)
+    for _ in range(600):  # the new run trains on the derived dataset
+        time.sleep(0.3)
+        if new.read_status().get("status") in ("completed", "failed", "stopped"):
+            break
+    assert new.read_status()["status"] == "completed", new.read_status()
+    app.switch_page("pages/results.py").run()  # its lineage names the labeling round
+    assert any(f"run {new_run} on derived-" in c.value and "(1 label from suggestions, labeling round 1" in c.value
+               for c in app.caption)
