@@ -5,19 +5,13 @@ import re
 
 import pytest
 from playwright.sync_api import expect
-from test_browser import go, upload_mini_zip  # same folder: pytest puts it on sys.path (rootdir-relative imports)
+from test_browser import go, train_probe_on_mini_zip  # same folder: pytest puts it on sys.path
 
 pytestmark = pytest.mark.e2e
 
 
 def test_label_five_suggestions_and_train_again(app_url, page, hymenoptera, tmp_path):
-    upload_mini_zip(page, app_url, hymenoptera, tmp_path)  # 8 ants + 8 bees
-    go(page, "Model")
-    page.locator(".st-key-w_freeze").get_by_text("probe", exact=True).click()
-    page.get_by_text(re.compile(r"2,562 of [\d,]+ parameters train")).wait_for(timeout=30000)
-    go(page, "Train")
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile(r"Training completed")).first.wait_for(timeout=180000)
+    train_probe_on_mini_zip(page, app_url, hymenoptera, tmp_path)  # 8 ants + 8 bees
     first_run = re.search(r"run=([\w-]+)", page.url).group(1)
 
     truth = {p.name: c for c in ("ants", "bees") for p in sorted((hymenoptera / "train" / c).glob("*.jpg"))[8:12]}
