@@ -16,6 +16,7 @@ pages = {  # in the order a person works; the optional steps last
         st.Page("pages/data.py", title="Data", icon=":material/folder_open:", url_path="data", default=True),
         st.Page("pages/model.py", title="Model", icon=":material/tune:", url_path="model"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+        st.Page("pages/label.py", title="Label", icon=":material/label:", url_path="label"),
     ],
     "Understand": [
         st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),

@@ -46,6 +46,8 @@ cols[4].metric("Training time", f"{s.train_seconds:.0f} s")
 test_text = f" · test accuracy {s.test.accuracy:.1%} on {s.test.num} images" if s.test else ""
 st.caption(f"{s.backbone} · freeze {s.freeze} · best epoch {s.best_epoch} of {s.epochs_run} · {s.num_train} train / "
            f"{s.val.num} validation images{test_text} · {s.status} · {s.device}")
+if s.lineage:
+    st.caption("Lineage · " + " → ".join(s.lineage))
 for note in s.notes:
     st.info(note)
 leak = s.leakage or {}

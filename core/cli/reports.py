@@ -62,3 +62,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("note: the dataset is not where the run found it; training-image reports were skipped")
     print(f"reports: {run.path / 'inspect'}")
     return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    """The pool's images in the order to label them: the k picks first, then the rest (least sure first)."""
+    import json
+
+    from core.analysis.suggest import DEFAULT_METHOD, suggest_for_run
+    from core.data.dataset import extract_dir_for
+    run = run_or_task(args.run_dir, args.task)
+    if is_multitask(run):
+        raise ValueError(f"Run {run.run_id} is a multi-task run: suggest for one task with --task "
+                         f"({', '.join(v.task for v in run.task_views())}).")
+    if args.k < 1:
+        raise ValueError("--k must be at least 1.")
+    rows = suggest_for_run(run.path, args.pool, args.k, args.method or DEFAULT_METHOD,
+                           extract_dir_for(run.path.parent), progress=None if args.json else show_progress)
+    if args.json:
+        for r in rows:
+            print(json.dumps({"path": r.path, "score": round(r.score, 6), "picked": r.picked,
+                              "predicted": r.predicted, "confidence": round(r.confidence, 4)}))
+        return 0
+    sys.stderr.write("\n")
+    for n, r in enumerate(rows[:args.k], 1):
+        print(f"{n:>3}  {r.score:.4f}  {r.path}  (now: {r.predicted} {r.confidence:.2f})")
+    print(f"{len(rows)} pool images ranked; --json lists them all")
+    return 0

@@ -32,16 +32,23 @@ def sample_paths(samples: Iterable[Sample], root: str | Path) -> dict[str, str]:
     return {relative_path(s.path, root): s.path for s in samples}
 
 
-def derive_dataset(ds: Dataset, dest: Path, exclude: set[str], relabel: dict[str, str]) -> Path:
-    """Write (once) and return dest/derived-<hash>: ds's split without `exclude`, `relabel` files in their new class.
+def derive_dataset(ds: Dataset, dest: Path, exclude: set[str], relabel: dict[str, str],
+                   add: dict[str, str] | None = None, labeling: dict | None = None) -> Path:
+    """Write (once) and return dest/derived-<hash>: ds's split without `exclude`, `relabel` files in their new class,
+    and `add` (new image file -> class name: labels given on the Label page) in train.
 
-    Paths are the Dataset's sample paths; relabel maps a path to a class name of ds. Raises DatasetError with one
-    sentence when an edit names an unknown file or class, or leaves a class without training images.
+    Paths are the Dataset's sample paths; relabel maps a path to a class name of ds. `labeling` (the labeling round
+    the added labels came from) goes into the manifest, where a run's lineage reads it (labeling_note). Raises
+    DatasetError with one sentence when an edit names an unknown file or class, or leaves a class without training
+    images.
     """
+    add = add or {}
     _check_edits(ds, exclude, relabel)
+    _check_added(ds, add)
     plan = _plan(ds, exclude, relabel)
+    plan["train"] += sorted(add.items())
     _check_classes(ds, plan)
-    target = Path(dest) / f"derived-{_edits_hash(ds, exclude, relabel)}"
+    target = Path(dest) / f"derived-{_edits_hash(ds, exclude, {**relabel, **add})}"
     if target.is_dir():  # same source files, same edits: already written (renamed in only when complete)
         return target
     Path(dest).mkdir(parents=True, exist_ok=True)
@@ -49,7 +56,8 @@ def derive_dataset(ds: Dataset, dest: Path, exclude: set[str], relabel: dict[str
     try:
         _write(plan, tmp)
         atomic_write_json(tmp / MANIFEST, {"source": ds.root, "classes": ds.classes, "excluded": sorted(exclude),
-                                           "relabelled": dict(sorted(relabel.items()))})
+                                           "relabelled": dict(sorted(relabel.items())),
+                                           "added": dict(sorted(add.items())), "labeling": labeling})
         os.rename(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -73,6 +81,38 @@ def _check_edits(ds: Dataset, exclude: set[str], relabel: dict[str, str]) -> Non
     if bad:
         raise DatasetError(f"'{bad[0]}' is not a class of this dataset; relabel images as one of: "
                            f"{', '.join(ds.classes)}.")
+
+
+def _check_added(ds: Dataset, add: dict[str, str]) -> None:
+    """New labeled images must exist and name a class of the dataset."""
+    missing = sorted(p for p in add if not Path(p).is_file())
+    if missing:
+        raise DatasetError(f"{len(missing)} labeled image(s) are gone (e.g. {missing[0]}); choose the pool again.")
+    bad = sorted(set(add.values()) - set(ds.classes))
+    if bad:
+        raise DatasetError(f"'{bad[0]}' is not a class of this dataset; label images as one of: "
+                           f"{', '.join(ds.classes)}.")
+
+
+def labeling_of(root: str | Path) -> dict | None:
+    """The labeling round a derived dataset's added labels came from ({"round", "labels", "total", "run"}), or
+    None for any other dataset."""
+    path = Path(root) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("labeling") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def labeling_note(root: str | Path) -> str:
+    """What a run's lineage adds about its dataset: how many labels came from suggestions, in which round."""
+    lab = labeling_of(root)
+    if not lab:
+        return ""
+    total = f", {lab['total']} in all" if lab.get("total", lab["labels"]) != lab["labels"] else ""
+    n, pseudo = lab["labels"], lab.get("pseudo", 0)
+    extra = f", {pseudo} pseudo-labels" if pseudo else ""
+    return f" ({n} label{'s' if n != 1 else ''} from suggestions, labeling round {lab['round']}{total}{extra})"
 
 
 def _plan(ds: Dataset, exclude: set[str], relabel: dict[str, str]) -> dict[str, list[tuple[str, str]]]:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from core.analysis.calibration import summary_calibration
 from core.analysis.metrics import classification_report
 from core.analysis.predictions import Predictions, SplitOutputs, save_predictions
+from core.data.derived import labeling_note
 from core.data.duplicates import leakage_summary
 from core.engine.callbacks import FitResult
 from core.engine.loop import Session
@@ -75,7 +76,7 @@ def build_summary(s: Session, outputs: dict[str, SplitOutputs], status: str) -> 
         train_seconds=time.perf_counter() - s.t0, num_train=len(ds.train),
         skipped=[relative_path(k.path, ds.root) for k in ds.skipped], device=str(s.device),
         batch_size=s.batch_size, notes=list(s.notes),
-        lineage=run_lineage(s.cfg, s.run.run_id, _dataset_name(s)))
+        lineage=run_lineage(s.cfg, s.run.run_id, _dataset_name(s) + labeling_note(ds.root)))
 
 
 def portable_dataset_summary(summary: dict) -> dict:

@@ -340,3 +340,42 @@ def test_distil_page_queues_student_baseline_and_table(app, tiny_folder):
     app.run()
     table = app.dataframe[0].value
     assert list(table["role"]) == ["teacher", "student (distilled)", "student (labels only)"]
+
+
+def test_label_page_pool_suggestions_skip_none_and_train_again(app, session_run, tmp_path):
+    from core.data.derived import labeling_of
+    run = copy_run(session_run, tmp_path / "ws" / "runs", tmp_path / "run-data")
+    pool = tmp_path / "pool"
+    for name, color in COLORS.items():
+        make_image(pool / f"{name}_new.png", color, seed=50)
+    app.session_state["run_id"] = run.run_id
+    app.switch_page("pages/label.py").run()
+    app.text_input(key="pool_path").set_value(str(pool)).run()
+    app.button(key="use_pool").click().run()
+    app.button(key="suggest").click().run()
+    for _ in range(300):
+        time.sleep(0.3)
+        app.run()
+        if any(m.label == "Labeled this round" for m in app.metric):
+            break
+    assert not app.exception
+    app.button(key="none_0").click().run()
+    app.button(key="skip_1").click().run()
+    app.button(key="lab_2_0").click().run()
+    assert any("3 suggested · 1 labeled · 1 skipped · 1 none of these" in c.value for c in app.caption)
+    app.button(key="train_again").click().run()
+    assert not app.exception and not app.error
+    new_run = app.session_state["run_id"]
+    assert new_run != run.run_id and app.query_params["run"] == new_run
+    data = app.session_state["cfg"]["data"]
+    assert labeling_of(data) == {"round": 1, "labels": 1, "total": 1, "run": run.run_id, "pseudo": 0}  # all answered
+    from core.runs import RunDir
+    new = RunDir(tmp_path / "ws" / "runs" / new_run)
+    for _ in range(600):  # the new run trains on the derived dataset
+        time.sleep(0.3)
+        if new.read_status().get("status") in ("completed", "failed", "stopped"):
+            break
+    assert new.read_status()["status"] == "completed", new.read_status()
+    app.switch_page("pages/results.py").run()  # its lineage names the labeling round
+    assert any(f"run {new_run} on derived-" in c.value and "(1 label from suggestions, labeling round 1" in c.value
+               for c in app.caption)

@@ -91,6 +91,17 @@ def upload_mini_zip(page, app_url, hymenoptera, tmp_path) -> None:
     page.get_by_text("Dataset · zip: mini.zip").wait_for(timeout=60000)
 
 
+def train_probe_on_mini_zip(page, app_url, hymenoptera, tmp_path) -> None:
+    """Upload the mini zip, choose a probe on the Model page, train it and wait until it completes."""
+    upload_mini_zip(page, app_url, hymenoptera, tmp_path)
+    go(page, "Model")
+    page.locator(".st-key-w_freeze").get_by_text("probe", exact=True).click()
+    page.get_by_text(re.compile(r"2,562 of [\d,]+ parameters train")).wait_for(timeout=30000)
+    go(page, "Train")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"Training completed")).first.wait_for(timeout=180000)
+
+
 def test_upload_train_download_predict(app_url, workspace, page, hymenoptera, tmp_path):
     shots = tmp_path / "screenshots"
     shots.mkdir()

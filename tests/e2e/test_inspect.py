@@ -7,7 +7,7 @@ import time
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
-from test_browser import go, upload_mini_zip  # same folder: pytest puts it on sys.path (rootdir-relative imports)
+from test_browser import go, train_probe_on_mini_zip  # same folder: pytest puts it on sys.path
 
 pytestmark = pytest.mark.e2e
 VISIBLE_IMAGES_JS = """() => [...document.querySelectorAll('[data-testid=stImage] img')]
@@ -35,13 +35,7 @@ def wait_for_job(page, tab: str, done_text: str, timeout_s: float = 120.0) -> No
 
 
 def test_inspect_after_a_probe_run_on_a_zip(app_url, page, hymenoptera, tmp_path):
-    upload_mini_zip(page, app_url, hymenoptera, tmp_path)
-    go(page, "Model")
-    page.locator(".st-key-w_freeze").get_by_text("probe", exact=True).click()
-    page.get_by_text(re.compile(r"2,562 of [\d,]+ parameters train")).wait_for(timeout=30000)
-    go(page, "Train")
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile(r"Training completed")).first.wait_for(timeout=180000)
+    train_probe_on_mini_zip(page, app_url, hymenoptera, tmp_path)
 
     go(page, "Inspect")
     metrics = page.locator("[data-testid=stMetric]")

@@ -1,0 +1,139 @@
+"""Suggestions from a pool: each method's picks on known geometry, and `python -m core suggest RUN --pool`."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.analysis.suggest import METHODS, coreset_picks, margin_scores, rank_pool, typiclust_picks
+from core.cli import main
+from tests.conftest import COLORS, make_image
+
+
+def blobs(seed: int = 0, per: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Three well separated Gaussian blobs in 8 dimensions, `per` points each, and their labels."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(8)[:3] * 10
+    x = np.concatenate([c + rng.normal(0, 1, (per, 8)) for c in centres])
+    return x, np.repeat(np.arange(3), per)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_ranks_every_pool_image_once(method):
+    x, y = blobs()
+    order, scores, picked, probs = rank_pool(method, x[::10], y[::10], x, 3, k=6)
+    assert sorted(order.tolist()) == list(range(len(x)))
+    assert picked == 6 and len(scores) == len(x) and probs.shape == (len(x), 3)
+    rest = scores[picked:]
+    assert np.all(np.diff(rest) <= 1e-12)  # after the picks, least sure first
+
+
+def test_margin_asks_first_about_the_images_between_two_classes():
+    x, y = blobs()
+    between = (x[0] + x[30]) / 2  # halfway between class 0 and class 1
+    pool = np.concatenate([x, between[None]])
+    order, scores, _, _ = rank_pool("margin", x, y, pool, 3, k=1)
+    assert order[0] == len(x) and scores[0] > 0.5
+    assert margin_scores(np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])).tolist() == [1.0, 0.0]
+
+
+def test_coreset_and_typiclust_pick_the_cluster_that_has_no_label():
+    x, y = blobs()
+    labeled = x[y < 2][::5]  # classes 0 and 1 labeled, class 2 not
+    picks, _ = coreset_picks(labeled, x, 1)
+    assert y[picks[0]] == 2
+    picks, typical = typiclust_picks(labeled, x, 1)
+    assert y[picks[0]] == 2 and typical[0] > 0
+
+
+def write_pool(root: Path, per_color: int = 3) -> Path:
+    for name, color in COLORS.items():
+        for i in range(per_color):
+            make_image(root / f"{name}_pool_{i}.png", color, seed=100 + i)
+    make_image(root / "purple.png", (130, 40, 140), seed=7)  # between red and blue
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_suggest_json_is_one_line_per_pool_image_in_rank_order(trained_run, tmp_path, capsys):
+    pool = write_pool(tmp_path / "pool")
+    assert main(["suggest", str(trained_run.path), "--pool", str(pool), "--k", "4", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(Path(r["path"]).name for r in lines) == sorted(p.name for p in pool.glob("*.png"))
+    assert all(set(r) >= {"path", "score"} for r in lines)
+    assert [r["picked"] for r in lines] == [True] * 4 + [False] * (len(lines) - 4)
+    rest = [r["score"] for r in lines[4:]]
+    assert rest == sorted(rest, reverse=True)
+
+
+@pytest.mark.parametrize("method", ["coreset", "typiclust", "mix", "entropy"])
+def test_suggest_takes_a_zip_pool_and_each_method(run_copy, tmp_path, capsys, method):
+    pool = write_pool(tmp_path / "pool")
+    shutil.copy(run_copy.path.parent.parent / "run-data" / "colors" / "red" / "red_0.png", pool / "copy.png")
+    archive = shutil.make_archive(str(tmp_path / "pool"), "zip", pool)
+    assert main(["suggest", str(run_copy.path), "--pool", archive, "--k", "3", "--method", method]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 4 and "pool images ranked" in out
+    assert main(["suggest", str(run_copy.path), "--pool", archive, "--json", "--method", method]) == 0
+    names = [Path(json.loads(line)["path"]).name for line in capsys.readouterr().out.splitlines()]
+    assert len(names) == 10 and "copy.png" not in names  # a training image already has its label
+
+
+def test_suggest_bad_input_is_one_sentence(trained_run, tmp_path, capsys):
+    assert main(["suggest", str(trained_run.path), "--pool", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+    pool = write_pool(tmp_path / "pool")
+    assert main(["suggest", str(trained_run.path), "--pool", str(pool), "--method", "magic"]) == 2
+    assert "Unknown suggestion method 'magic'" in capsys.readouterr().err
+
+
+def test_labels_from_a_round_become_a_derived_dataset_whose_run_names_the_round(run_copy, tmp_path):
+    from core.analysis.suggest import labeled_dataset, suggest_for_run
+    from core.data.dataset import open_dataset
+    from core.engine.train import train
+    pool = write_pool(tmp_path / "pool")
+    picks = [r for r in suggest_for_run(run_copy.path, pool, k=3) if r.picked]
+    labels = {r.path: Path(r.path).name.split("_")[0] for r in picks if not r.path.endswith("purple.png")}
+    data, cfg = labeled_dataset(run_copy.path, labels, tmp_path / "derived")
+    before = run_copy.read_summary().num_train
+    assert len(open_dataset(data).train) == before + len(labels)
+    result = train(cfg.replace(output_dir=str(tmp_path / "runs2"), epochs=1))
+    lineage = result.summary.lineage
+    assert lineage[-1].endswith(f"({len(labels)} labels from suggestions, labeling round 1)"), lineage
+    # the next round counts on, and a pool image labeled already is not suggested again
+    rows = suggest_for_run(result.run_dir, pool, k=2)
+    assert not {r.path for r in rows} & set(labels)
+    more = {r.path: "blue" for r in rows[:1]}
+    data2, _ = labeled_dataset(result.run_dir, more, tmp_path / "derived")
+    assert len(open_dataset(data2).train) == before + len(labels) + 1
+    from core.data.derived import labeling_note
+    assert labeling_note(data2) == f" (1 label from suggestions, labeling round 2, {len(labels) + 1} in all)"
+    with pytest.raises(ValueError, match="Label at least one"):
+        labeled_dataset(result.run_dir, {}, tmp_path / "derived")
+
+
+def test_pseudo_labels_join_only_sure_unanswered_images_and_auto_follows_the_bench():
+    from core.analysis.suggest import Suggestion, pseudo_labels, use_pseudo_labels
+    rows = [Suggestion("a.png", 0.1, True, "red", 0.95), Suggestion("b.png", 0.2, True, "blue", 0.97),
+            Suggestion("c.png", 0.9, False, "green", 0.5)]
+    assert pseudo_labels(rows, answered={"b.png"}) == {"a.png": "red"}
+    assert use_pseudo_labels("auto", 0.8) and not use_pseudo_labels("auto", 0.4) and not use_pseudo_labels("auto", None)
+    assert use_pseudo_labels("on", 0.1) and not use_pseudo_labels("off", 0.99)
+    with pytest.raises(ValueError, match="auto, on or off"):
+        use_pseudo_labels("maybe", 0.9)
+
+
+def test_pseudo_labels_go_into_the_derived_dataset_and_the_lineage_note(run_copy, tmp_path):
+    from core.analysis.suggest import labeled_dataset
+    from core.data.dataset import open_dataset
+    from core.data.derived import labeling_note
+    pool = write_pool(tmp_path / "pool")
+    labels = {str(pool / "red_pool_0.png"): "red"}
+    pseudo = {str(pool / "blue_pool_0.png"): "blue", str(pool / "red_pool_0.png"): "blue"}  # the user's label wins
+    data, _ = labeled_dataset(run_copy.path, labels, tmp_path / "derived", pseudo)
+    train = open_dataset(data).train
+    assert len(train) == run_copy.read_summary().num_train + 2
+    assert labeling_note(data) == " (1 label from suggestions, labeling round 1, 1 pseudo-labels)"
