@@ -308,3 +308,16 @@ def test_out_of_memory_in_the_lr_finder_halves_its_batch(tiny_config, tiny_folde
     monkeypatch.setattr(lr_finder.Classify, "__call__", fits_two)
     found = lr_finder.find_lr(tiny_config, open_dataset(tiny_folder))
     assert found.losses and sizes[:2] == [4, 2] and set(sizes[2:]) == {2}
+
+
+def test_gpu_check_on_a_cpu_runs_what_it_can_names_what_it_skipped_and_exits_0(capsys):
+    """`python -m bench.gpu_check` on a machine without a GPU (as CI is): a pass/fail table, exit code 0."""
+    from bench import gpu_check
+    assert gpu_check.main(["--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if "  pass " in line or " skipped " in line}
+    for name in ("fp32 training steps", "channels_last", "out-of-memory retry", "DDP, 2 processes"):
+        assert "  pass " in rows[name], out
+    for name in ("bf16 training steps", "fp16 training steps + scaler"):
+        assert " skipped " in rows[name] and "no CUDA GPU" in rows[name], out
+    assert "ONNX Runtime CUDA provider" in rows and "0 failed" in out
