@@ -72,7 +72,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
-    print(f"\nbar: at most {INT8_MAX_ACCURACY_DROP:.0%} point lost\n" + table(rows, args.head_float))
+    print(f"\nbar: at most {100 * INT8_MAX_ACCURACY_DROP:g} point of accuracy lost\n" + table(rows, args.head_float))
 
 
 if __name__ == "__main__":
