@@ -1,6 +1,6 @@
 """The CUDA paths in one command, through the engine's own functions, with a pass/fail table:
 
-    python -m bench.gpu_check            # under 5 minutes on a CUDA machine; seconds on a CPU
+    python -m bench.gpu_check            # meant for under 5 minutes on a CUDA machine (not yet run on one)
 
 bf16 and fp16 training steps (fp16 through the gradient scaler), channels_last, a forced out-of-memory and the
 engine's halving retry, DistributedDataParallel with 2 processes (nccl when 2 GPUs exist, else gloo on the CPU)
