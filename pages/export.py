@@ -4,7 +4,8 @@ offered only once they pass their check on the validation images (the figures si
 import streamlit as st
 
 from core.config import TrainConfig
-from core.export.bundle import export_zip
+from core.export.bundle import export_zip, shipped_temperature
+from core.export.card import load_snippet
 from core.export.parity import FILES, export_file, read_checks
 from pages._jobs import job_view
 from pages._ui import get_registry, init_session, run_picker
@@ -113,14 +114,7 @@ st.caption("Each file takes float32 NCHW images exactly as the bundle's timm tra
 export_rows(tuple(FORMATS), read_checks)
 
 st.subheader("Load it elsewhere")
-st.code(f'''import timm, torch
-from PIL import Image, ImageOps
-
-model = timm.create_model("local-dir:{run.run_id}", pretrained=True).eval()  # the unzipped folder
-transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
-img = ImageOps.exif_transpose(Image.open("photo.jpg")).convert("RGB")
-probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]
-print(model.pretrained_cfg["label_names"][int(probs.argmax())], float(probs.max()))''', language="python")
+st.code(load_snippet(run.run_id, shipped_temperature(bundle), "the unzipped folder"), language="python")
 st.code(f"python -m core predict {run.run_id}-model.zip photo.jpg      # or from the command line\n"
         f"python -m core export runs/{run.parent_run.run_id + ' --task ' + run.task if run.task else run.run_id}"
         " --format onnx          # onnx | onnx-int8 | torchscript, checked",

@@ -29,7 +29,7 @@ from core.data.augment import Preprocessor
 from core.data.dataset import Dataset, Sample, extract_dir_for, labeled_sample, open_dataset
 from core.data.images import decode_images, geometry
 from core.data.unlabeled import NO_LABEL, list_unlabeled
-from core.device import autocast, needs_grad_scaler, pick_device, set_threads
+from core.device import autocast, backward_step, grad_scaler, halving_on_oom, pick_device, set_threads
 from core.engine.callbacks import Callback
 from core.engine.loop import check_finite, save_weights, state_copy
 from core.engine.optim import SCHEDULES, param_groups, set_lr
@@ -195,40 +195,55 @@ def probe_accuracy(cfg: TrainConfig, ds: Dataset, emit=None, phase: str = "probe
 
 def _train(cfg: TrainConfig, net: nn.Module, objective, images: np.ndarray, rows: np.ndarray, pre: Preprocessor,
            emit, stop: threading.Event) -> tuple[list[float], Status]:
-    """cfg.adapt_epochs passes over the pool; returns the mean loss of each finished epoch and the status."""
-    device = pre.device
+    """cfg.adapt_epochs passes over the pool; returns the mean loss of each finished epoch and the status. On CUDA
+    out-of-memory the batch is halved and the epoch runs again (and says so)."""
     opt = _optimizer(cfg, net)
     schedule = SCHEDULES["cosine"](cfg.replace(epochs=cfg.adapt_epochs))
-    scaler = torch.amp.GradScaler(enabled=needs_grad_scaler(device, cfg.amp))
+    scaler = grad_scaler(pre.device, cfg.amp)
     g = torch.Generator().manual_seed(cfg.seed)
     bs = min(cfg.batch_size, len(rows))
-    steps = max(1, len(rows) // bs)  # full batches only: BatchNorm needs more than one image, SimSiam a batch
-    losses, last = [], 0.0
+    losses = []
+
+    def halved(n: int) -> None:
+        nonlocal bs
+        if n < 2:  # BatchNorm and SimSiam need two images
+            raise TrainingError("The GPU ran out of memory while adapting even with batch size 2. Choose a smaller "
+                                "backbone or a smaller image size.") from None
+        bs = n
+        opt.zero_grad(set_to_none=True)
+        emit("on_phase", f"GPU out of memory while adapting: batch size halved to {bs}.", 0, 0)
     for epoch in range(1, cfg.adapt_epochs + 1):
-        net.train()
-        total, seen = 0.0, 0
-        for step, batch in enumerate(_batches(images, rows, bs, steps, pre, objective.views, g), start=1):
-            set_lr(opt, schedule(((epoch - 1) + step / steps) / cfg.adapt_epochs))
-            with autocast(device, cfg.amp):
-                out = objective(net, batch)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            loss = out.loss.item()
-            check_finite(loss, epoch, cfg, step)
-            total, seen = total + loss * out.size, seen + out.size
-            if time.perf_counter() - last >= REPORT_EVERY_S or step == steps:
-                last = time.perf_counter()
-                emit("on_phase", f"adapting ({cfg.adapt_objective}), epoch {epoch}/{cfg.adapt_epochs}, loss "
-                                 f"{total / seen:.4f}", (epoch - 1) * steps + step, cfg.adapt_epochs * steps)
-            if stop.is_set():
-                break
-        if seen:
-            losses.append(total / seen)
+        loss = halving_on_oom(lambda n, e=epoch: _epoch(cfg, net, objective, images, rows, pre, emit, stop,
+                                                       (opt, scaler, schedule, g), e, n), bs, halved)
+        if loss is not None:
+            losses.append(loss)
         if stop.is_set():
             return losses, Status.STOPPED
     return losses, Status.COMPLETED
+
+
+def _epoch(cfg: TrainConfig, net: nn.Module, objective, images: np.ndarray, rows: np.ndarray, pre: Preprocessor,
+           emit, stop: threading.Event, optim: tuple, epoch: int, bs: int) -> float | None:
+    """One pass over the pool at batch size bs: its mean loss (None when stopped before a batch finished)."""
+    opt, scaler, schedule, g = optim
+    steps = max(1, len(rows) // bs)  # full batches only: BatchNorm needs more than one image, SimSiam a batch
+    net.train()
+    total, seen, last = 0.0, 0, 0.0
+    for step, batch in enumerate(_batches(images, rows, bs, steps, pre, objective.views, g), start=1):
+        set_lr(opt, schedule(((epoch - 1) + step / steps) / cfg.adapt_epochs))
+        with autocast(pre.device, cfg.amp):
+            out = objective(net, batch)
+        backward_step(opt, scaler, out.loss)
+        loss = out.loss.item()
+        check_finite(loss, epoch, cfg, step)
+        total, seen = total + loss * out.size, seen + out.size
+        if time.perf_counter() - last >= REPORT_EVERY_S or step == steps:
+            last = time.perf_counter()
+            emit("on_phase", f"adapting ({cfg.adapt_objective}), epoch {epoch}/{cfg.adapt_epochs}, loss "
+                             f"{total / seen:.4f}", (epoch - 1) * steps + step, cfg.adapt_epochs * steps)
+        if stop.is_set():
+            break
+    return total / seen if seen else None
 
 
 def _batches(images: np.ndarray, rows: np.ndarray, bs: int, steps: int, pre: Preprocessor, views: int,

@@ -4,7 +4,9 @@ Each process (rank) trains on its own shard of every epoch's batch order; DDP av
 epoch rank 0's weights and buffers (BatchNorm statistics) are broadcast, so every rank evaluates the same model on
 the same validation images and reaches the same best-epoch and early-stopping decisions; a stop is agreed at epoch
 ends. Only rank 0 writes the run folder (the others write to a throwaway one) and the bundle. gloo on CPU, nccl on
-CUDA. Without torchrun's environment (WORLD_SIZE unset or 1) nothing here is active: the app stays single-process.
+CUDA. On CUDA every rank works on its own GPU, `cuda:LOCAL_RANK` (core/device.pick_device), and every tensor a
+collective receives is put on that device first (nccl takes CUDA tensors only). Without torchrun's environment
+(WORLD_SIZE unset or 1) nothing here is active: the app stays single-process.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from core.device import local_rank
+
 
 @dataclass(frozen=True)
 class Dist:
     rank: int
     world: int
     local_world: int
+    device: torch.device  # this rank's device: every collective's tensors live here
 
     @property
     def is_main(self) -> bool:
@@ -34,38 +39,46 @@ class Dist:
     def shard_size(self, n: int) -> int:
         return len(range(self.rank, n, self.world))
 
-    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
-        return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    def wrap(self, net: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(
+            net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def sum(self, *values: torch.Tensor) -> list[torch.Tensor]:
-        flat = torch.stack([v.detach().double().reshape(()) for v in values])
+    def sum(self, *values: torch.Tensor | int | float) -> list[torch.Tensor]:
+        """Each value summed over the ranks (as float64 on this rank's device)."""
+        flat = torch.stack([torch.as_tensor(v).detach().to(self.device, torch.float64).reshape(()) for v in values])
         tdist.all_reduce(flat)
         return list(flat)
 
     def any(self, flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0])
-        tdist.all_reduce(t)
-        return bool(t.item())
+        (count,) = self.sum(1.0 if flag else 0.0)
+        return bool(count.item() > 0)
 
     def sync_from_main(self, model: nn.Module) -> None:
         """Rank 0's parameters and buffers on every rank (buffers such as BatchNorm statistics are per rank)."""
         for t in model.state_dict().values():
-            tdist.broadcast(t.data, 0)
+            if t.device == self.device:
+                tdist.broadcast(t.data, 0)
+            else:  # a tensor kept elsewhere goes through this rank's device
+                on_device = t.data.to(self.device)
+                tdist.broadcast(on_device, 0)
+                t.data.copy_(on_device)
 
     def barrier(self) -> None:
         tdist.barrier()
 
 
 def setup(device: torch.device) -> Dist | None:
-    """The process group when started by torchrun with more than one process, else None."""
+    """The process group when started by torchrun with more than one process, else None. `device` is the rank's
+    (core/device.pick_device: `cuda:LOCAL_RANK` on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank() if device.index is None else device.index)
+        torch.cuda.set_device(device)  # before the group: nccl binds each rank to the current device
     if not tdist.is_initialized():
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return Dist(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    return Dist(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", world)), device)
 
 
 def teardown(d: Dist | None) -> None:

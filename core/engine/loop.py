@@ -25,7 +25,7 @@ from torch import nn
 from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.dataset import Dataset
-from core.device import autocast, free_cached_memory, is_out_of_memory, needs_grad_scaler
+from core.device import autocast, backward_step, free_cached_memory, grad_scaler, is_out_of_memory
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.engine.distributed import Dist
 from core.engine.optim import SCHEDULES, build_optimizer, set_lr
@@ -115,10 +115,10 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
     cfg = s.cfg
     s.objective = s.objective or Classify(cfg.label_smoothing)
     o = Optimization(build_optimizer(cfg, s.model, net), SCHEDULES[cfg.scheduler](cfg),
-                     torch.amp.GradScaler(enabled=needs_grad_scaler(s.device, cfg.amp)))
+                     grad_scaler(s.device, cfg.amp))
     loop = _restore_checkpoint(s, o) if s.resume else LoopState()
     if s.dist:  # this rank trains on its share of every epoch, through DDP (gradients averaged across ranks)
-        n_train, net = s.dist.shard_size(n_train), s.dist.wrap(net, s.device)
+        n_train, net = s.dist.shard_size(n_train), s.dist.wrap(net)
     start_epoch = loop.epoch  # epochs finished before this process started
     s.emit("on_fit_start", fit_info(s, steps_per_epoch(s, n_train)))
     best_state, t_fit = None, time.perf_counter()
@@ -228,10 +228,7 @@ def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: It
         set_lr(o.opt, o.schedule(((epoch - 1) + step / steps) / cfg.epochs))
         with autocast(s.device, cfg.amp):
             out = s.objective(net, batch)
-        o.opt.zero_grad(set_to_none=True)
-        o.scaler.scale(out.loss).backward()
-        o.scaler.step(o.opt)
-        o.scaler.update()
+        backward_step(o.opt, o.scaler, out.loss)
         loss_sum += out.loss.detach() * out.size
         if out.correct is not None:
             correct += out.correct
@@ -250,9 +247,9 @@ def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: It
         if s.stop.is_set() and s.dist is None:  # several processes stop together, at the epoch's end
             break
     if s.dist:  # the epoch's figures over every rank, and rank 0's model on every rank before evaluating
-        loss_sum, correct, total, scored = s.dist.sum(loss_sum, correct, torch.tensor(seen), scored)
+        loss_sum, correct, total, scored = s.dist.sum(loss_sum, correct, seen, scored)
         s.dist.sync_from_main(s.model)
-        return (loss_sum / max(total, 1)).item(), (correct / max(scored, 1)).item(), int(total)
+        return (loss_sum / total.clamp_min(1)).item(), (correct / scored.clamp_min(1)).item(), int(total.item())
     return (loss_sum / max(seen, 1)).item(), (correct.float() / scored.clamp_min(1)).item(), seen
 
 

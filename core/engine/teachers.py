@@ -35,6 +35,7 @@ from core.data.augment import Preprocessor
 from core.data.dataset import Dataset, Sample, extract_dir_for
 from core.data.images import decode_images, geometry
 from core.data.unlabeled import open_unlabeled
+from core.device import halving_on_oom
 from core.errors import ConfigError
 from core.export.bundle import LoadedModel, load_bundle
 from core.files.cache import cache_root
@@ -102,13 +103,13 @@ def teacher_logits(teacher: Teacher, samples: list[Sample], device: torch.device
                    should_stop: Callable[[], bool] = lambda: False) -> np.ndarray | None:
     """N x classes logits of one teacher (columns in the dataset's class order), from the per-machine cache where
     present; None when stopped. Images that fail to decode get zeros (a uniform target); the engine has dropped
-    such images before it asks."""
+    such images before it asks. On CUDA out-of-memory the teacher's batch is halved (and stays halved)."""
     cache = FeatureCache(cache_root() / "teachers" / f"{teacher.cache_key}.npz")
     hashes = [bytes_digest(Path(x.path).read_bytes()) for x in samples]
     todo = [i for i, h in enumerate(hashes) if cache.get(f"{h}/0") is None]
     model, data_cfg = teacher.model.model.to(device), teacher.model.data_cfg
     pre = Preprocessor(data_cfg, device)
-    n = len(samples)
+    n, sizes = len(samples), [TEACHER_BATCH]  # the batch size in use last
     if progress:
         progress(n - len(todo), n)
     for start in range(0, len(todo), TEACHER_BATCH * 4):  # decode a few batches at a time, report, check stop
@@ -118,9 +119,7 @@ def teacher_logits(teacher: Teacher, samples: list[Sample], device: torch.device
         part = todo[start:start + TEACHER_BATCH * 4]
         u8, failed = decode_images([samples[i] for i in part], *geometry(data_cfg), exact=True)
         bad = {f.path for f in failed}
-        with torch.inference_mode():
-            out = torch.cat([model(pre.eval_view(torch.from_numpy(u8[k:k + TEACHER_BATCH]))).float().cpu()
-                             for k in range(0, len(part), TEACHER_BATCH)]).numpy()
+        out = halving_on_oom(lambda bs, u8=u8: _logits(model, pre, u8, bs), sizes[-1], sizes.append)
         for i, row in zip(part, out, strict=True):
             if samples[i].path not in bad:
                 cache.put(f"{hashes[i]}/0", row)
@@ -130,6 +129,12 @@ def teacher_logits(teacher: Teacher, samples: list[Sample], device: torch.device
     zeros = np.zeros(len(teacher.model.classes), dtype=np.float32)
     rows = np.stack([r if (r := cache.get(f"{h}/0")) is not None else zeros for h in hashes])
     return rows[:, teacher.order]
+
+
+def _logits(model: torch.nn.Module, pre: Preprocessor, u8: np.ndarray, bs: int) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.cat([model(pre.eval_view(torch.from_numpy(u8[k:k + bs]))).float().cpu()
+                          for k in range(0, len(u8), bs)]).numpy()
 
 
 def soft_targets(teachers: list[Teacher], samples: list[Sample], temperature: float, device: torch.device,

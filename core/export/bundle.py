@@ -141,6 +141,12 @@ def _extract_zip(zip_path: Path, target: Path) -> Path:
     return target / Path(names[0]).parent
 
 
+def shipped_temperature(folder: Path) -> float:
+    """The calibration temperature a bundle folder ships (config.json): Predict's probabilities are
+    softmax(logits / temperature)."""
+    return float(json.loads((Path(folder) / "config.json").read_text()).get("temperature", 1.0))
+
+
 def _load_folder(folder: Path) -> LoadedModel:
     """Build the model from a bundle folder; everything is in memory afterwards, so the folder may go."""
     if not (folder / "config.json").exists():
@@ -149,5 +155,5 @@ def _load_folder(folder: Path) -> LoadedModel:
     classes = list(model.pretrained_cfg.get("label_names") or
                    json.loads((folder / "config.json").read_text())["label_names"])
     data_cfg = timm.data.resolve_model_data_config(model)
-    temperature = float(json.loads((folder / "config.json").read_text()).get("temperature", 1.0))
+    temperature = shipped_temperature(folder)
     return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg), temperature)

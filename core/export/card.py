@@ -18,17 +18,16 @@ from core.runs import RunSummary
 FEW_IMAGES_PER_CLASS = 50  # below this a class is "few images" in the limitations (Teachable Machine users' rule)
 IMBALANCE_RATIO = 3.0
 
-LOAD_TIMM = """```python
-import timm, torch
+LOAD_TIMM = """import timm, torch
 from PIL import Image, ImageOps
 
-model = timm.create_model("local-dir:path/to/this/folder", pretrained=True).eval()
+model = timm.create_model("local-dir:{folder}", pretrained=True).eval(){comment}
 transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
 img = ImageOps.exif_transpose(Image.open("photo.jpg")).convert("RGB")
-probs = (model(transform(img).unsqueeze(0)) / {temperature}).softmax(-1)[0]
+with torch.inference_mode():  # {temperature}: the bundle's calibration temperature (config.json), as Predict uses it
+    probs = (model(transform(img).unsqueeze(0)) / {temperature}).softmax(-1)[0]
 labels = model.pretrained_cfg["label_names"]
-print(labels[int(probs.argmax())], float(probs.max()))
-```"""
+print(labels[int(probs.argmax())], float(probs.max()))"""
 
 LOAD_ONNX = """```python
 import json, numpy as np, onnxruntime as ort, timm
@@ -56,11 +55,17 @@ def render_card(cfg: TrainConfig, classes: list[str], summary: RunSummary, recor
              _lineage(summary), _metrics(summary), _calibration(summary), _exports(checks),
              _use_and_limits(classes, summary, record),
              _data(record), _training(cfg, summary, record), _provenance(record), _environment(record),
-             "## Load and predict\n" + LOAD_TIMM.format(temperature=f"{temperature:.4g}")
+             "## Load and predict\n```python\n" + load_snippet("path/to/this/folder", temperature) + "\n```"
              + ("\n\nThe ONNX file (no PyTorch needed):\n" + LOAD_ONNX if any("onnx" in f for f in checks) else "")
              + f"\n\nReplay the training: `python -m core train --config config.yaml --data path/to/"
                f"{summary.dataset or cfg.data}`."]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def load_snippet(folder: str, temperature: float, comment: str = "") -> str:
+    """Python that loads the bundle in `folder` with timm and prints what Predict shows for photo.jpg: the
+    probabilities at the calibration temperature the bundle ships."""
+    return LOAD_TIMM.format(folder=folder, temperature=f"{temperature:.6g}", comment=comment and f"  # {comment}")
 
 
 def _front_matter(title: str, cfg: TrainConfig, summary: RunSummary) -> str:

@@ -23,10 +23,10 @@ from core.files.atomic import atomic_write_json
 from core.runs import RunDir
 
 FLOAT_MAX_PROB_DIFF = 1e-3  # float32 exports: measured 6e-7 (ONNX) on ants/bees; more means a wrong graph
-# int8: at most 1.5 points of validation accuracy lost. It was 1 point until the probe's head was trained on
-# standardised features (core/models/heads.py): that head leans more on low-range channels, whose int8 rounding
-# then costs 2 of the 153 ants/bees validation images (1.3%) where the raw-feature head lost 1.
-INT8_MAX_ACCURACY_DROP = 0.015
+# int8: at most 1 point of validation accuracy lost (the deliver issue's bar; issue 23 put it back after it had been
+# raised to 1.5). A file over it is not offered as equivalent: its check fails and says by how much
+# (`python -m bench.int8`, docs/measurements.md).
+INT8_MAX_ACCURACY_DROP = 0.01
 LATENCY_REPEATS = 20
 FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx", "torchscript": "model.torchscript.pt"}
 FORMATS = tuple(FILES)

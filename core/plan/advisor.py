@@ -65,6 +65,9 @@ def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], No
     if cfg.init_from:
         reasons.append(f"Starting from run {init_from.read_source(cfg.init_from, weights=False).name}: "
                        f"'pretrained features' below are that run's.")
+    elif cfg.weights != "bundled":
+        reasons.append(f"'Pretrained features' below are those of the weights this run starts from: "
+                       f"{init_from.origin(cfg.backbone, cfg.weights, cfg.seed)}.")
     if round(own.probe_accuracy, 3) >= PROBE_ENOUGH:  # the number it prints (one decimal of a percent)
         chosen, probe_reasons = _as_probe(cfg)
         reasons.append(f"A linear probe on {cfg.backbone}'s pretrained features already reaches "

@@ -18,7 +18,7 @@ import torch
 from core.config import TrainConfig
 from core.data.dataset import Dataset
 from core.data.images import decode_one, geometry
-from core.device import autocast, pick_device
+from core.device import autocast, backward_step, grad_scaler, pick_device
 from core.engine.optim import build_optimizer
 from core.models import freeze
 from core.models.backbones import create_model, data_config
@@ -86,7 +86,7 @@ def _forward_seconds(model, size: int, device: torch.device, cfg: TrainConfig) -
 
 def _step_seconds(model, cfg: TrainConfig, size: int, device: torch.device) -> float:
     """Seconds per training step (forward, loss, backward, optimizer) at cfg.batch_size."""
-    opt = build_optimizer(cfg, model, model)
+    opt, scaler = build_optimizer(cfg, model, model), grad_scaler(device, cfg.amp)  # as the training steps
     objective = Classify(cfg.label_smoothing)
     freeze.set_train_mode(model)
     x = torch.randn(cfg.batch_size, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
@@ -96,9 +96,7 @@ def _step_seconds(model, cfg: TrainConfig, size: int, device: torch.device) -> f
         t0 = time.perf_counter()
         with autocast(device, cfg.amp):
             loss = objective(model, (x, y)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward_step(opt, scaler, loss)
         _sync(device)
         if i:  # the first step is a warm-up
             times.append(time.perf_counter() - t0)

@@ -18,7 +18,7 @@ from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.dataset import Dataset
 from core.data.images import decode_images, geometry
-from core.device import autocast, pick_device
+from core.device import autocast, backward_step, grad_scaler, halving_on_oom, pick_device
 from core.engine.optim import build_optimizer, set_lr
 from core.errors import TrainingError
 from core.models import freeze
@@ -59,22 +59,23 @@ def find_lr(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], N
     x_all = torch.from_numpy(images[keep])
     y_all = torch.tensor([samples[i].label for i in keep])
     pre, objective = Preprocessor(data_cfg, device), Classify(cfg.label_smoothing)
-    opt = build_optimizer(cfg, model, model)
+    opt, scaler = build_optimizer(cfg, model, model), grad_scaler(device, cfg.amp)  # fp16 needs loss scaling
     freeze.set_train_mode(model)
     lrs, losses, avg, best = [], [], 0.0, math.inf
-    bs = min(cfg.batch_size, len(keep))
+    sizes = [min(cfg.batch_size, len(keep))]  # the batch size in use: halved (for good) on CUDA out-of-memory
+
+    def train_step(bs: int) -> float:
+        idx = torch.from_numpy(rng.choice(len(keep), bs, replace=False))
+        with autocast(device, cfg.amp):
+            loss = objective(model, (pre.eval_view(x_all[idx]), y_all[idx].to(device))).loss
+        backward_step(opt, scaler, loss)
+        return loss.item()
     for step in range(STEPS):
         if should_stop():
             break
         lr = START_LR * (END_LR / START_LR) ** (step / (STEPS - 1))
         set_lr(opt, lr / cfg.lr)  # every group keeps its ratio to the head's rate (backbone_lr_mult)
-        idx = torch.from_numpy(rng.choice(len(keep), bs, replace=False))
-        with autocast(device, cfg.amp):
-            loss = objective(model, (pre.eval_view(x_all[idx]), y_all[idx].to(device))).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        avg = 0.9 * avg + 0.1 * loss.item()
+        avg = 0.9 * avg + 0.1 * halving_on_oom(train_step, sizes[-1], sizes.append)
         smooth = avg / (1 - 0.9 ** (step + 1))
         if not math.isfinite(smooth) or (step > 5 and smooth > DIVERGED * best):
             break

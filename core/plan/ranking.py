@@ -44,7 +44,10 @@ def sample_for_ranking(ds: Dataset, max_images: int = MAX_IMAGES, seed: int = 0)
 def rank_backbones(ds: Dataset, cfg: TrainConfig, backbones: tuple[str, ...] = OFFLINE,
                    progress: Callable[[str, int, int], None] | None = None,
                    should_stop: Callable[[], bool] = lambda: False) -> list[BackboneScore]:
-    """Every backbone scored on the same sample, best first (ties within half a point: the smaller first)."""
+    """Every backbone scored on the same sample, best first (ties within half a point: the smaller first).
+
+    cfg's own backbone is scored with the weights the run will use (bundled, hub, a file, random or a finished
+    run's): its probe is the one the run would train. The other candidates are scored with their bundled weights."""
     samples = sample_for_ranking(ds, seed=cfg.seed)
     info = {b.name: b for b in CATALOGUE}
     scores = []
@@ -52,8 +55,9 @@ def rank_backbones(ds: Dataset, cfg: TrainConfig, backbones: tuple[str, ...] = O
         if should_stop():
             break
         t0 = time.perf_counter()
+        weights = cfg.weights if name == cfg.backbone else "bundled"
         feats, failed = pretrained_features(
-            cfg.replace(backbone=name, weights="bundled", img_size=0), samples, exact=False,
+            cfg.replace(backbone=name, weights=weights, img_size=0), samples, exact=False,
             progress=(lambda d, t, n=name: progress(f"features of {n}", d, t)) if progress else None,
             should_stop=should_stop)
         rows = [(f[0], s.label) for f, s in zip(feats, samples, strict=True) if f is not None]

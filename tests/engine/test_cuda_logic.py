@@ -144,3 +144,180 @@ def test_eta_after_resume_counts_only_this_process_steps(tiny_config):
 def test_fp16_training_on_a_gpu_completes(tiny_config):
     result = train(tiny_config.replace(freeze="full", device="cuda", amp="fp16", epochs=2))
     assert result.status == "completed" and result.summary.device.startswith("cuda")
+
+
+# ---- issue 23: the CUDA and nccl path correct by construction ------------------------------------------------------
+
+META = torch.device("meta")  # stands in for the rank's GPU: a tensor left on the CPU shows, as nccl would refuse it
+
+
+class Reached(Exception):
+    """A collective was called (raised so that nothing reads a meta tensor's value)."""
+
+
+@pytest.fixture
+def collectives(monkeypatch):
+    """torch.distributed's collectives replaced by a recorder of the device of every tensor they receive."""
+    import torch.distributed as tdist
+    seen = []
+
+    def record(t, *args, **kwargs):
+        seen.append(t.device)
+        raise Reached
+    monkeypatch.setattr(tdist, "all_reduce", record)
+    monkeypatch.setattr(tdist, "broadcast", record)
+    return seen
+
+
+def test_every_collective_receives_tensors_on_the_ranks_device(collectives):
+    from core.engine.distributed import Dist
+    d = Dist(1, 2, 2, META)
+    calls = [lambda: d.sum(torch.zeros(()), torch.zeros((), device=META, dtype=torch.long), 3),  # CPU, device, int
+             lambda: d.any(True),
+             lambda: d.sync_from_main(torch.nn.Linear(2, 2)),  # weights kept on the CPU
+             lambda: d.sync_from_main(torch.nn.Linear(2, 2).to(META))]
+    for call in calls:
+        with pytest.raises(Reached):
+            call()
+    assert collectives == [META] * len(calls)
+
+
+def test_ddp_is_given_the_ranks_device_index(monkeypatch):
+    from core.engine.distributed import Dist
+    given = []
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda net, device_ids: given.append(device_ids))
+    Dist(1, 2, 2, torch.device("cuda", 1)).wrap(torch.nn.Linear(2, 2))
+    Dist(1, 2, 2, torch.device("cpu")).wrap(torch.nn.Linear(2, 2))
+    assert given == [[1], None]
+
+
+@pytest.mark.parametrize("local_rank", [None, "1"])
+def test_each_rank_picks_its_own_gpu_and_nccl_binds_to_it(monkeypatch, local_rank):
+    """pick_device gives `cuda:LOCAL_RANK` (never an index of None); setup sets that device before nccl starts."""
+    import torch.distributed as tdist
+
+    from core.device import pick_device
+    from core.engine import distributed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    if local_rank is None:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+    rank = int(local_rank or 0)
+    assert pick_device("auto") == torch.device("cuda", rank) == pick_device("cuda")
+    events = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: events.append(("set_device", torch.device(dev))))
+    monkeypatch.setattr(tdist, "is_initialized", lambda: False)
+    monkeypatch.setattr(tdist, "init_process_group", lambda backend: events.append(("init", backend)))
+    monkeypatch.setattr(tdist, "get_rank", lambda: rank)
+    monkeypatch.setattr(tdist, "get_world_size", lambda: 2)
+    d = distributed.setup(torch.device("cuda"))  # a plain "cuda" too becomes the rank's own
+    assert d.device == torch.device("cuda", rank)
+    assert events == [("set_device", torch.device("cuda", rank)), ("init", "nccl")]
+
+
+@pytest.fixture
+def fp16(monkeypatch):
+    """Every device trains in fp16, as `auto` does on a GPU without bf16; counts the loss-scaled steps."""
+    monkeypatch.setattr("core.device.amp_dtype", lambda device, amp="auto": torch.float16)
+    scaled = []
+    plain = torch.amp.GradScaler.scale
+
+    def scale(self, outputs):
+        if self.is_enabled():
+            scaled.append(outputs.dtype)
+        return plain(self, outputs)
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", scale)
+    return scaled
+
+
+def test_whatever_trains_in_fp16_scales_its_loss(fp16, tiny_config, tiny_folder, tmp_path):
+    """The training loop, the LR finder, the time estimate and the adaptation loop each step through a scaler."""
+    from core.data.dataset import open_dataset
+    from core.engine.adapt import adapt
+    from core.plan.estimate import estimate_run
+    from core.plan.lr_finder import find_lr
+    ds = open_dataset(tiny_folder)
+    cfg = tiny_config.replace(freeze="full", epochs=1)
+    for name, run in [("training", lambda: train(cfg)), ("LR finder", lambda: find_lr(cfg, ds)),
+                      ("time estimate", lambda: estimate_run(cfg, ds)),
+                      ("adaptation", lambda: adapt(cfg.replace(adapt_objective="simsiam", adapt_epochs=1,
+                                                               adapt_from="random", batch_size=8)))]:
+        before = len(fp16)
+        run()
+        assert len(fp16) > before, f"the {name} trained fp16 without a gradient scaler"
+
+
+def test_out_of_memory_while_adapting_halves_the_batch(tiny_folder, tmp_path, monkeypatch):
+    from core.engine import adapt as adapt_module
+    from core.engine.callbacks import Callback
+    from tests.engine.test_adapt import tiny_adapt_cfg
+    sizes = []
+    plain = adapt_module._epoch
+
+    def fits_four(*args):
+        sizes.append(args[-1])
+        if args[-1] > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return plain(*args)
+    monkeypatch.setattr(adapt_module, "_epoch", fits_four)
+    phases = []
+
+    class Phases(Callback):
+        def on_phase(self, text, done, total):
+            phases.append(text)
+    result = adapt_module.adapt(tiny_adapt_cfg(tiny_folder, tmp_path, batch_size=8, adapt_epochs=2), [Phases()])
+    assert result.status == "completed" and result.adaptation["epochs_run"] == 2
+    assert sizes == [8, 4, 4]  # halved once, and the next epoch keeps the smaller batch
+    assert "GPU out of memory while adapting: batch size halved to 4." in phases
+
+
+def test_out_of_memory_in_the_teachers_pass_halves_their_batch(trained_run, tiny_config, monkeypatch):
+    from core.data.dataset import open_dataset
+    from core.engine import teachers as teachers_module
+    from core.engine.teachers import load_teachers, teacher_logits
+    from tests.conftest import COLORS
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(Path(tiny_config.output_dir) / "cache"))  # no cached logits
+    (teacher,) = load_teachers(tiny_config.replace(teachers=(str(trained_run.path),)), sorted(COLORS))
+    samples = open_dataset(tiny_config.data).train
+    whole = teacher_logits(teacher, samples, torch.device("cpu"))
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(Path(tiny_config.output_dir) / "cache2"))
+    plain, sizes = teachers_module._logits, []
+
+    def fits_four(model, pre, u8, bs):
+        sizes.append(bs)
+        if bs > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return plain(model, pre, u8, bs)
+    monkeypatch.setattr(teachers_module, "_logits", fits_four)
+    assert np.allclose(teacher_logits(teacher, samples, torch.device("cpu")), whole, atol=1e-5)
+    assert sizes == [16, 8, 4]
+
+
+def test_out_of_memory_in_the_lr_finder_halves_its_batch(tiny_config, tiny_folder, monkeypatch):
+    from core.data.dataset import open_dataset
+    from core.plan import lr_finder
+    plain, sizes = lr_finder.Classify.__call__, []
+
+    def fits_two(self, net, batch):
+        sizes.append(len(batch[0]))
+        if len(batch[0]) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return plain(self, net, batch)
+    monkeypatch.setattr(lr_finder.Classify, "__call__", fits_two)
+    found = lr_finder.find_lr(tiny_config, open_dataset(tiny_folder))
+    assert found.losses and sizes[:2] == [4, 2] and set(sizes[2:]) == {2}
+
+
+def test_gpu_check_on_a_cpu_runs_what_it_can_names_what_it_skipped_and_exits_0(capsys):
+    """`python -m bench.gpu_check` on a machine without a GPU (as CI is): a pass/fail table, exit code 0."""
+    from bench import gpu_check
+    assert gpu_check.main(["--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if "  pass " in line or " skipped " in line}
+    for name in ("fp32 training steps", "channels_last", "out-of-memory retry", "DDP, 2 processes"):
+        assert "  pass " in rows[name], out
+    for name in ("bf16 training steps", "fp16 training steps + scaler"):
+        assert " skipped " in rows[name] and "no CUDA GPU" in rows[name], out
+    assert "ONNX Runtime CUDA provider" in rows and "0 failed" in out

@@ -55,3 +55,26 @@ def test_a_failed_check_is_not_offered(app_with_run):
     assert not at.exception
     assert "dl_torchscript" not in download_keys(at)
     assert any("failed its check. Its top-1 differs on 1 of 6 images." in w.value for w in at.warning)
+
+
+def test_the_loading_snippet_prints_predicts_probabilities(app_with_run, tmp_path, monkeypatch):
+    """The Export page's snippet divides by the temperature the bundle ships, so it gives what Predict gives."""
+    import shutil
+
+    import numpy as np
+
+    from core.export.bundle import load_bundle
+    at, run = app_with_run
+    config = run.bundle_dir / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "temperature": 2.5}))  # a calibrated bundle
+    at.run()
+    (snippet,) = [c.value for c in at.code if "local-dir:" in c.value]
+    assert "/ 2.5)" in snippet
+    photo = sorted((tmp_path / "run-data" / "colors").rglob("*.png"))[0]  # the run's data (copy_run)
+    shutil.copytree(run.bundle_dir, tmp_path / "unzipped" / run.run_id)
+    monkeypatch.chdir(tmp_path / "unzipped")
+    scope: dict = {}
+    exec(snippet.replace("photo.jpg", str(photo)), scope)  # noqa: S102 - the page's own code
+    model = load_bundle(run.bundle_dir)
+    predicted = dict(model.predict([photo], topk=len(model.classes))[0])
+    assert np.allclose([predicted[c] for c in model.classes], scope["probs"].numpy(), atol=1e-5)

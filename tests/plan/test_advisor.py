@@ -115,3 +115,48 @@ def test_lr_find_command(tiny_config, tmp_path, capsys):
     assert main(["lr-find", "--data", tiny_config.data, "--config", str(tmp_path / "tiny.yaml"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["lrs"]) == len(out["losses"]) >= 20 and 1e-5 <= out["suggestion"] <= 1e-1
+
+
+@pytest.mark.parametrize("source", ["random", "file"])
+def test_default_auto_trains_with_any_weights_and_probes_the_weights_the_run_uses(source, tiny_folder, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """Issue 23: auto used to rank with the bundled weights forced, so --weights random or a weights file failed
+    (or were ranked on ImageNet features). The plan's probe now runs on the run's own weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    from core.models.backbones import create_model
+    from core.models.features import pretrained_features
+    from core.plan import ranking
+    weights = "random"
+    if source == "file":
+        torch.manual_seed(7)
+        weights = str(tmp_path / "mine.safetensors")
+        save_file(create_model(TrainConfig(weights="random", seed=7), 2).state_dict(), weights)
+    probed = []
+
+    def spy(cfg, samples, **kw):
+        feats, failed = pretrained_features(cfg, samples, **kw)
+        probed.append((cfg, samples, feats))
+        return feats, failed
+    monkeypatch.setattr(ranking, "pretrained_features", spy)
+    code = main(["train", "--data", str(tiny_folder), "--weights", weights, "--epochs", "1",
+                 "--out", str(tmp_path / "runs"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "status: completed" in out, err
+    (run,) = (tmp_path / "runs").glob("2*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["freeze"] in ("probe", "partial")  # auto decided
+    assert any("weights this run starts from" in n for n in summary["notes"])
+    ((cfg, samples, feats),) = probed  # the chosen backbone only, with the run's weights
+    assert cfg.weights == weights and cfg.backbone == "tf_efficientnet_lite0"
+    bundled, _ = pretrained_features(cfg.replace(weights="bundled"), samples, exact=False)
+    assert not np.allclose(np.stack([f[0] for f in feats]), np.stack([f[0] for f in bundled]), atol=1e-3)
+
+
+def test_auto_with_hub_weights_offline_fails_with_a_sentence(tiny_folder, tmp_path, capsys):
+    code = main(["train", "--data", str(tiny_folder), "--backbone", "convnext_tiny", "--weights", "hub",
+                 "--epochs", "1", "--out", str(tmp_path / "runs"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Could not download the hub weights for 'convnext_tiny'" in err
+    assert "Traceback" not in err
