@@ -310,6 +310,7 @@ def test_out_of_memory_in_the_lr_finder_halves_its_batch(tiny_config, tiny_folde
     assert found.losses and sizes[:2] == [4, 2] and set(sizes[2:]) == {2}
 
 
+@pytest.mark.slow  # two spawned DDP processes: in `make test`, not in test-fast
 def test_gpu_check_on_a_cpu_runs_what_it_can_names_what_it_skipped_and_exits_0(capsys):
     """`python -m bench.gpu_check` on a machine without a GPU (as CI is): a pass/fail table, exit code 0."""
     from bench import gpu_check
