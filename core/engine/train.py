@@ -27,6 +27,7 @@ from core.device import pick_device, set_threads
 from core.engine import batches as b
 from core.engine import distributed
 from core.engine.adapt import adapt_then_train_config
+from core.engine.balance import epoch_order
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
 from core.engine.multitask import SeveralTasks
@@ -150,7 +151,7 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
         norm.unfold_from(linear)  # a head kept from an earlier run (init_from) starts where it was; a zero head stays
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = torch.randperm(len(train_y), generator=s.gen).to(s.device)
+        order = epoch_order(train_y, s.balance, s.gen).to(s.device)  # a permutation, or balanced draws
         order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         for i in range(0, len(order), s.batch_size):
             idx = order[i:i + s.batch_size]
@@ -220,7 +221,7 @@ def _fit_finetune(s: Session, tasks: Tasks) -> str:
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
         bs, g = s.batch_size, s.gen
-        order = torch.randperm(len(train_y), generator=g)
+        order = epoch_order(train_y, s.balance, g)  # a permutation, or balanced draws (balance: sampler)
         order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
         if prefix is not None:

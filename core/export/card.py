@@ -88,8 +88,8 @@ def _lineage(s: RunSummary) -> str:
 def _metrics(s: RunSummary) -> str:
     if s.val is None:
         return f"No results: {s.note}" if s.note else ""
-    rows = [("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("macro precision", "macro_precision"),
-            ("macro recall", "macro_recall")]
+    rows = [("accuracy", "accuracy"), ("balanced accuracy (mean per-class recall)", "balanced_accuracy"),
+            ("macro F1", "macro_f1"), ("macro precision", "macro_precision")]
     cell = lambda r, k: "-" if r is None else f"{getattr(r, k):.4f}"  # noqa: E731
     lines = ["## Metrics", "", "| metric | validation | test |", "|---|---|---|"]
     lines += [f"| {label} | {cell(s.val, key)} | {cell(s.test, key)} |" for label, key in rows]
