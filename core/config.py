@@ -262,6 +262,8 @@ class TrainConfig:
         if self.balance in ("weights", "sampler") and (self.teachers or self.tasks):
             problems.append(f"balance: '{self.balance}' applies to single-task runs without teachers (distillation's "
                             f"targets and several tasks' labels carry their own balance); set balance to auto or off.")
+        if self.tta != "off" and self.tasks:
+            problems.append("tta: test-time augmentation applies to single-task runs; set tta to off.")
         problems += self._check_tasks()
         if self.teachers and self.tasks:
             problems.append("teachers: distillation trains one task; remove tasks or teachers.")
