@@ -56,11 +56,20 @@ def render_card(cfg: TrainConfig, classes: list[str], summary: RunSummary, recor
              _lineage(summary), _metrics(summary), _calibration(summary), _exports(checks),
              _use_and_limits(classes, summary, record),
              _data(record), _training(cfg, summary, record), _provenance(record), _environment(record),
-             "## Load and predict\n" + LOAD_TIMM.format(temperature=f"{temperature:.4g}")
+             "## Load and predict\n" + LOAD_TIMM.format(temperature=f"{temperature:.4g}") + _tta(cfg)
              + ("\n\nThe ONNX file (no PyTorch needed):\n" + LOAD_ONNX if any("onnx" in f for f in checks) else "")
              + f"\n\nReplay the training: `python -m core train --config config.yaml --data path/to/"
                f"{summary.dataset or cfg.data}`."]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _tta(cfg: TrainConfig) -> str:
+    if cfg.tta != "flip":
+        return ""
+    return ("\n\nTest-time augmentation (`tta: flip`): the metrics above average the probabilities of each image and "
+            "its mirror image, and so does TransferLab's `predict`. The snippets here, and the ONNX and TorchScript "
+            "files, predict from one view; for the same figures average `softmax(model(x))` and "
+            "`softmax(model(x.flip(-1)))`, then apply the temperature to the log of the mean.")
 
 
 def _front_matter(title: str, cfg: TrainConfig, summary: RunSummary) -> str:
@@ -149,7 +158,10 @@ def limitations(s: RunSummary, record: dict | None) -> list[str]:
             out.append(f"Few training images for {', '.join(few)} (under {FEW_IMAGES_PER_CLASS}): expect errors on "
                        f"photos unlike these (other lighting, backgrounds, cameras).")
         if train[lo] and train[hi] / train[lo] >= IMBALANCE_RATIO:
-            out.append(f"Imbalanced classes ({train[hi]} vs {train[lo]}): it leans towards {hi} when unsure.")
+            balanced = any(n.startswith("balanced: on") for n in s.notes)
+            out.append(f"Imbalanced classes ({train[hi]} vs {train[lo]}): " + (
+                "trained class-balanced (see Training), still check the per-class recall of the small classes."
+                if balanced else f"it leans towards {hi} when unsure."))
     elif s.num_train:
         out.append(f"Trained on {s.num_train} images.")
     if s.val is not None and s.val.num:
