@@ -98,9 +98,9 @@ class TrainConfig:
                            "optim", choices=("none", "light", "standard"))
     balance: str = _f("auto", "Skewed classes: 'weights' = the loss weighs each class by n / (classes x its images), "
                               "so a class with few images counts as much as a large one; 'sampler' = each epoch draws "
-                              "images so that every class comes up equally often; 'auto' = weights when the largest "
-                              "class has at least 3x the training images of the smallest, else off (measured: "
-                              "docs/measurements.md). Single-task runs without teachers.",
+                              "images so that every class comes up equally often; 'auto' = off, with the skew in the "
+                              "run's notes (measured on six dev sets: neither helped reliably, docs/decisions.md). "
+                              "Single-task runs without teachers.",
                       "optim", choices=("auto", "off", "weights", "sampler"))
     tta: str = _f("off", "Test-time augmentation: 'flip' = every prediction averages the probabilities of the image "
                          "and its mirror image (evaluation, predict and the bundle; twice the prediction time; the "

@@ -14,14 +14,14 @@ import core.engine.train as train_module
 from core.analysis.metrics import classification_report
 from core.analysis.predictions import load_predictions
 from core.config import TrainConfig
-from core.engine.balance import AUTO_RATIO, decide, epoch_order
+from core.engine.balance import decide, epoch_order
 from core.engine.train import train
 from core.errors import ConfigError
 from core.export.bundle import load_bundle
 from core.runs import RunDir
 from tests.conftest import COLORS, make_image, tiny_train_config
 
-SKEW = {"red": 40, "green": 8, "blue": 6}  # training + validation images per class; auto's ratio is met
+SKEW = {"red": 40, "green": 8, "blue": 6}  # training + validation images per class
 
 
 @pytest.fixture
@@ -42,11 +42,12 @@ def test_balanced_accuracy_and_macro_f1_are_sklearns():
     assert r["balanced_accuracy"] < r["accuracy"]  # the rare classes, missed more often, count as much
 
 
-def test_auto_balances_only_skewed_sets_and_says_why():
-    on = decide("auto", {"ok": 30, "crack": 10})
-    assert on.mode == "weights" and on.note.startswith("balanced: on (class-weighted loss) because 'ok' has 3.0x")
-    off = decide("auto", {"ok": 29, "crack": 10, "empty": 0})  # a class without images is not the smallest
-    assert off.mode == "off" and f"under {AUTO_RATIO:g}x" in off.note
+def test_balance_decision_says_why():
+    auto = decide("auto", {"ok": 30, "crack": 10, "empty": 0})  # a class without images is not the smallest
+    assert auto.mode == "off" and auto.note.startswith("balanced: off because 'ok' has 3.0x the training images of "
+                                                       "'crack' (30 vs 10); auto leaves it off")
+    on = decide("weights", {"ok": 30, "crack": 10})
+    assert on.note.startswith("balanced: on (class-weighted loss) because balance is set to weights; 'ok' has 3.0x")
     assert decide("sampler", {"a": 5, "b": 5}).mode == "sampler"
     assert decide("off", {"a": 50, "b": 5}).mode == "off"
 
@@ -67,10 +68,11 @@ def test_skewed_set_trains_with_the_weights_the_rule_gives(skewed_folder, tmp_pa
             used.append(self.weight)
             return super().__call__(net, batch)
     monkeypatch.setattr(tasks_module, "Classify", Recording)
-    result = train(tiny_train_config(skewed_folder, tmp_path / "runs").replace(freeze=freeze))
+    result = train(tiny_train_config(skewed_folder, tmp_path / "runs").replace(freeze=freeze, balance="weights"))
     assert result.status == "completed"
     counts = RunDir(Path(result.run_dir)).read_summary()  # the summary on disk: the notes and both new figures
-    assert any(n.startswith("balanced: on (class-weighted loss) because 'red' has") for n in counts.notes)
+    assert any(n.startswith("balanced: on (class-weighted loss) because balance is set to weights; 'red' has")
+               for n in counts.notes)
     n = json.loads((Path(result.run_dir) / "dataset.json").read_text())["counts"]["train"]
     expected = torch.tensor([sum(n.values()) / (3 * n[c]) for c in ("blue", "green", "red")])
     assert used and all(torch.allclose(w.cpu(), expected) for w in used)
