@@ -5,8 +5,9 @@ class by sklearn's compute_class_weight("balanced"), n_images / (n_classes x n_c
 a balanced sampler (`sampler`: each epoch draws as many training examples as there are, with replacement, each with
 probability proportional to 1 / its class's count, through torch's WeightedRandomSampler). `auto` would take one of
 them where the bench (python -m bench.balance, docs/measurements.md) found it raises balanced accuracy without costing
-accuracy; it found no such rule (weights helped on 1 of the 4 skewed dev sets, sampling on 2 and cost up to 5.7 points
-elsewhere; docs/decisions.md), so auto leaves training as it is and says so, with the skew, in the run's note.
+accuracy; it found no such rule (weights helped on 1 of the 5 dev sets skewed 3x or more, sampling on 2, and each
+cost up to 5.7 points elsewhere; docs/decisions.md), so auto leaves training as it is and says so, with the skew, in
+the run's note.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import WeightedRandomSampler
 
-AUTO_NOTE = ("auto leaves it off: class weights raised balanced accuracy on only 1 of the 4 skewed dev sets measured "
-             "(docs/decisions.md); set balance to weights to try them")
+AUTO_NOTE = ("auto leaves it off: class weights raised balanced accuracy on only 1 of the 5 skewed dev sets "
+             "measured (docs/decisions.md); set balance to weights to try them")
 
 
 @dataclass(frozen=True)
