@@ -96,6 +96,16 @@ class TrainConfig:
                                        "horizontal flip; 'standard' = random resized crop + flip + mild colour "
                                        "jitter. ('probe' uses probe_views instead.)",
                            "optim", choices=("none", "light", "standard"))
+    balance: str = _f("auto", "Skewed classes: 'weights' = the loss weighs each class by n / (classes x its images), "
+                              "so a class with few images counts as much as a large one; 'sampler' = each epoch draws "
+                              "images so that every class comes up equally often; 'auto' = off, with the skew in the "
+                              "run's notes (measured on six dev sets: neither helped reliably, docs/decisions.md). "
+                              "Single-task runs without teachers.",
+                      "optim", choices=("auto", "off", "weights", "sampler"))
+    tta: str = _f("off", "Test-time augmentation: 'flip' = every prediction averages the probabilities of the image "
+                         "and its mirror image (evaluation, predict and the bundle; twice the prediction time; the "
+                         "ONNX and TorchScript exports stay single-view). 'off' = one view.",
+                  "optim", choices=("off", "flip"))
     early_stopping: int = _f(5, "Stop when the validation loss has not improved for this many epochs "
                                 "(0 = never).", "optim", min=0, max=100)
     mixup: str = _f("off", "Mix training images and their labels when the backbone trains (timm's Mixup): 'mixup' "
@@ -249,6 +259,11 @@ class TrainConfig:
         if self.mixup != "off" and (self.teachers or self.tasks):
             problems.append(f"mixup: '{self.mixup}' does not combine with {'teachers' if self.teachers else 'tasks'} "
                             f"(their targets belong to unmixed images); set mixup to off.")
+        if self.balance in ("weights", "sampler") and (self.teachers or self.tasks):
+            problems.append(f"balance: '{self.balance}' applies to single-task runs without teachers (distillation's "
+                            f"targets and several tasks' labels carry their own balance); set balance to auto or off.")
+        if self.tta != "off" and self.tasks:
+            problems.append("tta: test-time augmentation applies to single-task runs; set tta to off.")
         problems += self._check_tasks()
         if self.teachers and self.tasks:
             problems.append("teachers: distillation trains one task; remove tasks or teachers.")

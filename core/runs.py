@@ -51,10 +51,13 @@ class SplitReport:
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]]
     num: int
+    balanced_accuracy: float | None = None  # mean per-class recall (older summaries: their macro_recall, the same)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SplitReport:
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        values = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        values.setdefault("balanced_accuracy", d.get("macro_recall"))  # the same figure, under its older name
+        return cls(**values)
 
 
 @dataclass(frozen=True)

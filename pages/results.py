@@ -30,7 +30,7 @@ if s.tasks:  # multi-task run: every task in a table, one task's details at a ti
     key = "test" if split == "test" else "val"
     st.dataframe([{"task": k, "accuracy": round(t[key]["accuracy"], 4), "macro F1": round(t[key]["macro_f1"], 3),
                    "macro precision": round(t[key]["macro_precision"], 3),
-                   "macro recall": round(t[key]["macro_recall"], 3), "images": t[key]["num"],
+                   "balanced accuracy": round(t[key]["macro_recall"], 3), "images": t[key]["num"],
                    "loss weight": round(t["weight"], 3), "bundle": f"tasks/{k}/bundle/"}
                   for k, t in s.tasks.items() if t.get(key)], hide_index=True)
     st.caption("Each task is also a run of its own in the list above (\"· task NAME\"): its calibration, "
@@ -39,9 +39,11 @@ if s.tasks:  # multi-task run: every task in a table, one task's details at a ti
     report, classes = SplitReport.from_dict(s.tasks[task][key]), s.tasks[task]["classes"]
 cols = st.columns(5)
 cols[0].metric("Accuracy", f"{report.accuracy:.1%}")
-cols[1].metric("Macro F1", f"{report.macro_f1:.3f}")
-cols[2].metric("Macro precision", f"{report.macro_precision:.3f}")
-cols[3].metric("Macro recall", f"{report.macro_recall:.3f}")
+cols[1].metric("Balanced accuracy", f"{report.balanced_accuracy:.1%}",
+               help="The mean of the per-class recalls: every class counts the same however many images it has. "
+                    "Far below accuracy = the small classes are missed.")
+cols[2].metric("Macro F1", f"{report.macro_f1:.3f}")
+cols[3].metric("Macro precision", f"{report.macro_precision:.3f}")
 cols[4].metric("Training time", f"{s.train_seconds:.0f} s")
 test_text = f" · test accuracy {s.test.accuracy:.1%} on {s.test.num} images" if s.test else ""
 st.caption(f"{s.backbone} · freeze {s.freeze} · best epoch {s.best_epoch} of {s.epochs_run} · {s.num_train} train / "
@@ -93,6 +95,7 @@ for r in list_runs(runs_dir()):
     rows.append({"run": r.run_id, "status": str(r.read_status()["status"]), "backbone": rs.backbone if rs else "",
                  "freeze": rs.freeze if rs else "", "accuracy": rs.val_accuracy if rs else None,
                  "test accuracy": rs.test.accuracy if rs and rs.test else None,
+                 "balanced accuracy": rs.val.balanced_accuracy if rs and rs.val else None,
                  "macro F1": rs.val.macro_f1 if rs and rs.val else None,
                  "tasks": ", ".join(f"{k} {t['val']['accuracy']:.1%}" for k, t in (rs.tasks or {}).items()
                                     if t.get("val")) if rs else "",

@@ -35,7 +35,8 @@ def print_summary(run_dir: str, s) -> None:
     for name, report in (("val", s.val), ("test", s.test)):
         if report is None:
             continue
-        print(f"{name}_accuracy: {report.accuracy:.4f}  macro_f1: {report.macro_f1:.4f}  n={report.num}")
+        print(f"{name}_accuracy: {report.accuracy:.4f}  balanced_accuracy: {report.balanced_accuracy:.4f}  "
+              f"macro_f1: {report.macro_f1:.4f}  n={report.num}")
         for c, m in report.per_class.items():
             print(f"  {c:<20} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}  "
                   f"n={m['support']}")

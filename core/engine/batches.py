@@ -20,6 +20,7 @@ from core.data.images import PROGRESS_EVERY
 from core.device import autocast, free_cached_memory, is_out_of_memory
 from core.engine.loop import Session
 from core.errors import TrainingError
+from core.models.tta import mirror
 
 EVAL_BATCH_CPU = 16  # small batches are faster per image on these CPUs (cache effects, measured)
 EVAL_BATCH_CUDA = 256
@@ -44,9 +45,9 @@ def good_rows(samples: list[Sample], failed: list[Skipped]) -> np.ndarray:
     return np.array([i for i, x in enumerate(samples) if x.path not in bad], dtype=np.int64)
 
 
-def stack_first_view(feats: list[np.ndarray | None], device: torch.device) -> torch.Tensor:
-    """The first view's features of every image that decoded, as one tensor on device."""
-    rows = [f[0] for f in feats if f is not None]
+def stack_view(feats: list[np.ndarray | None], view: int, device: torch.device) -> torch.Tensor:
+    """One view's features (0: the image, 1: its mirror) of every image that decoded, as one tensor on device."""
+    rows = [f[view] for f in feats if f is not None]
     return torch.from_numpy(np.stack(rows)).to(device) if rows else torch.zeros(0, 0, device=device)
 
 
@@ -78,14 +79,15 @@ def prefix_outputs(s: Session, prefix: nn.Module, images_u8: np.ndarray, rows: n
 
 def run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = None,
                 images_u8: np.ndarray | None = None, rows: np.ndarray | None = None, no_grad: bool = False,
-                progress: Callable[[int], None] | None = None, outputs: int | None = None):
+                progress: Callable[[int], None] | None = None, outputs: int | None = None, flip: bool = False):
     """module in eval mode over cached inputs or decoded images, in evaluation batches; progress(done) is
     called every PROGRESS_EVERY images and at the end. outputs=None: the module returns one tensor, and so does
     this; outputs=k: it returns a tuple of k tensors (a multi-task network's logits, or logits and pooled features),
-    and so does this. On CUDA out-of-memory the evaluation batch is halved and the pass starts over (and says so)."""
+    and so does this. flip: the decoded images mirrored (test-time augmentation). On CUDA out-of-memory the evaluation
+    batch is halved and the pass starts over (and says so)."""
     while True:
         try:
-            return _run_batches_once(s, module, inputs, images_u8, rows, no_grad, progress, outputs)
+            return _run_batches_once(s, module, inputs, images_u8, rows, no_grad, progress, outputs, flip)
         except Exception as exc:
             if not is_out_of_memory(exc) or s.eval_batch <= 1:
                 raise
@@ -95,7 +97,7 @@ def run_batched(s: Session, module: nn.Module, inputs: torch.Tensor | None = Non
             s.emit("on_phase", s.notes[-1], 0, 0)
 
 
-def _run_batches_once(s: Session, module: nn.Module, inputs, images_u8, rows, no_grad, progress, outputs):
+def _run_batches_once(s: Session, module: nn.Module, inputs, images_u8, rows, no_grad, progress, outputs, flip):
     s.model.eval()
     bs = s.eval_batch
     n = len(inputs) if inputs is not None else len(rows)
@@ -105,7 +107,7 @@ def _run_batches_once(s: Session, module: nn.Module, inputs, images_u8, rows, no
         for i in range(0, n, bs):
             x = inputs[i:i + bs] if inputs is not None else \
                 s.pre.eval_view(torch.from_numpy(images_u8[rows[i:i + bs]]))
-            got = module(x)
+            got = module(mirror(x) if flip else x)
             for k, t in enumerate(got if outputs else (got,)):
                 out[k].append(t if no_grad else t.float())
             done = min(i + bs, n)

@@ -26,6 +26,7 @@ from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.dataset import Dataset
 from core.device import autocast, backward_step, free_cached_memory, grad_scaler, is_out_of_memory
+from core.engine.balance import Balance
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
 from core.engine.distributed import Dist
 from core.engine.optim import SCHEDULES, build_optimizer, set_lr
@@ -61,6 +62,7 @@ class Session:
     # (one task: logits and pooled; several: each task's logits, then pooled)
     final_outputs: Callable[[str], tuple[torch.Tensor, ...]] = None
     objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
+    balance: Balance = Balance("off", "")  # class-balanced training (core/engine/balance.py): loss weights or sampler
     teachers: list = field(default_factory=list)  # distillation: core.engine.teachers.Teacher, when cfg has some
     dist: Dist | None = None  # torchrun: this process's rank (core/engine/distributed.py); None in one process
     resume: bool = False

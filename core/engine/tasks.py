@@ -27,12 +27,13 @@ from torch import nn
 
 from core.data.dataset import Sample, extract_dir_for, open_dataset
 from core.engine import teachers
+from core.engine.balance import Balance, class_weights, decide
 from core.engine.callbacks import FitResult
 from core.engine.finish import finish_run
 from core.engine.loop import EvalResult, Session, scores
 from core.errors import ConfigError
 from core.models import backbones, freeze, init_from
-from core.models.objectives import Distill
+from core.models.objectives import Classify, Distill
 
 
 class OneTask:
@@ -62,6 +63,14 @@ class OneTask:
             s.teachers = teachers.load_teachers(cfg, s.dataset.classes)
             s.objective = Distill(cfg.distill_alpha, cfg.distill_temperature, cfg.label_smoothing)
             s.notes.append(teachers.describe(cfg, unlabeled))
+            s.balance = Balance("off", "distillation learns the teachers' probabilities (they carry their own balance)")
+        else:
+            s.balance = decide(cfg.balance, s.dataset.counts()["train"])
+        if s.balance.mode == "weights":
+            weight = class_weights(OneTask.labels(s.dataset.train, torch.device("cpu")).numpy(),
+                                   len(s.dataset.classes))
+            s.objective = Classify(cfg.label_smoothing, weight.to(s.device))
+        s.notes.append(s.balance.note)
 
     @staticmethod
     def trunk(model: nn.Module) -> nn.Module:

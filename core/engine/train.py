@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from core.device import pick_device, set_threads
 from core.engine import batches as b
 from core.engine import distributed
 from core.engine.adapt import adapt_then_train_config
+from core.engine.balance import epoch_order
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
 from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
 from core.engine.multitask import SeveralTasks
@@ -37,6 +38,7 @@ from core.errors import ConfigError, TrainingError
 from core.models import backbones, init_from
 from core.models.features import Backbone, extract_features, feature_cache, model_key, onnx_dir, weights_digest
 from core.models.heads import Standardiser
+from core.models.tta import mean_of_views
 from core.runs import RunDir, RunSummary, Status, create_run_dir
 
 __all__ = ["train", "TrainingError", "Callback", "FitInfo", "BatchMetrics", "EpochMetrics", "FitResult"]
@@ -121,7 +123,8 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
     geom = geometry(s.data_cfg)
     # one pass over train + val (+ test), so decoding never waits for a phase boundary
     n_train, n_val, samples = len(ds.train), len(ds.val), ds.train + ds.val + ds.test
-    views = [cfg.probe_views] * n_train + [1] * (len(samples) - n_train)
+    eval_views = 2 if cfg.tta == "flip" else 1  # test-time augmentation: the mirrored view of evaluation images too
+    views = [cfg.probe_views] * n_train + [eval_views] * (len(samples) - n_train)
     exact = [False] * n_train + [True] * (len(samples) - n_train)  # evaluation decodes like the exported model
     s.emit("on_phase", "computing features", 0, len(samples))
     feats, failed = extract_features(samples, views, exact, backbone, geom, cache,
@@ -132,8 +135,8 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
         return "stopped"
     b.require_decoded(ds, n_train, n_val, failed)
     train_x = np.stack([f for f in feats[:n_train] if f is not None])
-    pooled = {"val": b.stack_first_view(feats[n_train:n_train + n_val], s.device),
-              "test": b.stack_first_view(feats[n_train + n_val:], s.device)}
+    pooled, mirrored = ({"val": b.stack_view(feats[n_train:n_train + n_val], view, s.device),
+                         "test": b.stack_view(feats[n_train + n_val:], view, s.device)} for view in (0, eval_views - 1))
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
     train_y = tasks.labels(ds.train, s.device).repeat_interleave(views, dim=0)
@@ -150,7 +153,7 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
         norm.unfold_from(linear)  # a head kept from an earlier run (init_from) starts where it was; a zero head stays
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = torch.randperm(len(train_y), generator=s.gen).to(s.device)
+        order = epoch_order(train_y, s.balance, s.gen).to(s.device)  # a permutation, or balanced draws
         order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         for i in range(0, len(order), s.batch_size):
             idx = order[i:i + s.batch_size]
@@ -165,10 +168,10 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
             best.see(ev)
         return ev
 
-    def final(split: str) -> tuple[torch.Tensor, ...]:  # after folding: raw features, like the bundle
+    def final(split: str, flip: bool = False) -> tuple[torch.Tensor, ...]:  # after folding: raw features
         with torch.inference_mode():
-            return tasks.with_pooled(s.model, head)(pooled[split])
-    s.final_outputs = final
+            return tasks.with_pooled(s.model, head)((mirrored if flip else pooled)[split])
+    s.final_outputs = with_tta(final) if cfg.tta == "flip" else final
     status = epoch_loop(s, head, batches, len(train_y), evaluate)
     if best:
         best.restore()
@@ -220,7 +223,7 @@ def _fit_finetune(s: Session, tasks: Tasks) -> str:
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
         bs, g = s.batch_size, s.gen
-        order = torch.randperm(len(train_y), generator=g)
+        order = epoch_order(train_y, s.balance, g)  # a permutation, or balanced draws (balance: sampler)
         order = s.dist.shard(order) if s.dist else order  # every rank draws the same order, then takes its share
         n = len(order) - (len(order) % bs == 1)  # a batch of one breaks BatchNorm in train mode
         if prefix is not None:
@@ -248,14 +251,24 @@ def _fit_finetune(s: Session, tasks: Tasks) -> str:
             b.run_batched(s, s.model, images_u8=val_u8, rows=val_rows, outputs=tasks.net_outputs)
         return tasks.score(s, logits, val_y)
 
-    def final(split: str) -> tuple[torch.Tensor, ...]:
-        if split == "val" and val_src is not None:
+    def final(split: str, flip: bool = False) -> tuple[torch.Tensor, ...]:
+        if split == "val" and val_src is not None and not flip:
             return b.run_batched(s, tasks.with_pooled(s.model, net), val_src, outputs=tasks.final_outputs)
         u8, rows = stores[split]
         return b.run_batched(s, tasks.with_pooled(s.model, s.model), images_u8=u8, rows=rows,
-                             outputs=tasks.final_outputs)
-    s.final_outputs = final
+                             outputs=tasks.final_outputs, flip=flip)
+    s.final_outputs = with_tta(final) if cfg.tta == "flip" else final
     return epoch_loop(s, net, batches, len(train_y), evaluate)
+
+
+def with_tta(final: Callable[[str, bool], tuple[torch.Tensor, ...]]) -> Callable[[str], tuple[torch.Tensor, ...]]:
+    """Test-time augmentation of the run's final evaluation (summary, predictions.npz, calibration): the image's
+    and its mirror image's probabilities averaged (as log-probabilities, core/models/tta.py); the image's pooled
+    features. The per-epoch validation curve stays single-view."""
+    def both(split: str) -> tuple[torch.Tensor, ...]:
+        logits, pooled = final(split, False)
+        return mean_of_views(logits, final(split, True)[0]), pooled
+    return both
 
 
 def _decode_splits(s: Session) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -28,6 +28,7 @@ from core.config import TrainConfig
 from core.data.images import load_image
 from core.export.card import render_card
 from core.files.zips import safe_zip_members
+from core.models.tta import mean_of_views, mirror
 from core.runs import RunDir, RunSummary
 
 
@@ -43,7 +44,9 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
                                                                   "crop_pct", "crop_mode")}
         # temperature: calibrated probabilities are softmax(logits / temperature); a top-level config.json key
         temperature = float((summary.calibration or {}).get("temperature", 1.0))
-        timm.models.save_for_hf(model, tmp, model_config={"label_names": list(classes), "temperature": temperature},
+        # tta: "flip" = predictions average the image's and its mirror image's probabilities (load_bundle does)
+        model_config = {"label_names": list(classes), "temperature": temperature, "tta": cfg.tta}
+        timm.models.save_for_hf(model, tmp, model_config=model_config,
                                 safe_serialization=True, data_config=cfg_for_hf)
         (tmp / "config.yaml").write_text(config_yaml(cfg, summary), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
@@ -84,6 +87,7 @@ class LoadedModel:
     data_cfg: dict
     transform: object
     temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature); 1.0 = uncalibrated
+    tta: str = "off"  # "flip": the image's and its mirror image's probabilities averaged (core/models/tta.py)
 
     def inputs(self, paths: list[str | Path]) -> np.ndarray:
         """The bundle's own timm transform over `paths`: exactly what a timm user feeds an exported file."""
@@ -100,7 +104,10 @@ class LoadedModel:
         out = []
         for i in range(0, len(paths), batch_size):
             x = torch.from_numpy(self.inputs(paths[i:i + batch_size]))
-            probs = (self.model(x) / self.temperature).softmax(-1)
+            logits = self.model(x)
+            if self.tta == "flip":
+                logits = mean_of_views(logits, self.model(mirror(x)))
+            probs = (logits / self.temperature).softmax(-1)
             k = min(topk, probs.shape[1])
             vals, idx = probs.topk(k, dim=1)
             out += [[(self.classes[j], float(v)) for v, j in zip(vr, ir, strict=True)]
@@ -156,4 +163,5 @@ def _load_folder(folder: Path) -> LoadedModel:
                    json.loads((folder / "config.json").read_text())["label_names"])
     data_cfg = timm.data.resolve_model_data_config(model)
     temperature = shipped_temperature(folder)
-    return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg), temperature)
+    tta = json.loads((folder / "config.json").read_text()).get("tta", "off")
+    return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg), temperature, tta)

@@ -55,7 +55,7 @@ def render_card(cfg: TrainConfig, classes: list[str], summary: RunSummary, recor
              _lineage(summary), _metrics(summary), _calibration(summary), _exports(checks),
              _use_and_limits(classes, summary, record),
              _data(record), _training(cfg, summary, record), _provenance(record), _environment(record),
-             "## Load and predict\n```python\n" + load_snippet("path/to/this/folder", temperature) + "\n```"
+             "## Load and predict\n```python\n" + load_snippet("path/to/this/folder", temperature) + "\n```" + _tta(cfg)
              + ("\n\nThe ONNX file (no PyTorch needed):\n" + LOAD_ONNX if any("onnx" in f for f in checks) else "")
              + f"\n\nReplay the training: `python -m core train --config config.yaml --data path/to/"
                f"{summary.dataset or cfg.data}`."]
@@ -66,6 +66,15 @@ def load_snippet(folder: str, temperature: float, comment: str = "") -> str:
     """Python that loads the bundle in `folder` with timm and prints what Predict shows for photo.jpg: the
     probabilities at the calibration temperature the bundle ships."""
     return LOAD_TIMM.format(folder=folder, temperature=f"{temperature:.6g}", comment=comment and f"  # {comment}")
+
+
+def _tta(cfg: TrainConfig) -> str:
+    if cfg.tta != "flip":
+        return ""
+    return ("\n\nTest-time augmentation (`tta: flip`): the metrics above average the probabilities of each image and "
+            "its mirror image, and so does TransferLab's `predict`. The snippets here, and the ONNX and TorchScript "
+            "files, predict from one view; for the same figures average `softmax(model(x))` and "
+            "`softmax(model(x.flip(-1)))`, then apply the temperature to the log of the mean.")
 
 
 def _front_matter(title: str, cfg: TrainConfig, summary: RunSummary) -> str:
@@ -93,8 +102,8 @@ def _lineage(s: RunSummary) -> str:
 def _metrics(s: RunSummary) -> str:
     if s.val is None:
         return f"No results: {s.note}" if s.note else ""
-    rows = [("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("macro precision", "macro_precision"),
-            ("macro recall", "macro_recall")]
+    rows = [("accuracy", "accuracy"), ("balanced accuracy (mean per-class recall)", "balanced_accuracy"),
+            ("macro F1", "macro_f1"), ("macro precision", "macro_precision")]
     cell = lambda r, k: "-" if r is None else f"{getattr(r, k):.4f}"  # noqa: E731
     lines = ["## Metrics", "", "| metric | validation | test |", "|---|---|---|"]
     lines += [f"| {label} | {cell(s.val, key)} | {cell(s.test, key)} |" for label, key in rows]
@@ -154,7 +163,10 @@ def limitations(s: RunSummary, record: dict | None) -> list[str]:
             out.append(f"Few training images for {', '.join(few)} (under {FEW_IMAGES_PER_CLASS}): expect errors on "
                        f"photos unlike these (other lighting, backgrounds, cameras).")
         if train[lo] and train[hi] / train[lo] >= IMBALANCE_RATIO:
-            out.append(f"Imbalanced classes ({train[hi]} vs {train[lo]}): it leans towards {hi} when unsure.")
+            balanced = any(n.startswith("balanced: on") for n in s.notes)
+            out.append(f"Imbalanced classes ({train[hi]} vs {train[lo]}): " + (
+                "trained class-balanced (see Training), still check the per-class recall of the small classes."
+                if balanced else f"it leans towards {hi} when unsure."))
     elif s.num_train:
         out.append(f"Trained on {s.num_train} images.")
     if s.val is not None and s.val.num:

@@ -147,5 +147,6 @@ def provenance(cfg: TrainConfig, run_id: str) -> list[dict[str, str]]:
 
 
 def _metrics(report) -> dict[str, Any]:
-    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "macro_precision": report.macro_precision,
-            "macro_recall": report.macro_recall, "num": report.num, "per_class": report.per_class}
+    return {"accuracy": report.accuracy, "balanced_accuracy": report.balanced_accuracy, "macro_f1": report.macro_f1,
+            "macro_precision": report.macro_precision, "macro_recall": report.macro_recall,
+            "num": report.num, "per_class": report.per_class}

@@ -34,9 +34,11 @@ class Objective(Protocol):
 @dataclass(frozen=True)
 class Classify:
     """Cross-entropy of the network's logits against integer labels, with label smoothing, or against soft
-    targets (a batch mixed by Mixup / CutMix, core/data/augment.py)."""
+    targets (a batch mixed by Mixup / CutMix, core/data/augment.py). `weight`: per-class loss weights (class-balanced
+    training, core/engine/balance.py), on the logits' device; None = every image counts the same."""
 
     label_smoothing: float = 0.0
+    weight: torch.Tensor | None = None
 
     def reset(self) -> None:
         pass
@@ -45,9 +47,9 @@ class Classify:
         x, y = batch
         logits = net(x)
         if y.ndim == 2:  # soft targets (Mixup / CutMix: smoothing already in them); right = the larger share
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, weight=self.weight)
             return StepOutput(loss, len(y), (logits.detach().argmax(1) == y.argmax(1)).sum())
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(logits.float(), y, weight=self.weight, label_smoothing=self.label_smoothing)
         return StepOutput(loss, len(y), (logits.detach().argmax(1) == y).sum())
 
 
