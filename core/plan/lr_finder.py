@@ -60,7 +60,7 @@ def find_lr(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], N
     y_all = torch.tensor([samples[i].label for i in keep])
     pre, objective = Preprocessor(data_cfg, device), Classify(cfg.label_smoothing)
     opt = build_optimizer(cfg, model, model)
-    freeze.set_train_mode(model)
+    freeze.set_train_mode(model, freeze.batchnorm_mode(cfg))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     bs = min(cfg.batch_size, len(keep))
     for step in range(STEPS):
