@@ -67,6 +67,11 @@ class TrainConfig:
     probe_views: int = _f(1, "With 'probe': backbone passes per training image. 2 adds a mirrored copy of "
                              "each image (more robust head, about 60% more feature time).", "model", min=1,
                           max=2, advanced=True)
+    batchnorm: str = _f("auto", "BatchNorm layers while the backbone trains: 'frozen' = they keep the statistics of "
+                                "the weights training starts from (inference mode; their scale and shift still train); "
+                                "'train' = they re-estimate them from the training batches; 'auto' = frozen, except "
+                                "from random weights (which have no statistics to keep).", "model",
+                        choices=("auto", "frozen", "train"), advanced=True)
     img_size: int = _f(0, "Input size in pixels; 0 takes the backbone's own pretrained size.", "model",
                        min=0, max=1024, advanced=True)
     budget_min: float = _f(0.0, "With freeze 'auto': about how many minutes training may take (0 = no limit); "

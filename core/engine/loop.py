@@ -220,7 +220,7 @@ def _restore_checkpoint(s: Session, o: Optimization) -> LoopState:
 def _train_one_epoch(s: Session, net: nn.Module, o: Optimization, batch_iter: Iterator, epoch: int, steps: int,
                      clock: tuple[float, int]) -> tuple[float, float, int]:
     cfg, (t_fit, start_epoch) = s.cfg, clock
-    freeze.set_train_mode(net)  # frozen BatchNorm layers stay in eval mode
+    freeze.set_train_mode(net, freeze.batchnorm_mode(cfg))  # BatchNorm: see freeze.batchnorm_mode
     s.objective.reset()  # an objective's tally of the epoch (MultiTask: each task's accuracy) starts over
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)

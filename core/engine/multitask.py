@@ -70,6 +70,7 @@ class SeveralTasks:
         s.dataset = ds = open_multitask(cfg)
         s.model = create_multitask_model(cfg, [len(t.classes) for t in ds.tasks]).to(s.device)
         apply_freeze(s.model, cfg)
+        s.notes += [n for n in [freeze.batchnorm_note(cfg)] if n]
         weights = cfg.task_spec.weights_for([t.name for t in ds.tasks])
         s.objective = MultiTask(tuple(weights), cfg.label_smoothing)
         if len(set(weights)) > 1:

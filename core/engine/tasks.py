@@ -58,6 +58,7 @@ class OneTask:
         if cfg.init_from:
             s.notes.append(init_from.start_note(cfg, s.dataset.classes))
         freeze.apply_freeze(s.model, cfg, epoch=0)
+        s.notes += [n for n in [freeze.batchnorm_note(cfg)] if n]
         unlabeled = teachers.add_unlabeled(cfg, s.dataset)  # label -1: learned from the teachers only
         if cfg.teachers:  # distillation: a teacher that cannot be used fails here, before any decoding
             s.teachers = teachers.load_teachers(cfg, s.dataset.classes)

@@ -39,12 +39,32 @@ def apply_freeze(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> int:
     return n
 
 
-def set_train_mode(model: nn.Module) -> None:
-    """model.train(), but frozen BatchNorm layers keep their pretrained statistics (eval mode)."""
+def batchnorm_mode(cfg: TrainConfig) -> str:
+    """'frozen' or 'train': cfg.batchnorm with 'auto' resolved (frozen, except from random weights)."""
+    if cfg.batchnorm != "auto":
+        return cfg.batchnorm
+    return "train" if cfg.weights == "random" and not cfg.init_from else "frozen"
+
+
+def batchnorm_note(cfg: TrainConfig) -> str | None:
+    """The BatchNorm rule this run followed, for its summary and model card (None for a probe: nothing trains)."""
+    if cfg.freeze == "probe":
+        return None
+    if batchnorm_mode(cfg) == "frozen":
+        start = "the source run" if cfg.init_from else f"the {cfg.weights} weights"
+        return (f"BatchNorm statistics kept from {start} (inference mode while the backbone trained; their scale and "
+                f"shift trained): re-estimated from small training batches they cost accuracy (docs/decisions.md).")
+    why = "random weights have none to keep" if cfg.batchnorm == "auto" else "batchnorm: train"
+    return f"BatchNorm statistics re-estimated from the training batches in the trainable stages ({why})."
+
+
+def set_train_mode(model: nn.Module, batchnorm: str = "frozen") -> None:
+    """model.train(), but BatchNorm layers keep the statistics of the weights training started from (eval mode):
+    all of them with batchnorm="frozen", those of frozen stages only with "train" (see batchnorm_mode)."""
     model.train()
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None \
-                and not m.weight.requires_grad:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+                batchnorm == "frozen" or (m.weight is not None and not m.weight.requires_grad)):
             m.eval()
 
 

@@ -88,7 +88,7 @@ def _step_seconds(model, cfg: TrainConfig, size: int, device: torch.device) -> f
     """Seconds per training step (forward, loss, backward, optimizer) at cfg.batch_size."""
     opt, scaler = build_optimizer(cfg, model, model), grad_scaler(device, cfg.amp)  # as the training steps
     objective = Classify(cfg.label_smoothing)
-    freeze.set_train_mode(model)
+    freeze.set_train_mode(model, freeze.batchnorm_mode(cfg))
     x = torch.randn(cfg.batch_size, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.zeros(cfg.batch_size, dtype=torch.long, device=device)
     times = []

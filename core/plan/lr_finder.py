@@ -60,7 +60,7 @@ def find_lr(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], N
     y_all = torch.tensor([samples[i].label for i in keep])
     pre, objective = Preprocessor(data_cfg, device), Classify(cfg.label_smoothing)
     opt, scaler = build_optimizer(cfg, model, model), grad_scaler(device, cfg.amp)  # fp16 needs loss scaling
-    freeze.set_train_mode(model)
+    freeze.set_train_mode(model, freeze.batchnorm_mode(cfg))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     sizes = [min(cfg.batch_size, len(keep))]  # the batch size in use: halved (for good) on CUDA out-of-memory
 
