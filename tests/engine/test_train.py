@@ -173,7 +173,7 @@ with torch.no_grad():
 print(json.dumps(out))
 """
     proc = subprocess.run([sys.executable, "-c", script], input=json.dumps([str(hymenoptera / p) for p in val.paths]),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     fresh = json.loads(proc.stdout)
     assert fresh == [summary.classes[i] for i in val.predicted]
