@@ -2,7 +2,8 @@
 
 `trained_run` is a finished tiny probe run trained once per test session: tests that only read a run use it (it
 checks after each test that nothing in the run or its dataset changed). Tests that write to a run, or move its
-data, take `run_copy` (a copy in their own tmp_path) instead of training one of their own.
+data, take `run_copy` (a copy in their own tmp_path) instead of training one of their own. The slow tests that
+need a real run share `ants_bees_run` the same way: one probe on the real ants/bees sample per session.
 """
 
 from __future__ import annotations
@@ -93,24 +94,49 @@ def _listing(*folders: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for f in folders for p in f.rglob("*")}
 
 
+def _read_only(run, name: str):
+    """Yield `run`; then fail the test if it changed anything in the run or its dataset."""
+    from core.config import TrainConfig
+    data = Path(TrainConfig.load(run.config).data)
+    before = _listing(run.path, data)
+    yield run
+    assert _listing(run.path, data) == before, (
+        f"this test wrote to the shared run `{name}` (or its dataset): give it a copy (`copy_run`) instead")
+
+
 @pytest.fixture
 def trained_run(session_run):
     """The session's finished tiny probe run, to read only: the test fails if it changed the run or its dataset."""
+    yield from _read_only(session_run, "trained_run")
+
+
+@pytest.fixture(scope="session")
+def ants_bees_session_run(hymenoptera, tmp_path_factory):
+    """Trained once: a probe (default settings: bundled backbone, 224 px) on the real ants/bees sample; shared by
+    the slow tests of accuracy, calibration, exports and the fresh-process bundle."""
     from core.config import TrainConfig
-    data = Path(TrainConfig.load(session_run.config).data)
-    before = _listing(session_run.path, data)
-    yield session_run
-    assert _listing(session_run.path, data) == before, (
-        "this test wrote to the shared trained run (or its dataset): give it `run_copy` instead of `trained_run`")
+    from core.engine.train import train
+    from core.runs import RunDir
+    out = tmp_path_factory.mktemp("ants-bees-run")
+    result = train(TrainConfig(data=str(hymenoptera), freeze="probe", output_dir=str(out)))
+    assert result.status == "completed", result
+    return RunDir(Path(result.run_dir))
 
 
-def copy_run(run, runs_dir: Path, data_parent: Path):
-    """A copy of `run` under runs_dir (same run id) and of its dataset under data_parent (same folder name); the
-    copy's config.yaml points at the copied dataset. Copying is milliseconds, training is seconds."""
+@pytest.fixture
+def ants_bees_run(ants_bees_session_run):
+    """The session's ants/bees probe run, to read only (as `trained_run`)."""
+    yield from _read_only(ants_bees_session_run, "ants_bees_run")
+
+
+def copy_run(run, runs_dir: Path, data_parent: Path | None = None):
+    """A copy of `run` under runs_dir (same run id) and of its dataset under data_parent (same folder name; None:
+    the copy reads the run's own dataset, for tests that do not write to it); the copy's config.yaml points at
+    the dataset it reads. Copying is milliseconds, training is seconds."""
     from core.config import TrainConfig
     from core.runs import RunDir
     cfg = TrainConfig.load(run.config)
-    data = shutil.copytree(cfg.data, data_parent / Path(cfg.data).name)
+    data = shutil.copytree(cfg.data, data_parent / Path(cfg.data).name) if data_parent else cfg.data
     copy = RunDir(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
     cfg.replace(data=str(data), output_dir=str(runs_dir)).save(copy.config)
     return copy

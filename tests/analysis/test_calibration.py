@@ -9,9 +9,7 @@ import pytest
 
 from core.analysis import calibration as cal
 from core.analysis.inspect import calibrated, open_view
-from core.engine.train import train
 from core.export.bundle import load_bundle
-from core.runs import RunDir
 
 
 def overconfident(n: int = 600, classes: int = 3, scale: float = 4.0, seed: int = 0):
@@ -75,9 +73,8 @@ def test_run_ships_its_temperature_and_predict_applies_it(trained_run):
 
 
 @pytest.mark.slow
-def test_ants_bees_bundle_predict_equals_the_calibrated_probabilities_the_app_shows(hymenoptera, tmp_path):
-    from core.config import TrainConfig
-    run = RunDir(Path(train(TrainConfig(data=str(hymenoptera), freeze="probe", output_dir=str(tmp_path))).run_dir))
+def test_ants_bees_bundle_predict_equals_the_calibrated_probabilities_the_app_shows(hymenoptera, ants_bees_run):
+    run = ants_bees_run
     view = open_view(run)
     val = view.preds.splits["val"]
     c = view.summary.calibration

@@ -15,16 +15,17 @@ from core.models.freeze import apply_freeze, backbone_stages, split_frozen_prefi
 
 
 def _imagenet_top1_right(hymenoptera, arch: str, weights: str = "tf_efficientnet_lite0") -> float:
-    """Share of the ants/bees validation photos whose ImageNet top-1 is their class (ant 310, bee 309), with the
-    bundled weights of `weights` and their ImageNet head loaded into `arch`, and timm's own preprocessing for
-    `arch`."""
+    """Share of the ants/bees validation photos (every other one: 77 of 153, half the time; the outputs are
+    deterministic, so the subset's figures below do not vary between runs) whose ImageNet top-1 is their class
+    (ant 310, bee 309), with the bundled weights of `weights` and their ImageNet head loaded into `arch`, and
+    timm's own preprocessing for `arch`."""
     model = timm.create_model(arch, num_classes=1000).eval()
     state = backbones._bundled_state_dict(model, weights)
     src = torch.load(backbones.bundled_weights_path(weights), weights_only=True)
     state["classifier.weight"], state["classifier.bias"] = src["_fc.weight"], src["_fc.bias"]
     model.load_state_dict(state)
     tf = timm.data.create_transform(**backbones.data_config(model))
-    val = open_dataset(hymenoptera).val
+    val = open_dataset(hymenoptera).val[::2]
     want = torch.tensor([{"ants": 310, "bees": 309}[("ants", "bees")[s.label]] for s in val])
     with torch.no_grad():
         top1 = torch.cat([model(torch.stack([tf(load_image(s.path)) for s in val[i:i + 32]])).argmax(1)
@@ -32,19 +33,19 @@ def _imagenet_top1_right(hymenoptera, arch: str, weights: str = "tf_efficientnet
     return (top1 == want).float().mean().item()
 
 
-@pytest.mark.slow  # the real backbone on 153 real photos, twice (about 15 s)
+@pytest.mark.slow  # the real backbone on 77 real photos, twice (about 8 s)
 def test_bundled_weights_are_wired_into_the_architecture_they_were_trained_in(hymenoptera):
     """The package's weights are a TensorFlow port: in tf_efficientnet_lite0 (TF padding, mean = std = 0.5) they
     name the right ImageNet class for most real ant and bee photos; in the look-alike efficientnet_lite0 (the old
     wiring: loads strictly, computes another network) they do not."""
-    assert _imagenet_top1_right(hymenoptera, "tf_efficientnet_lite0") >= 0.8  # measured 130/153
-    assert _imagenet_top1_right(hymenoptera, "efficientnet_lite0") < 0.7  # measured 97/153
+    assert _imagenet_top1_right(hymenoptera, "tf_efficientnet_lite0") >= 0.8  # measured 64/77 (130/153 on all)
+    assert _imagenet_top1_right(hymenoptera, "efficientnet_lite0") < 0.7  # measured 45/77 (97/153 on all)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
 def test_larger_offline_backbones_are_real_imagenet_networks(hymenoptera, name):
-    assert _imagenet_top1_right(hymenoptera, name, name) >= 0.8
+    assert _imagenet_top1_right(hymenoptera, name, name) >= 0.8  # measured lite1 70/77, lite2 67/77
 
 
 def test_bundled_backbones_have_packages():

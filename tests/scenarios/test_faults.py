@@ -44,7 +44,7 @@ def test_sigkill_mid_training_then_resume(tiny_folder, tmp_path):
     assert run.read_status()["status"] == "interrupted"
 
     p = subprocess.run([sys.executable, "-m", "core", "train", "--resume", str(run.path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
     after = run.metrics.read_text().splitlines(keepends=True)
     assert after[:len(before)] == before  # kept as they were (same elapsed times), not trained again
