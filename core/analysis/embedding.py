@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 MAX_POINTS = 3000
 
@@ -27,7 +28,10 @@ def embed_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
     if n < 10:
         return x[:, :2] if dims >= 2 else np.c_[x, np.zeros(n)]
     perplexity = float(min(30.0, (n - 1) / 3))
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed, max_iter=750).fit_transform(x)
+    # one OpenMP thread: t-SNE's threads spin-wait against the app's other threads (training, Grad-CAM); on a loaded
+    # 2-core machine 16 points took 110 s with the default threads and 1.4 s with one (tests21 note, docs/decisions.md)
+    with threadpool_limits(1):
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed, max_iter=750).fit_transform(x)
 
 
 def sample_indices(n: int, limit: int = MAX_POINTS, seed: int = 0) -> np.ndarray:
