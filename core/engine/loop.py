@@ -57,8 +57,8 @@ class Session:
     model: nn.Module = None
     data_cfg: dict = None
     pre: Preprocessor = None
-    # split ("val" / "test") -> (*logits, pooled features) of the current weights: what the summary reports
-    # (one task: logits and pooled; several: each task's logits, then pooled)
+    # split ("val" / "test"; "train" for the unknown-input score's fit) -> (*logits, pooled features) of the
+    # current weights: what the summary reports (one task: logits and pooled; several: each task's logits, then pooled)
     final_outputs: Callable[[str], tuple[torch.Tensor, ...]] = None
     objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
     teachers: list = field(default_factory=list)  # distillation: core.engine.teachers.Teacher, when cfg has some

@@ -132,7 +132,8 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
         return "stopped"
     b.require_decoded(ds, n_train, n_val, failed)
     train_x = np.stack([f for f in feats[:n_train] if f is not None])
-    pooled = {"val": b.stack_first_view(feats[n_train:n_train + n_val], s.device),
+    pooled = {"train": b.stack_first_view(feats[:n_train], s.device),  # the unknown-input score is fitted on it
+              "val": b.stack_first_view(feats[n_train:n_train + n_val], s.device),
               "test": b.stack_first_view(feats[n_train + n_val:], s.device)}
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
