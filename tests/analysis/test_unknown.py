@@ -82,6 +82,8 @@ def test_predict_json_has_the_verdict_on_every_line_and_flags_about_5_percent_of
     summary = json.loads((run.bundle_dir / "summary.json").read_text())
     assert summary["unknown"]["val_flagged"] == pytest.approx(1 - ACCEPT, abs=0.03)
     assert len(load_predictions(run.predictions).splits["val"].unknown) == len(paths)  # for the Inspect page
+    card = (run.bundle_dir / "README.md").read_text()
+    assert "none of these" in card and f"{summary['unknown']['threshold']:.4g}" in card
 
 
 def test_predict_text_says_none_of_these_and_still_names_the_closest_class(run, others):
