@@ -90,6 +90,8 @@ class RunSummary:
     # multi-task runs (core/engine/multitask.py): task -> {"classes", "weight", "val", "test"} (SplitReport dicts);
     # classes/val/test above are then the first task's
     tasks: dict | None = None
+    # the unknown-input score (core/analysis/unknown.py): method, threshold, accept, k, val_flagged; or a note
+    unknown: dict | None = None
 
     @property
     def val_accuracy(self) -> float | None:

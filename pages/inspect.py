@@ -9,8 +9,10 @@ import streamlit as st
 from core.analysis.inspect import calibration_report, inspect_run, loss_table, open_view, read_report, score_training
 from core.data.derived import derive_dataset, sample_paths
 from core.errors import DatasetError
+from core.runs import RunDir
 from pages._jobs import job_view
 from pages._ui import get_registry, init_session, policy, run_picker
+from pages._unknown import unknown_panel
 
 init_session()
 st.header("Inspect")
@@ -28,7 +30,6 @@ except (ValueError, FileNotFoundError) as exc:
 def run_dataset(path: str):
     """The run's dataset (None when it is gone): validation paths are relative to its real root (a zip's extracted
     folder, a folder's single top folder), training paths to the run's data path; the gallery looks in both."""
-    from core.runs import RunDir
     try:
         return open_view(RunDir(Path(path))).dataset()
     except (DatasetError, ValueError, FileNotFoundError):
@@ -43,7 +44,6 @@ train_files = sample_paths(ds.train, view.root) if ds else {}  # training images
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
 def run_model(path: str):
     from core.analysis.inspect import load_run_model
-    from core.runs import RunDir
     return load_run_model(RunDir(Path(path)))
 
 
@@ -65,8 +65,7 @@ def mislabel_editor(rows: list[dict], limit: int = 24) -> None:
     """The suspects, each with 'exclude' and 'relabel as': the edits become a new dataset, never the user's files."""
     shown = [(r, f) for r in rows if (f := locate(r["path"]))][:limit]
     if not shown:
-        gallery(rows, str)
-        return
+        return gallery(rows, str)
     exclude, relabel = set(), {}
     for start in range(0, len(shown), 4):
         for col, (r, f) in zip(st.columns(4), shown[start:start + 4], strict=False):
@@ -112,8 +111,9 @@ def job_button(label: str, key: str) -> None:
 
 
 analyses = job_view(st.session_state.get(f"job_{run.run_id}"), key="analyses", name="Analyses")
-calib_tab, loss_tab, saliency_tab, mislabel_tab, map_tab = st.tabs(
-    ["Calibration", "Top losses", "Saliency", "Mislabeled?", "Embedding map"])
+calib_tab, loss_tab, saliency_tab, mislabel_tab, map_tab, unknown_tab = st.tabs(
+    ["Calibration", "Top losses", "Saliency", "Mislabeled?", "Embedding map", "Unknown inputs"])
+unknown_panel(unknown_tab, view, gallery)
 
 with calib_tab:
     c = calibration_report(view)

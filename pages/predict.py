@@ -44,11 +44,15 @@ with policy().scratch_folder("predict") as tmp:  # removed when done, also on er
             paths.append((name, p))
     for name, reason in bad:
         st.error(f"{name}: {reason}")
-    results = model.predict([p for _, p in paths], topk=k) if paths else []
-    for (name, p), top in zip(paths, results, strict=True):
+    results = model.assess([p for _, p in paths], topk=k) if paths else []
+    for (name, p), got in zip(paths, results, strict=True):
+        top = got.top
         c1, c2 = st.columns([1, 3])
         c1.image(p.read_bytes(), width=160)
         c2.markdown(f"**{name}** → **{top[0][0]}** ({top[0][1]:.1%})")
+        if got.unknown:
+            c2.warning(f"Looks unlike the training images (unknown score {got.unknown_score:.3g} > threshold "
+                       f"{model.unknown_threshold:.3g}): probably none of these classes; the closest is shown.")
         c2.dataframe([{"class": c, "probability": round(v, 4)} for c, v in top], hide_index=True)
         if c2.toggle("Where the model looks (Grad-CAM)", key=f"sal_{name}"):
             from core.analysis.saliency import saliency_for_image

@@ -24,6 +24,7 @@ class SplitOutputs:
     features: np.ndarray  # N x D float32
     labels: np.ndarray  # N int64
     paths: list[str]  # relative to the dataset root, '/'-separated
+    unknown: np.ndarray | None = None  # N unknown-input scores (core/analysis/unknown.py), when the run has a scorer
 
     @property
     def predicted(self) -> np.ndarray:
@@ -47,6 +48,8 @@ def save_predictions(path: Path, preds: Predictions) -> None:
         arrays[f"{name}_features"] = out.features.astype(np.float32)
         arrays[f"{name}_labels"] = out.labels.astype(np.int64)
         arrays[f"{name}_paths"] = np.array(out.paths, dtype=str)
+        if out.unknown is not None:
+            arrays[f"{name}_unknown"] = out.unknown.astype(np.float32)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -58,6 +61,7 @@ def load_predictions(path: Path) -> Predictions | None:
         return None
     with np.load(path, allow_pickle=False) as z:  # strings are stored as unicode arrays: no pickles
         splits = {name: SplitOutputs(z[f"{name}_probs"], z[f"{name}_features"], z[f"{name}_labels"],
-                                     z[f"{name}_paths"].tolist())
+                                     z[f"{name}_paths"].tolist(),
+                                     z[f"{name}_unknown"] if f"{name}_unknown" in z.files else None)
                   for name in SPLITS if f"{name}_probs" in z.files}
         return Predictions(z["classes"].tolist(), splits)

@@ -26,11 +26,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError("No image files found in what was given.")
     model = load_bundle(_bundle_path(Path(args.bundle), args.task))
-    for p, top in zip(paths, model.predict(paths, topk=args.topk), strict=True):
+    if model.unknown is None and not args.json:
+        sys.stderr.write("This bundle has no unknown-input score (made before it existed, or a multi-task run's "
+                         "task): every image gets its closest class.\n")
+    for p, got in zip(paths, model.assess(paths, topk=args.topk, threshold=args.unknown_threshold), strict=True):
+        score = None if got.unknown_score is None else round(got.unknown_score, 5)
         if args.json:
-            print(json.dumps({"path": str(p), "top": [{"class": c, "prob": round(v, 5)} for c, v in top]}))
+            print(json.dumps({"path": str(p), "top": [{"class": c, "prob": round(v, 5)} for c, v in got.top],
+                              "unknown": got.unknown, "unknown_score": score}))
         else:
-            print(f"{p}: " + ", ".join(f"{c} {v:.3f}" for c, v in top))
+            verdict = f"none of these (unknown score {score:.3g}); closest: " if got.unknown else ""
+            print(f"{p}: {verdict}" + ", ".join(f"{c} {v:.3f}" for c, v in got.top))
     return 0
 
 

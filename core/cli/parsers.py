@@ -89,6 +89,9 @@ def _delivery_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default=None, help=TASK_HELP.replace("RUN_DIR", "BUNDLE"))
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--unknown-threshold", type=float, default=None,
+                   help="flag an image as unlike the training images above this unknown score (default: the "
+                        "bundle's own, which accepts 95%% of its validation images)")
     p = sub.add_parser("export", help="zip a run's bundle, or export it to ONNX / int8 ONNX / TorchScript, checked")
     p.add_argument("run_dir")
     p.add_argument("--out", help="where to put the zip or the exported file (file or folder)")

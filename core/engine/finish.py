@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 from core.analysis.calibration import summary_calibration
 from core.analysis.metrics import classification_report
 from core.analysis.predictions import Predictions, SplitOutputs, save_predictions
+from core.analysis.unknown import UnknownScore, fit_unknown
+from core.analysis.unknown import scores as unknown_scores
 from core.data.derived import labeling_note
 from core.data.duplicates import leakage_summary
 from core.engine.callbacks import FitResult
@@ -38,15 +40,17 @@ def finish_run(s: Session, status: str) -> FitResult:
         return FitResult(Status(status), str(s.run.path), summary)
     s.model.load_state_dict(load_file(str(s.run.best_weights)))
     ds = s.dataset
-    outputs = {split: _outputs(s, split) for split in ("val", "test") if getattr(ds, split)}
+    raw = {split: s.final_outputs(split) for split in ("val", "test") if getattr(ds, split)}
+    outputs = {split: _outputs(s, split, *got) for split, got in raw.items()}
     summary = build_summary(s, outputs, status)
     val = outputs.get("val")  # the temperature ships in the bundle; leakage warns on the Results page
-    summary = dataclasses.replace(summary, calibration=summary_calibration(val and val.probs, val and val.labels),
-                                  leakage=leakage_summary(ds))
+    calibration = summary_calibration(val and val.probs, val and val.labels)
+    scorer, unknown = _fit_unknown(s, raw, outputs, float((calibration or {}).get("temperature", 1.0)))
+    summary = dataclasses.replace(summary, calibration=calibration, leakage=leakage_summary(ds), unknown=unknown)
     save_predictions(s.run.predictions, Predictions(ds.classes, outputs))
     atomic_write_json(s.run.dataset_file, portable_dataset_summary(ds.summary()))
     s.run.write_summary(summary)
-    write_bundle(s.model, s.data_cfg, ds.classes, s.cfg.portable(), summary, s.run.bundle_dir)
+    write_bundle(s.model, s.data_cfg, ds.classes, s.cfg.portable(), summary, s.run.bundle_dir, unknown=scorer)
     share_file(s.run.bundle_dir / "model.safetensors", s.run.best_weights)  # one copy of the weights
     write_run_record(s.run, s.cfg, ds, summary)  # record.json (data hashes, versions, ...) and the full model card
     for store in s.run.path.glob("decoded-*.npy"):  # memory-mapped image stores of large sets
@@ -54,13 +58,34 @@ def finish_run(s: Session, status: str) -> FitResult:
     return FitResult(Status(status), str(s.run.path), summary)
 
 
-def _outputs(s: Session, split: str) -> SplitOutputs:
-    logits, pooled = s.final_outputs(split)
+def _outputs(s: Session, split: str, logits, pooled) -> SplitOutputs:
     samples = getattr(s.dataset, split)
     probs = F.softmax(logits.float(), dim=1).cpu().numpy() if len(logits) else np.zeros((0, len(s.dataset.classes)))
     return SplitOutputs(probs.astype(np.float32), pooled.float().cpu().numpy(),
                         np.array([x.label for x in samples], dtype=np.int64),
                         [relative_path(x.path, s.dataset.root) for x in samples])
+
+
+def _fit_unknown(s: Session, raw: dict, outputs: dict[str, SplitOutputs], temperature: float,
+                 ) -> tuple[UnknownScore | None, dict]:
+    """The unknown-input score fitted on the training images' pooled features, thresholded on the validation
+    images; each split's scores go into predictions.npz (outputs, in place). Skipped, with a note, when there is
+    nothing to fit it on."""
+    ds = s.dataset
+    if len(raw["val"][0]) == 0:
+        return None, {"note": "no validation images to set the unknown-input threshold on"}
+    _, train_pooled = s.one_view_outputs("train")
+    train_labels = np.array([x.label for x in ds.train], dtype=np.int64)
+    if len(train_pooled) != len(train_labels) or not len(train_labels):
+        return None, {"note": "the training images' features were not available; no unknown-input score"}
+    val_logits, val_pooled = raw["val"]
+    scorer = fit_unknown(train_pooled.float().cpu().numpy(), train_labels, len(ds.classes),
+                         val_logits.float().cpu().numpy(), val_pooled.float().cpu().numpy(), temperature,
+                         seed=s.cfg.seed)
+    for split, (logits, pooled) in raw.items():
+        outputs[split].unknown = unknown_scores(scorer, logits.cpu(), pooled.cpu())
+    flagged = float((outputs["val"].unknown > float(scorer.threshold)).mean())
+    return scorer, {**scorer.describe(), "val_flagged": flagged, "train_images": len(train_labels)}
 
 
 def build_summary(s: Session, outputs: dict[str, SplitOutputs], status: str) -> RunSummary:

@@ -58,9 +58,11 @@ class Session:
     model: nn.Module = None
     data_cfg: dict = None
     pre: Preprocessor = None
-    # split ("val" / "test") -> (*logits, pooled features) of the current weights: what the summary reports
-    # (one task: logits and pooled; several: each task's logits, then pooled)
+    # split ("val" / "test") -> (*logits, pooled features) of the current weights: what the summary reports (one task:
+    # logits and pooled; several: each task's logits, then pooled), test-time flip averaged in when cfg.tta says so
     final_outputs: Callable[[str], tuple[torch.Tensor, ...]] = None
+    # the same from the image as it is, one view ("train" too: the unknown-input score is fitted on its features)
+    one_view_outputs: Callable[[str], tuple[torch.Tensor, ...]] = None
     objective: Objective = None  # forward + loss for one batch; classification unless a task says otherwise
     balance: Balance = Balance("off", "")  # class-balanced training (core/engine/balance.py): loss weights or sampler
     teachers: list = field(default_factory=list)  # distillation: core.engine.teachers.Teacher, when cfg has some

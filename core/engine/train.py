@@ -137,6 +137,7 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
     train_x = np.stack([f for f in feats[:n_train] if f is not None])
     pooled, mirrored = ({"val": b.stack_view(feats[n_train:n_train + n_val], view, s.device),
                          "test": b.stack_view(feats[n_train + n_val:], view, s.device)} for view in (0, eval_views - 1))
+    pooled["train"] = b.stack_view(feats[:n_train], 0, s.device)  # the unknown-input score is fitted on it
     views = train_x.shape[1]
     train_x = torch.from_numpy(train_x.reshape(-1, train_x.shape[-1])).to(s.device)
     train_y = tasks.labels(ds.train, s.device).repeat_interleave(views, dim=0)
@@ -171,7 +172,7 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
     def final(split: str, flip: bool = False) -> tuple[torch.Tensor, ...]:  # after folding: raw features
         with torch.inference_mode():
             return tasks.with_pooled(s.model, head)((mirrored if flip else pooled)[split])
-    s.final_outputs = with_tta(final) if cfg.tta == "flip" else final
+    s.one_view_outputs, s.final_outputs = final, with_tta(final) if cfg.tta == "flip" else final
     status = epoch_loop(s, head, batches, len(train_y), evaluate)
     if best:
         best.restore()
@@ -257,7 +258,7 @@ def _fit_finetune(s: Session, tasks: Tasks) -> str:
         u8, rows = stores[split]
         return b.run_batched(s, tasks.with_pooled(s.model, s.model), images_u8=u8, rows=rows,
                              outputs=tasks.final_outputs, flip=flip)
-    s.final_outputs = with_tta(final) if cfg.tta == "flip" else final
+    s.one_view_outputs, s.final_outputs = final, with_tta(final) if cfg.tta == "flip" else final
     return epoch_loop(s, net, batches, len(train_y), evaluate)
 
 

@@ -35,6 +35,7 @@ from core.export.parity import (
 from core.export.record import refresh_card
 from core.export.torchscript import TorchScriptRunner, export_torchscript
 from core.files.digest import sha256_file
+from core.models.freeze import PooledAndLogits
 from core.runs import RunDir
 
 Progress = Callable[[str, int, int], None]
@@ -83,7 +84,7 @@ def export_run(run: RunDir, fmt: str, progress: Progress | None = None,
                         a.share(a.agree_model), a.max_diff, a.share(a.correct), a.share(a.correct_model),
                         passed=not (reason := verdict(fmt, a)), reason=reason,
                         method=method, seconds=time.perf_counter() - t0, created=time.time(),
-                        **extra)
+                        unknown_agree=a.share(a.unknown_agree) if a.unknown_images else None, **extra)
     write_check(out / "check.json", check)
     refresh_card(run)
     return check
@@ -117,8 +118,8 @@ def _make(fmt: str, loaded: LoadedModel, out: Path, images: CheckImages) -> tupl
     if fmt == "torchscript":
         return export_torchscript(*args, out / FILES[fmt]), None, ""
     if fmt == "onnx":
-        return export_onnx(*args, out / FILES[fmt]), None, ""
-    reference = export_onnx(*args, out / "reference-fp32.onnx")
+        return export_onnx(*args, out / FILES[fmt], unknown=loaded.unknown), None, ""
+    reference = export_onnx(*args, out / "reference-fp32.onnx", unknown=loaded.unknown)
     calibration = loaded.input_batches(images.train) if images.train else None
     method = quantize_int8(reference, out / FILES[fmt], calibration)
     return out / FILES[fmt], reference, method
@@ -133,5 +134,9 @@ def _agreement(loaded: LoadedModel, runner, images: CheckImages, progress: Progr
         with torch.inference_mode():
             expected = model(torch.from_numpy(x)).numpy()
         a.add(runner(x), expected, images.run_top1[rows], images.labels[rows])
+        exported = runner.unknown(x) if isinstance(runner, OnnxRunner) else None
+        if exported is not None:  # the unknown-input decision: the file's against the bundle's on the same input
+            with torch.inference_mode():
+                a.add_unknown(exported[1], loaded.unknown(*PooledAndLogits(loaded.model)(torch.from_numpy(x)))[1])
     return None if should_stop() else a
 

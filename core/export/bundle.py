@@ -5,6 +5,7 @@ Layout (the same as a folder inside the run and as a zip):
     model.safetensors   the fine-tuned weights
     config.yaml         the TrainConfig that produced it (replay with `python -m core train --config`)
     summary.json        final metrics
+    unknown.safetensors the unknown-input scorer ("none of these", core/analysis/unknown.py), when the run has one
     README.md           model card with the loading snippet
 Load it with `timm.create_model("local-dir:<folder>", pretrained=True)` or `load_bundle()` below.
 """
@@ -24,18 +25,22 @@ import timm
 import torch
 from torch import nn
 
+from core.analysis.unknown import FILE as UNKNOWN_FILE
+from core.analysis.unknown import UnknownScore, load_scorer, save_scorer
 from core.config import TrainConfig
 from core.data.images import load_image
 from core.export.card import render_card
 from core.files.zips import safe_zip_members
+from core.models.freeze import PooledAndLogits
 from core.models.tta import mean_of_views, mirror
 from core.runs import RunDir, RunSummary
 
 
 def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: TrainConfig, summary: RunSummary,
-                 dest: Path) -> Path:
+                 dest: Path, unknown: UnknownScore | None = None) -> Path:
     """Write the bundle folder atomically (a temp folder renamed into place). `cfg` should be the portable
-    config (TrainConfig.portable): the bundle leaves the server."""
+    config (TrainConfig.portable): the bundle leaves the server. `unknown`: the unknown-input scorer, saved as
+    unknown.safetensors (timm's loader ignores it) and described under config.json's "unknown"."""
     dest = Path(dest)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
@@ -45,9 +50,12 @@ def write_bundle(model: nn.Module, data_cfg: dict, classes: list[str], cfg: Trai
         # temperature: calibrated probabilities are softmax(logits / temperature); a top-level config.json key
         temperature = float((summary.calibration or {}).get("temperature", 1.0))
         # tta: "flip" = predictions average the image's and its mirror image's probabilities (load_bundle does)
-        model_config = {"label_names": list(classes), "temperature": temperature, "tta": cfg.tta}
-        timm.models.save_for_hf(model, tmp, model_config=model_config,
+        extra = {"unknown": {**unknown.describe(), "file": UNKNOWN_FILE}} if unknown is not None else {}
+        timm.models.save_for_hf(model, tmp, model_config={"label_names": list(classes), "temperature": temperature,
+                                                          "tta": cfg.tta, **extra},
                                 safe_serialization=True, data_config=cfg_for_hf)
+        if unknown is not None:
+            save_scorer(unknown, tmp / UNKNOWN_FILE)
         (tmp / "config.yaml").write_text(config_yaml(cfg, summary), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
         # the card as known now (no run record or export checks yet); record.refresh_card re-renders it
@@ -88,6 +96,7 @@ class LoadedModel:
     transform: object
     temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature); 1.0 = uncalibrated
     tta: str = "off"  # "flip": the image's and its mirror image's probabilities averaged (core/models/tta.py)
+    unknown: UnknownScore | None = None  # the unknown-input scorer (None: a bundle made without one)
 
     def inputs(self, paths: list[str | Path]) -> np.ndarray:
         """The bundle's own timm transform over `paths`: exactly what a timm user feeds an exported file."""
@@ -98,21 +107,44 @@ class LoadedModel:
         for i in range(0, len(paths), size):
             yield self.inputs(paths[i:i + size])
 
-    @torch.inference_mode()
     def predict(self, paths: list[str | Path], topk: int = 3, batch_size: int = 16) -> list[list[tuple]]:
         """Top-k (class, probability) per image, with the bundle's own preprocessing."""
+        return [p.top for p in self.assess(paths, topk, batch_size)]
+
+    @torch.inference_mode()
+    def assess(self, paths: list[str | Path], topk: int = 3, batch_size: int = 16,
+               threshold: float | None = None) -> list[Prediction]:
+        """Top-k (class, probability) per image and, when the bundle has a scorer, its unknown-input score and
+        whether it is over the threshold (the bundle's, or `threshold` when given)."""
         out = []
         for i in range(0, len(paths), batch_size):
             x = torch.from_numpy(self.inputs(paths[i:i + batch_size]))
-            logits = self.model(x)
+            logits, pooled = PooledAndLogits(self.model)(x)
             if self.tta == "flip":
                 logits = mean_of_views(logits, self.model(mirror(x)))
+            # as the run scored its validation images: the (averaged) logits, the image's own pooled features
+            score = self.unknown.score(logits, pooled).tolist() if self.unknown is not None else [None] * len(x)
             probs = (logits / self.temperature).softmax(-1)
-            k = min(topk, probs.shape[1])
-            vals, idx = probs.topk(k, dim=1)
-            out += [[(self.classes[j], float(v)) for v, j in zip(vr, ir, strict=True)]
-                    for vr, ir in zip(vals.tolist(), idx.tolist(), strict=True)]
+            vals, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
+            limit = threshold if threshold is not None else self.unknown_threshold
+            out += [Prediction([(self.classes[j], float(v)) for v, j in zip(vr, ir, strict=True)], s,
+                               None if s is None else bool(s > limit))
+                    for vr, ir, s in zip(vals.tolist(), idx.tolist(), score, strict=True)]
         return out
+
+    @property
+    def unknown_threshold(self) -> float | None:
+        return float(self.unknown.threshold) if self.unknown is not None else None
+
+
+@dataclass
+class Prediction:
+    """One image's prediction: top-k (class, probability), best first, and the unknown-input verdict (None
+    for both when the bundle has no scorer)."""
+
+    top: list[tuple[str, float]]
+    unknown_score: float | None = None
+    unknown: bool | None = None
 
 
 def load_bundle(path: str | Path, extract_to: str | Path | None = None) -> LoadedModel:
@@ -162,6 +194,6 @@ def _load_folder(folder: Path) -> LoadedModel:
     classes = list(model.pretrained_cfg.get("label_names") or
                    json.loads((folder / "config.json").read_text())["label_names"])
     data_cfg = timm.data.resolve_model_data_config(model)
-    temperature = shipped_temperature(folder)
     tta = json.loads((folder / "config.json").read_text()).get("tta", "off")
-    return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg), temperature, tta)
+    return LoadedModel(model, classes, data_cfg, timm.data.create_transform(**data_cfg), shipped_temperature(folder),
+                       tta=tta, unknown=load_scorer(folder / UNKNOWN_FILE))

@@ -141,11 +141,25 @@ def _exports(checks: dict[str, ExportCheck]) -> str:
     return "\n".join(lines)
 
 
+def _none_of_these(s: RunSummary) -> str:
+    """What the unknown-input score's threshold means, or that there is none (core/analysis/unknown.py)."""
+    u = getattr(s, "unknown", None) or {}
+    if "threshold" not in u:
+        return ("It always answers one of these classes: it has no 'none of these', so an image of something else "
+                "gets a wrong class, often with high confidence.")
+    accept = u.get("accept", 0.95)
+    return (f"It also scores how unlike the training images an image looks ({u['method']}"
+            f"{', k = ' + str(u['k']) if u.get('k') else ''}, on the model's pooled features; higher = more "
+            f"unlike): above {u['threshold']:.4g} it says \"none of these\" (the closest class is still given). "
+            f"The threshold accepts {accept:.0%} of the validation images, so about {1 - accept:.0%} of images like "
+            f"the training ones are flagged too, and an unknown close to a class can pass; move it with "
+            f"`predict --unknown-threshold`. The ONNX export has it as the outputs `unknown_score` and `unknown`.")
+
+
 def _use_and_limits(classes: list[str], s: RunSummary, record: dict | None) -> str:
     lines = ["## Intended use", "",
              f"Sorting images like those of `{s.dataset}` into {len(classes)} classes ({', '.join(classes)}). "
-             f"It always answers one of these classes: it has no 'none of these', so an image of something else "
-             f"gets a wrong class, often with high confidence.", "", "## Limitations", ""]
+             + _none_of_these(s), "", "## Limitations", ""]
     lines += [f"- {text}" for text in limitations(s, record)]
     return "\n".join(lines)
 

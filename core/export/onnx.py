@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.models.freeze import PooledAndLogits
+
 INPUT, OUTPUT = "input0", "output0"  # timm.utils.onnx.onnx_export's names
+UNKNOWN_SCORE, UNKNOWN = "unknown_score", "unknown"  # the extra outputs when the bundle has an unknown-input scorer
 QUANT_OPS = ["Conv", "MatMul", "Gemm"]  # the softmax and the pooling stay float
 
 
@@ -32,6 +35,18 @@ class Probabilities(nn.Module):
         return (self.model(x) / self.temperature).softmax(-1)
 
 
+class ProbabilitiesAndUnknown(nn.Module):
+    """Probabilities, plus the unknown-input score and its decision (core/analysis/unknown.py) from the same pass."""
+
+    def __init__(self, model: nn.Module, temperature: float, unknown: nn.Module):
+        super().__init__()
+        self.both, self.temperature, self.unknown = PooledAndLogits(model), float(temperature), unknown
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, pooled = self.both(x)
+        return ((logits / self.temperature).softmax(-1), *self.unknown(logits, pooled))
+
+
 def export_metadata(classes: list[str], data_cfg: dict, temperature: float) -> dict[str, str]:
     """What a user of the bare file needs besides the weights, as string key/values (ONNX metadata_props and
     TorchScript extra files take strings)."""
@@ -41,20 +56,32 @@ def export_metadata(classes: list[str], data_cfg: dict, temperature: float) -> d
             " produces it", "output": "class probabilities, softmax(logits / temperature)"}
 
 
-def export_onnx(model: nn.Module, classes: list[str], data_cfg: dict, temperature: float, dest: Path) -> Path:
+def export_onnx(model: nn.Module, classes: list[str], data_cfg: dict, temperature: float, dest: Path,
+                unknown: nn.Module | None = None) -> Path:
     """Export with timm's exporter (TorchScript-based, the one measured fast here; the checker runs on the file)
-    and write the metadata into the graph. `dest` appears only when complete."""
+    and write the metadata into the graph. With `unknown` (the bundle's scorer) the file has two more outputs:
+    `unknown_score` (float, higher = more unlike the training images) and `unknown` (bool, over the threshold).
+    `dest` appears only when complete."""
     import onnx
     from timm.utils.onnx import onnx_export
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".partial")
-    wrapped = Probabilities(model, temperature).eval()
+    wrapped = (Probabilities(model, temperature) if unknown is None else
+               ProbabilitiesAndUnknown(model, temperature, unknown)).eval()
+    names = [OUTPUT] if unknown is None else [OUTPUT, UNKNOWN_SCORE, UNKNOWN]
     example = torch.zeros(1, *data_cfg["input_size"])
     with warnings.catch_warnings():  # the legacy exporter is deprecated upstream; timm still uses it by default
         warnings.simplefilter("ignore")
-        onnx_export(wrapped, str(tmp), example_input=example, input_names=[INPUT], output_names=[OUTPUT])
+        onnx_export(wrapped, str(tmp), example_input=example, input_names=[INPUT], output_names=names)
     graph = onnx.load(str(tmp))
-    for key, value in export_metadata(classes, data_cfg, temperature).items():
+    for out in graph.graph.output[1:]:  # timm names the batch axis of the first output only
+        out.type.tensor_type.shape.dim[0].dim_param = "batch"
+    meta = export_metadata(classes, data_cfg, temperature)
+    if unknown is not None:
+        meta["unknown"] = json.dumps({**unknown.describe(), "outputs": [UNKNOWN_SCORE, UNKNOWN],
+                                      "meaning": "unknown = unknown_score > threshold: the image looks unlike the "
+                                                 "training images (the threshold accepts 95% of validation images)"})
+    for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(tmp))
     tmp.replace(dest)
@@ -75,7 +102,10 @@ def quantize_int8(fp32: Path, dest: Path, calibration: Iterator[np.ndarray] | No
     pre = dest.with_name(dest.stem + ".pre.onnx")
     tmp = dest.with_name(dest.name + ".partial")
     try:
-        oq.quant_pre_process(str(fp32), str(pre))  # shape inference and fusions: what the quantizer expects
+        # shape inference and fusions: what the quantizer expects. ONNX Runtime's symbolic shape inference fails
+        # on the unknown-input outputs' graph (an Expand its optimizer makes of them); ONNX's own inference suffices
+        scored = len(onnx.load(str(fp32), load_external_data=False).graph.output) > 1
+        oq.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=scored)
         has_conv = any(n.op_type == "Conv" for n in onnx.load(str(pre)).graph.node)
         if calibration is not None and has_conv:
             class Reader(oq.CalibrationDataReader):
@@ -126,6 +156,13 @@ class OnnxRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def unknown(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(unknown_score, unknown) of a file exported with the scorer; None for a file without it."""
+        if UNKNOWN not in {o.name for o in self.session.get_outputs()}:
+            return None
+        score, flag = self.session.run([UNKNOWN_SCORE, UNKNOWN], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})
+        return score, flag.astype(bool)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -51,6 +51,7 @@ class ExportCheck:
     method: str = ""  # int8: "static" or "dynamic"
     reference_bytes: int = 0  # int8: the float32 ONNX file's size
     latency_ms: float = 0.0  # int8: batch-1 median on this machine's CPU
+    unknown_agree: float | None = None  # ONNX with the unknown-input outputs: share of images with the same decision
     reference_latency_ms: float = 0.0  # int8: the float32 ONNX file, measured alternately with it
     seconds: float = 0.0  # export + check
     created: float = 0.0
@@ -83,6 +84,8 @@ class ExportCheck:
         if self.reference_bytes:
             head += (f"; {self.size_ratio:.1f}x smaller ({self.bytes / 1e6:.1f} MB), batch-1 CPU latency "
                      f"{self.latency_ms:.1f} ms vs {self.reference_latency_ms:.1f} ms float32")
+        if self.unknown_agree is not None:
+            head += f"; the unknown-input decision agrees on {self.unknown_agree:.1%}"
         return head
 
 
@@ -96,6 +99,12 @@ class Agreement:
     correct: int = 0
     correct_model: int = 0
     max_diff: float = 0.0
+    unknown_images: int = 0  # images whose unknown-input decision was compared (exports with that output)
+    unknown_agree: int = 0
+
+    def add_unknown(self, exported: np.ndarray, model: np.ndarray) -> None:
+        self.unknown_images += len(exported)
+        self.unknown_agree += int((np.asarray(exported, bool) == np.asarray(model, bool)).sum())
 
     def add(self, exported: np.ndarray, model: np.ndarray, run_top1: np.ndarray, labels: np.ndarray) -> None:
         top = exported.argmax(1)
@@ -118,6 +127,9 @@ def verdict(fmt: str, a: Agreement) -> str:
         drop = a.share(a.correct_model) - a.share(a.correct)
         return "" if drop <= INT8_MAX_ACCURACY_DROP + 1e-9 else \
             f"int8 loses {drop:.1%} of validation accuracy (at most {INT8_MAX_ACCURACY_DROP:.1%} is accepted)."
+    if a.unknown_agree < a.unknown_images:
+        return f"Its unknown-input decision differs from the bundle's on {a.unknown_images - a.unknown_agree} of " \
+               f"{a.unknown_images} images."
     if a.agree_model < a.images:
         return f"Its top-1 differs from the trained model's on {a.images - a.agree_model} of {a.images} images."
     if a.max_diff > FLOAT_MAX_PROB_DIFF:
