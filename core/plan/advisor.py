@@ -89,7 +89,8 @@ def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], No
         probe_first = _as_probe(chosen.replace(epochs=cfg.epochs, early_stopping=cfg.early_stopping))[0]
         probe_est = estimate_run(probe_first, ds)
         est = dataclasses.replace(est, setup_seconds=est.setup_seconds + probe_est.total_seconds,
-                                  total_seconds=est.total_seconds + probe_est.total_seconds)
+                                  **{k: getattr(est, k) + probe_est.total_seconds
+                                     for k in ("total_seconds", "low_seconds", "high_seconds")})
         reasons.append(
             f"Two candidates, the better on validation delivered: first a linear probe on {cfg.backbone}'s "
             f"pretrained features (a quick ridge probe on the training images reaches {own.probe_accuracy:.1%} in "
