@@ -94,7 +94,7 @@ def test_the_engine_refuses_auto_with_a_sentence(tiny_config):
 def test_plan_command_ranks_chooses_and_estimates(tiny_folder, capsys):
     assert main(["plan", str(tiny_folder), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["ranking"]) == len(OFFLINE) and out["settings"]["freeze"] == "probe"
+    assert len(out["ranking"]) == len(OFFLINE) and out["settings"]["freeze"] == "partial"  # after a probe (LP-FT)
     assert out["reasons"] and out["estimate"]["total_seconds"] > 0
 
 
@@ -104,10 +104,12 @@ def test_train_with_the_default_auto_records_why(tiny_config, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "advisor: " in err and "status: completed" in out
-    (run,) = (tmp_path / "runs").glob("2*")
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["freeze"] == "probe" and any("cross-validation" in n for n in summary["notes"])
-    assert TrainConfig.load(run / "config.yaml").freeze == "probe"  # the run records what was trained
+    runs = sorted((tmp_path / "runs").glob("2*"))  # the probe candidate, then the fine-tuning from it
+    assert len(runs) == 2
+    summary = json.loads((runs[-1] / "summary.json").read_text())
+    assert summary["freeze"] == "partial" and any("cross-validation" in n for n in summary["notes"])
+    assert any(n.startswith("Delivered the") for n in summary["notes"])  # which candidate, with both numbers
+    assert TrainConfig.load(runs[-1] / "config.yaml").init_from == str(runs[0])  # it records what was trained
 
 
 def test_a_job_resolves_auto_in_the_worker(tiny_config):
@@ -118,7 +120,8 @@ def test_a_job_resolves_auto_in_the_worker(tiny_config):
     assert job.finished.wait(300)
     snap = job.snapshot()
     assert snap.status == Status.COMPLETED, snap.error
-    assert snap.config.freeze == "probe" and snap.summary.freeze == "probe"
+    assert snap.config.freeze == "partial" and snap.summary.freeze == "partial"
+    assert any(n.startswith("Delivered the") for n in snap.summary.notes)
 
 
 @pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
