@@ -20,10 +20,9 @@ from typing import Any
 
 from core.config import TrainConfig
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
-from core.engine.train import train
 from core.models import init_from
 from core.runs import RunDir, RunSummary, Status, create_run_dir, new_run_id
-from core.workflows.auto import resolve_auto
+from core.workflows.auto import resolve_auto, train_resolved
 
 MAX_BATCH_POINTS = 2000
 TRAIN = "train"
@@ -243,7 +242,7 @@ def _training_job(cfg: TrainConfig, run: RunDir, resume: bool = False) -> Job:
             job.on_phase("looking at the data", 0, 0)
         resolved = resolve_auto(cfg, progress=job.on_phase, should_stop=job.stop_event.is_set)
         job.cfg = resolved.config
-        return train(resolved.config, [job], stop=job.stop_event, run=run, resume=resume, notes=resolved.notes)
+        return train_resolved(resolved, [job], stop=job.stop_event, run=run, resume=resume, progress=job.on_phase)
     return Job(TRAIN, title, task, cfg=cfg, run=run)
 
 

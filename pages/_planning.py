@@ -43,7 +43,10 @@ def show_advice(snap) -> None:
     st.dataframe([{"backbone": r.backbone, "parameters (M)": r.params_m, "input": f"{r.input_size} px",
                    "probe accuracy (5-fold)": f"{r.probe_accuracy:.1%}"} for r in advice.ranking], hide_index=True)
     c = advice.config
-    st.success(f"Auto would train: **{c.freeze}**, {c.backbone}, {c.img_size or 'native'} px, {c.epochs} epochs.")
+    what = (f"a **probe**, then **{c.freeze}** fine-tuning from its head for up to {c.epochs} epochs, and deliver "
+            f"the better of the two on validation" if advice.probe_first else f"**{c.freeze}**, {c.epochs} epochs")
+    st.success(f"Auto would train: {what} ({c.backbone}, {c.img_size or 'native'} px). After training, the "
+               f"Results page says which was delivered, with both validation accuracies.")
     st.write(advice.paragraph)
 
 

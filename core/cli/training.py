@@ -33,7 +33,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "or set data: in the config file.")
         _check_data_is_first_task(args.data, cfg)
         resolved = resolve_freeze(cfg, args.quiet)
-        result = train(resolved.config, callbacks, notes=resolved.notes)
+        from core.workflows.auto import train_resolved
+        result = train_resolved(resolved, callbacks, progress=None if args.quiet else show_progress)
     from core.engine.distributed import is_main_process
     if not is_main_process():  # torchrun: rank 0 reports (and wrote the run folder)
         return 0

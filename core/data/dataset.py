@@ -298,10 +298,12 @@ def descend_single_folder(root: Path) -> Path:
         return root
 
 
-def labeled_sample(ds: Dataset, max_images: int, min_per_class: int, seed: int = 0) -> list[Sample]:
-    """Up to about max_images labeled images (train and validation), the same share of every class and at least
-    min_per_class of each, in a seeded order: what backbone ranking and the adaptation's probe score."""
-    pool = ds.train + ds.val
+def labeled_sample(ds: Dataset, max_images: int, min_per_class: int, seed: int = 0,
+                   splits: tuple[str, ...] = ("train", "val")) -> list[Sample]:
+    """Up to about max_images labeled images of `splits`, the same share of every class and at least
+    min_per_class of each, in a seeded order: what backbone ranking (training images only) and the adaptation's
+    probe score."""
+    pool = [s for split in splits for s in getattr(ds, split)]
     by_class: dict[int, list[Sample]] = {}
     for s in pool:
         by_class.setdefault(s.label, []).append(s)

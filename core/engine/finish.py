@@ -92,6 +92,9 @@ def build_summary(s: Session, outputs: dict[str, SplitOutputs], status: str) -> 
     ds = s.dataset
     history = s.run.read_metrics()
     best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"])) if history else None
+    start = s.start_eval  # a starting point no epoch beat is the delivered model: best epoch 0
+    if start is not None and (best is None or (start.acc, -start.loss) >= (best["val_acc"], -best["val_loss"])):
+        best = {"epoch": 0}
     reports = {split: SplitReport.from_dict({**classification_report(o.labels, o.predicted, ds.classes),
                                              "num": len(o.labels)}) for split, o in outputs.items()}
     return RunSummary(

@@ -72,6 +72,10 @@ class Session:
     eval_batch: int = 16  # halved on CUDA out-of-memory during evaluation, like batch_size during training
     gen: torch.Generator = None  # batch order and augmentation: part of the checkpoint
     notes: list[str] = field(default_factory=list)
+    # a fine-tuning that starts from a trained model of the same classes (LP-FT, init_from): the start is scored
+    # before the first epoch and stays the best weights unless an epoch beats it on validation
+    start_is_candidate: bool = False
+    start_eval: EvalResult | None = None
     t0: float = field(default_factory=time.perf_counter)
 
     def emit(self, hook: str, *args) -> None:
@@ -128,6 +132,12 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
     best_state, t_fit = None, time.perf_counter()
     write_each_best = cfg.freeze != "probe"  # long epochs: keep the best on disk as it happens; probe: at end
     trainable = freeze.parameter_counts(s.model)[0]
+    if s.start_is_candidate and loop.epoch == 0:  # the start must be beaten: it is the first best
+        s.start_eval = evaluate()
+        loop.best_acc, loop.best_acc_loss, loop.best_loss = s.start_eval.acc, s.start_eval.loss, s.start_eval.loss
+        best_state = state_copy(s.model if write_each_best else net)
+        if write_each_best:
+            save_weights(best_state, s.run.best_weights)
     for epoch in range(loop.epoch + 1, cfg.epochs + 1):
         if cfg.freeze == "gradual":
             freeze.apply_freeze(s.model, cfg, epoch=epoch - 1)

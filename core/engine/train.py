@@ -259,7 +259,28 @@ def _fit_finetune(s: Session, tasks: Tasks) -> str:
         return b.run_batched(s, tasks.with_pooled(s.model, s.model), images_u8=u8, rows=rows,
                              outputs=tasks.final_outputs, flip=flip)
     s.one_view_outputs, s.final_outputs = final, with_tta(final) if cfg.tta == "flip" else final
-    return epoch_loop(s, net, batches, len(train_y), evaluate)
+    s.start_is_candidate = isinstance(tasks, OneTask) and bool(cfg.init_from) and not s.resume and \
+        init_from.same_classes(init_from.read_source(cfg.init_from, weights=False).classes, ds.classes)
+    status = epoch_loop(s, net, batches, len(train_y), evaluate)
+    if s.start_eval is not None:
+        s.notes.append(_start_note(s))
+    return status
+
+
+def _start_note(s: Session) -> str:
+    """Which of the starting point (a run of the same classes, e.g. auto's probe) and the fine-tuned epochs was
+    delivered, with both validation accuracies."""
+    start = s.start_eval.acc
+    name = init_from.read_source(s.cfg.init_from, weights=False).name
+    history = s.run.read_metrics()
+    if not history:
+        return f"Delivered the starting point (run {name}, {start:.1%} on validation): no epoch finished."
+    best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"]))
+    if (best["val_acc"], -best["val_loss"]) > (start, -s.start_eval.loss):
+        return (f"Delivered the fine-tuned weights: epoch {best['epoch']} reached {best['val_acc']:.1%} on "
+                f"validation, above the starting point's {start:.1%} (run {name}).")
+    return (f"Delivered the starting point (run {name}): {start:.1%} on validation, and no fine-tuned epoch beat "
+            f"it (the best reached {best['val_acc']:.1%}), so fine-tuning was not worth keeping here.")
 
 
 def with_tta(final: Callable[[str, bool], tuple[torch.Tensor, ...]]) -> Callable[[str], tuple[torch.Tensor, ...]]:

@@ -1,17 +1,24 @@
-"""`freeze: auto`: look at the data, then choose the regime, input resolution and epochs, and say why.
+"""`freeze: auto`: look at the training images, then plan two candidates and say why; the better one on validation
+is delivered (core/workflows/auto.py runs them).
 
-The rules, from measurements on ants/bees and the three dev sets unlike ImageNet (docs/decisions.md):
-- A linear probe on the backbone's pretrained features is cross-validated on a sample (seconds, cached). When it
-  already reaches PROBE_ENOUGH, fine-tuning has little left to add and costs 5-10x the time: `probe`.
-- Otherwise `partial` fine-tuning of the last stages (as accurate as `full` in the measurements, and faster).
+The rule, in the paragraph the user reads (measurements: docs/decisions.md, `python -m bench.auto`):
+- First a linear probe on the backbone's pretrained features, trained for real on cached features (seconds after
+  the first pass) and scored on the validation images.
+- Then partial fine-tuning of the last stages, starting from that probe's head (LP-FT: Kumar et al. 2022,
+  "Fine-Tuning can Distort Pretrained Features"), for at most FT_EPOCHS epochs, stopped as soon as validation
+  stops improving. The probe is its starting point and counts as a candidate: the fine-tuned weights are
+  delivered only when they beat it on validation.
 - Images much smaller than the backbone's input are not upsampled: the input size follows the images.
 - A time budget shortens the epochs to fit the estimate (core/plan/estimate.py); when even MIN_EPOCHS of
-  fine-tuning do not fit, the probe does.
+  fine-tuning do not fit, the probe alone is trained.
+The look at the data (a quick cross-validated ridge probe, the backbone ranking, the image sizes) reads training
+images only: validation images score the candidates, and a decision that saw them would make that score optimistic.
 The backbone stays the one chosen; the ranking says when another offline backbone would do clearly better.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,13 +32,15 @@ from core.models.backbones import CATALOGUE, OFFLINE
 from core.plan.estimate import Estimate, estimate_run
 from core.plan.ranking import BackboneScore, rank_backbones
 
-PROBE_ENOUGH = 0.95  # cross-validated probe accuracy from which a probe is chosen
 SMALL_IMAGES = 0.75  # images whose median shorter side is below this share of the input size set the size
 MIN_EPOCHS = 2
 # A probe's head trains on cached features in milliseconds per epoch, so it can afford more epochs and a larger step
 # than fine-tuning: on standardised Lite0 features 20 epochs at 3e-3 reached 89.2% on magnetic tiles against 70.9%
 # for the fine-tuning defaults (8 at 1e-3), and as well on the other dev sets (`python -m bench.probe_head`).
 PROBE_EPOCHS, PROBE_LR = 20, 3e-3
+# Fine-tuning after the probe (LP-FT): its head starts trained, so a few epochs suffice, and it stops at the first
+# epoch that does not improve the validation loss (bench.auto, docs/decisions.md).
+FT_EPOCHS, FT_PATIENCE = 3, 1
 CLEARLY_BETTER = 0.02  # a ranked backbone this much better than the chosen one is pointed out
 
 
@@ -41,6 +50,7 @@ class Advice:
     reasons: list[str] = field(default_factory=list)
     ranking: list[BackboneScore] = field(default_factory=list)
     estimate: Estimate | None = None
+    probe_first: TrainConfig | None = None  # the probe candidate trained first (LP-FT); None when config is a probe
 
     @property
     def paragraph(self) -> str:
@@ -56,40 +66,47 @@ def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], No
     cfg = init_from.resolve(cfg)  # started from a run: its backbone's features are what a probe would train on
     if cfg.freeze != "auto":
         return Advice(cfg, [f"Freezing '{cfg.freeze}' as chosen."], estimate=estimate_run(cfg, ds))
-    n = len(ds.train) + len(ds.val)
     candidates = OFFLINE if cfg.weights == "bundled" and rank_all and not cfg.init_from else (cfg.backbone,)
     ranking = rank_backbones(ds, cfg, candidates if cfg.backbone in candidates else (cfg.backbone,),
                              progress, should_stop)
     own = next(s for s in ranking if s.backbone == cfg.backbone)
-    reasons = [f"Looked at {own.images} of the {n} labeled images ({len(ds.classes)} classes)."]
+    reasons = [f"Looked at {own.images} of the {len(ds.train)} training images ({len(ds.classes)} classes); the "
+               f"validation images are kept for scoring the candidates."]
     if cfg.init_from:
         reasons.append(f"Starting from run {init_from.read_source(cfg.init_from, weights=False).name}: "
                        f"'pretrained features' below are that run's.")
     elif cfg.weights != "bundled":
         reasons.append(f"'Pretrained features' below are those of the weights this run starts from: "
                        f"{init_from.origin(cfg.backbone, cfg.weights, cfg.seed)}.")
-    if round(own.probe_accuracy, 3) >= PROBE_ENOUGH:  # the number it prints (one decimal of a percent)
-        chosen, probe_reasons = _as_probe(cfg)
-        reasons.append(f"A linear probe on {cfg.backbone}'s pretrained features already reaches "
-                       f"{own.probe_accuracy:.1%} in 5-fold cross-validation (at least {PROBE_ENOUGH:.0%}): "
-                       f"fine-tuning has little to add here and takes 5-10x longer, so: probe.")
-        reasons += probe_reasons
-    else:
-        chosen = cfg.replace(freeze="partial")
-        reasons.append(f"A linear probe on {cfg.backbone}'s pretrained features reaches {own.probe_accuracy:.1%} "
-                       f"in 5-fold cross-validation (below {PROBE_ENOUGH:.0%}): the features need adapting to "
-                       f"these images, so: partial fine-tuning of the last {cfg.trainable_stages} stages.")
+    chosen = cfg.replace(freeze="partial")
+    if cfg.epochs == field_default("epochs"):
+        chosen = chosen.replace(epochs=FT_EPOCHS)
+    if cfg.early_stopping == field_default("early_stopping"):
+        chosen = chosen.replace(early_stopping=FT_PATIENCE)
     chosen, size_reason = _input_size(chosen, ds)
     reasons += size_reason
     est = estimate_run(chosen, ds)
-    chosen, est, budget_reasons = _fit_budget(chosen, ds, est)
+    chosen, est, budget_reasons = _fit_budget(chosen, ds, est, cfg)
+    probe_first = None
+    if chosen.freeze == "partial":
+        probe_first = _as_probe(chosen.replace(epochs=cfg.epochs, early_stopping=cfg.early_stopping))[0]
+        probe_est = estimate_run(probe_first, ds)
+        est = dataclasses.replace(est, setup_seconds=est.setup_seconds + probe_est.total_seconds,
+                                  **{k: getattr(est, k) + probe_est.total_seconds
+                                     for k in ("total_seconds", "low_seconds", "high_seconds")})
+        reasons.append(
+            f"Two candidates, the better on validation delivered: first a linear probe on {cfg.backbone}'s "
+            f"pretrained features (a quick ridge probe on the training images reaches {own.probe_accuracy:.1%} in "
+            f"5-fold cross-validation), then partial fine-tuning of the last {cfg.trainable_stages} stages starting "
+            f"from the probe's head (LP-FT), up to {chosen.epochs} epochs, stopped when validation stops improving. "
+            f"The fine-tuned weights are delivered only if they beat the probe on validation.")
     reasons += budget_reasons
     best = ranking[0]
     if best.backbone != cfg.backbone and best.probe_accuracy - own.probe_accuracy >= CLEARLY_BETTER:
         reasons.append(f"{best.backbone} scores {best.probe_accuracy:.1%} on the same test; choose it on the Model "
                        f"page (or --backbone) if the extra time is worth it.")
     reasons.append(f"Estimated time here: {est.describe()}.")
-    return Advice(chosen, reasons, ranking, est)
+    return Advice(chosen, reasons, ranking, est, probe_first)
 
 
 def _as_probe(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
@@ -104,7 +121,7 @@ def _as_probe(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
 def _input_size(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
     native = next((b.input_size for b in CATALOGUE if b.name == cfg.backbone), 224)
     sides = []
-    for s in (ds.train + ds.val)[::max(1, (len(ds.train) + len(ds.val)) // 32)][:32]:
+    for s in ds.train[::max(1, len(ds.train) // 32)][:32]:
         try:
             with Image.open(s.path) as img:  # the header only
                 sides.append(min(img.size))
@@ -123,7 +140,10 @@ def _input_size(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
                                         f"at {size} px instead of upsampling them to {native} px."]
 
 
-def _fit_budget(cfg: TrainConfig, ds: Dataset, est: Estimate) -> tuple[TrainConfig, Estimate, list[str]]:
+def _fit_budget(cfg: TrainConfig, ds: Dataset, est: Estimate,
+                user: TrainConfig) -> tuple[TrainConfig, Estimate, list[str]]:
+    """cfg shortened to the user's time budget, or the probe (with the settings the user chose) when even
+    MIN_EPOCHS of fine-tuning do not fit."""
     budget = cfg.budget_min * 60
     if not budget or est.total_seconds <= budget or cfg.freeze == "probe":
         return cfg, est, []
@@ -132,6 +152,6 @@ def _fit_budget(cfg: TrainConfig, ds: Dataset, est: Estimate) -> tuple[TrainConf
         shorter = cfg.replace(epochs=min(epochs, cfg.epochs))
         return shorter, estimate_run(shorter, ds), [f"{cfg.epochs} epochs would take longer than the {cfg.budget_min:g}"
                                                    f" minute budget: {shorter.epochs} epochs."]
-    probe, probe_reasons = _as_probe(cfg)
+    probe, probe_reasons = _as_probe(cfg.replace(epochs=user.epochs, early_stopping=user.early_stopping))
     return probe, estimate_run(probe, ds), [f"Not even {MIN_EPOCHS} epochs of fine-tuning fit the "
                                             f"{cfg.budget_min:g} minute budget: probe instead.", *probe_reasons]

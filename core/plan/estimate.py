@@ -25,7 +25,8 @@ from core.models.backbones import create_model, data_config
 from core.models.objectives import Classify
 
 DECODE_SAMPLE = 8  # images decoded to time decoding
-STEPS = 3  # training steps timed after one warm-up
+WARMUP_STEPS = 2  # untimed: the first steps allocate memory and pick kernels, several times slower than the rest
+STEPS = 6  # timed steps: the estimate takes their median, its range their fastest and slowest
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,14 @@ class Estimate:
     epochs: int
     total_seconds: float
     peak_memory_mb: float  # CUDA: the most the timed steps allocated; CPU: the process's peak resident memory
+    low_seconds: float = 0.0  # the total at the fastest and the slowest timed step (0: not timed per step)
+    high_seconds: float = 0.0
 
     def describe(self) -> str:
-        return (f"about {_minutes(self.total_seconds)} ({_minutes(self.setup_seconds)} to read the images, then "
-                f"{self.epochs} epochs of {self.seconds_per_epoch:.0f} s), peak memory about "
+        spread = f", {_minutes(self.low_seconds)} to {_minutes(self.high_seconds)}" \
+            if self.high_seconds > self.low_seconds > 0 else ""
+        return (f"about {_minutes(self.total_seconds)}{spread} ({_minutes(self.setup_seconds)} to read the images, "
+                f"then {self.epochs} epochs of {self.seconds_per_epoch:.0f} s), peak memory about "
                 f"{self.peak_memory_mb:,.0f} MB")
 
 
@@ -59,10 +64,14 @@ def estimate_run(cfg: TrainConfig, ds: Dataset) -> Estimate:
         setup = (n_train * cfg.probe_views + n_val) * (decode_s + forward_s)
         return Estimate(setup, 0.05, cfg.epochs, setup + 0.05 * cfg.epochs, _peak_mb(device))
     freeze.apply_freeze(model, cfg)
-    step_s = _step_seconds(model, cfg, geom[1], device)
-    epoch = math.ceil(n_train / cfg.batch_size) * step_s + len(ds.val) * forward_s
+    steps = _step_seconds(model, cfg, geom[1], device)
     setup = (n_train + n_val) * decode_s
-    return Estimate(setup, epoch, cfg.epochs, setup + epoch * cfg.epochs, _peak_mb(device))
+
+    def total(step_s: float) -> float:
+        return setup + cfg.epochs * (math.ceil(n_train / cfg.batch_size) * step_s + len(ds.val) * forward_s)
+    epoch = (total(float(np.median(steps))) - setup) / cfg.epochs
+    return Estimate(setup, epoch, cfg.epochs, setup + epoch * cfg.epochs, _peak_mb(device), total(min(steps)),
+                    total(max(steps)))
 
 
 def _decode_seconds(ds: Dataset, geom: tuple[int, int, str]) -> float:
@@ -77,30 +86,32 @@ def _forward_seconds(model, size: int, device: torch.device, cfg: TrainConfig) -
     """Seconds per image of an evaluation forward pass, at the engine's evaluation batch."""
     x = torch.randn(16, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, cfg.amp):
-        model(x[:2])  # warm-up
+        model(x)  # warm-up, at the timed batch size
         t0 = time.perf_counter()
         model(x)
+        model(x)
         _sync(device)
-    return (time.perf_counter() - t0) / len(x)
+    return (time.perf_counter() - t0) / (2 * len(x))
 
 
-def _step_seconds(model, cfg: TrainConfig, size: int, device: torch.device) -> float:
-    """Seconds per training step (forward, loss, backward, optimizer) at cfg.batch_size."""
+def _step_seconds(model, cfg: TrainConfig, size: int, device: torch.device) -> list[float]:
+    """Seconds of each timed training step (forward, loss, backward, optimizer) at cfg.batch_size, after
+    WARMUP_STEPS untimed ones."""
     opt, scaler = build_optimizer(cfg, model, model), grad_scaler(device, cfg.amp)  # as the training steps
     objective = Classify(cfg.label_smoothing)
     freeze.set_train_mode(model, freeze.batchnorm_mode(cfg))
     x = torch.randn(cfg.batch_size, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.zeros(cfg.batch_size, dtype=torch.long, device=device)
     times = []
-    for i in range(STEPS + 1):
+    for i in range(WARMUP_STEPS + STEPS):
         t0 = time.perf_counter()
         with autocast(device, cfg.amp):
             loss = objective(model, (x, y)).loss
         backward_step(opt, scaler, loss)
         _sync(device)
-        if i:  # the first step is a warm-up
+        if i >= WARMUP_STEPS:
             times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return times
 
 
 def _sync(device: torch.device) -> None:

@@ -37,8 +37,10 @@ class BackboneScore:
 
 
 def sample_for_ranking(ds: Dataset, max_images: int = MAX_IMAGES, seed: int = 0) -> list[Sample]:
-    """Up to max_images labeled images (train and validation), the same share from every class."""
-    return labeled_sample(ds, max_images, FOLDS, seed)
+    """Up to max_images training images, the same share from every class. Training images only: the advisor
+    decides on this sample, and a decision that saw the validation (or test) images would make their accuracy
+    an optimistic one."""
+    return labeled_sample(ds, max_images, FOLDS, seed, splits=("train",))
 
 
 def rank_backbones(ds: Dataset, cfg: TrainConfig, backbones: tuple[str, ...] = OFFLINE,

@@ -223,7 +223,7 @@ def test_model_page_advises_from_the_data(app, tiny_folder):
         time.sleep(0.2)
         app.run()
     assert not app.exception
-    assert any("Auto would train: **probe**" in s.value for s in app.success)
+    assert any("Auto would train: a **probe**, then **partial** fine-tuning" in s.value for s in app.success)
     assert any("5-fold cross-validation" in m.value for m in app.markdown)
     assert len(app.dataframe[-1].value) == 3  # the three offline backbones, ranked
 

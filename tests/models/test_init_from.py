@@ -204,7 +204,8 @@ def test_auto_probes_the_source_runs_features(tmp_path, tiny_folder):
     cfg = TrainConfig(data=str(tiny_folder), init_from=lite.run_dir, output_dir=str(tmp_path / "runs"))
     advice = advise(cfg, open_dataset(tiny_folder))
     assert [s.backbone for s in advice.ranking] == ["tf_efficientnet_lite0"]  # the source's, nothing else
-    assert advice.config.freeze == "probe" and advice.config.img_size == 0  # 64 px: the source's size
+    assert advice.probe_first.freeze == "probe" and advice.config.freeze == "partial"
+    assert advice.config.img_size == advice.probe_first.img_size == 0  # 64 px: the source's size
     assert f"Starting from run {Path(lite.run_dir).name}" in advice.paragraph
     model = create_model(advice.config, 3)
     assert data_config(model)["input_size"] == (3, 64, 64)

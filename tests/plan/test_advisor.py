@@ -12,7 +12,7 @@ from core.config import TrainConfig, field_meta
 from core.data.dataset import open_dataset
 from core.errors import ConfigError
 from core.models.backbones import OFFLINE
-from core.plan.advisor import PROBE_EPOCHS, PROBE_LR, advise
+from core.plan.advisor import FT_EPOCHS, FT_PATIENCE, PROBE_EPOCHS, PROBE_LR, advise
 from core.runs import RunDir
 
 
@@ -28,30 +28,61 @@ def noise_folder(tmp_path):
     return tmp_path / "noise"
 
 
-def test_separable_colours_get_a_probe_at_their_own_small_size(tiny_folder):
+def test_auto_plans_a_probe_then_fine_tuning_from_it_at_the_images_own_small_size(tiny_folder):
     advice = advise(TrainConfig(data=str(tiny_folder)), open_dataset(tiny_folder))
-    assert advice.config.freeze == "probe"
-    assert "reaches 100.0% in 5-fold cross-validation" in advice.paragraph
+    assert advice.config.freeze == "partial" and (advice.config.epochs, advice.config.early_stopping) == \
+        (FT_EPOCHS, FT_PATIENCE)
+    probe = advice.probe_first
+    assert probe.freeze == "probe" and (probe.epochs, probe.lr) == (PROBE_EPOCHS, PROBE_LR)
+    assert probe.img_size == advice.config.img_size == 96 and "small (median shorter side 48 px)" in advice.paragraph
+    assert "reaches 100.0% in 5-fold cross-validation" in advice.paragraph and "LP-FT" in advice.paragraph
     assert [s.backbone for s in advice.ranking] and {s.backbone for s in advice.ranking} == set(OFFLINE)
-    assert advice.config.img_size == 96 and "small (median shorter side 48 px)" in advice.paragraph
-    assert (advice.config.epochs, advice.config.lr) == (PROBE_EPOCHS, PROBE_LR) and "20 epochs" in advice.paragraph
     assert advice.estimate.total_seconds > 0
 
 
-def test_the_probe_keeps_the_epochs_and_learning_rate_a_user_chose(tiny_folder):
-    advice = advise(TrainConfig(data=str(tiny_folder), epochs=3), open_dataset(tiny_folder), rank_all=False)
-    assert advice.config.freeze == "probe" and (advice.config.epochs, advice.config.lr) == (3, 1e-3)
+def test_the_candidates_keep_the_epochs_a_user_chose(tiny_folder):
+    advice = advise(TrainConfig(data=str(tiny_folder), epochs=3, early_stopping=2), open_dataset(tiny_folder),
+                    rank_all=False)
+    assert (advice.config.epochs, advice.config.early_stopping) == (3, 2)
+    assert (advice.probe_first.epochs, advice.probe_first.lr) == (3, 1e-3)
 
 
-def test_features_that_do_not_separate_the_classes_get_fine_tuning(noise_folder):
+def test_the_advisors_look_at_the_data_reads_training_images_only(tmp_path, monkeypatch):
+    """Validation images score the candidates and test images the delivered model: the decision must not see
+    them, neither their features (the ridge probe) nor their headers (the image size)."""
+    from tests.conftest import make_image
+    for split in ("train", "val", "test"):
+        for c, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+            for i in range(12 if split == "train" else 6):
+                make_image(tmp_path / "d" / split / c / f"{split}{i}.png", colour, seed=i)
+    ds = open_dataset(tmp_path / "d")
+    held_out = {s.path for s in ds.val + ds.test}
+    assert held_out and len(ds.test) == 12
+    import core.plan.advisor as advisor
+    import core.plan.ranking as ranking
+    seen: list[str] = []
+    features = ranking.pretrained_features
+    monkeypatch.setattr(ranking, "pretrained_features",
+                        lambda cfg, samples, **kw: seen.extend(s.path for s in samples) or features(cfg, samples, **kw))
+    opened = advisor.Image.open
+    monkeypatch.setattr(advisor.Image, "open",  # file names only (decoders open bytes already read)
+                        lambda f, *a: (isinstance(f, (str, Path)) and seen.append(str(f))) or opened(f, *a))
+    advise(TrainConfig(data=str(tmp_path / "d")), ds, rank_all=False)
+    assert seen and not held_out & set(seen)
+    assert {str(s.path) for s in ds.train} >= set(seen)
+
+
+def test_features_that_do_not_separate_the_classes_still_get_both_candidates(noise_folder):
     advice = advise(TrainConfig(data=str(noise_folder)), open_dataset(noise_folder), rank_all=False)
-    assert advice.config.freeze == "partial" and "partial fine-tuning" in advice.paragraph
+    assert advice.config.freeze == "partial" and advice.probe_first.freeze == "probe"
+    assert "partial fine-tuning" in advice.paragraph
 
 
 def test_a_budget_too_small_for_fine_tuning_falls_back_to_a_probe(noise_folder):
     advice = advise(TrainConfig(data=str(noise_folder), budget_min=0.0001), open_dataset(noise_folder),
                     rank_all=False)
     assert advice.config.freeze == "probe" and "budget: probe instead" in advice.paragraph
+    assert advice.probe_first is None and (advice.config.epochs, advice.config.lr) == (PROBE_EPOCHS, PROBE_LR)
 
 
 def test_the_engine_refuses_auto_with_a_sentence(tiny_config):
@@ -63,7 +94,7 @@ def test_the_engine_refuses_auto_with_a_sentence(tiny_config):
 def test_plan_command_ranks_chooses_and_estimates(tiny_folder, capsys):
     assert main(["plan", str(tiny_folder), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["ranking"]) == len(OFFLINE) and out["settings"]["freeze"] == "probe"
+    assert len(out["ranking"]) == len(OFFLINE) and out["settings"]["freeze"] == "partial"  # after a probe (LP-FT)
     assert out["reasons"] and out["estimate"]["total_seconds"] > 0
 
 
@@ -73,10 +104,12 @@ def test_train_with_the_default_auto_records_why(tiny_config, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "advisor: " in err and "status: completed" in out
-    (run,) = (tmp_path / "runs").glob("2*")
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["freeze"] == "probe" and any("cross-validation" in n for n in summary["notes"])
-    assert TrainConfig.load(run / "config.yaml").freeze == "probe"  # the run records what was trained
+    runs = sorted((tmp_path / "runs").glob("2*"))  # the probe candidate, then the fine-tuning from it
+    assert len(runs) == 2
+    summary = json.loads((runs[-1] / "summary.json").read_text())
+    assert summary["freeze"] == "partial" and any("cross-validation" in n for n in summary["notes"])
+    assert any(n.startswith("Delivered the") for n in summary["notes"])  # which candidate, with both numbers
+    assert TrainConfig.load(runs[-1] / "config.yaml").init_from == str(runs[0])  # it records what was trained
 
 
 def test_a_job_resolves_auto_in_the_worker(tiny_config):
@@ -87,7 +120,8 @@ def test_a_job_resolves_auto_in_the_worker(tiny_config):
     assert job.finished.wait(300)
     snap = job.snapshot()
     assert snap.status == Status.COMPLETED, snap.error
-    assert snap.config.freeze == "probe" and snap.summary.freeze == "probe"
+    assert snap.config.freeze == "partial" and snap.summary.freeze == "partial"
+    assert any(n.startswith("Delivered the") for n in snap.summary.notes)
 
 
 @pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
