@@ -10,6 +10,7 @@ touches UI code; every failure is recorded with its traceback, never swallowed.
 
 from __future__ import annotations
 
+import ast
 import collections
 import threading
 import time
@@ -26,6 +27,26 @@ from core.workflows.auto import resolve_auto, train_resolved
 
 MAX_BATCH_POINTS = 2000
 TRAIN = "train"
+
+
+def _parse_one_at_a_time() -> None:
+    """CPython 3.11 keeps ast.parse's recursion counter in state that threads share: two threads parsing at once fail
+    with "SystemError: AST constructor recursion depth mismatch" (seen here on 3.11.7: a job's np.load reads each
+    .npy header with ast.literal_eval while Streamlit parses a page; python/cpython#106905 and kin). Where jobs run
+    beside pages, every ast.parse (literal_eval's too: it calls the module's `parse`) takes one lock. Reentrant: a
+    parse that triggers a finaliser which parses again in the same thread must not deadlock."""
+    if getattr(ast.parse, "one_at_a_time", False):
+        return
+    lock, parse = threading.RLock(), ast.parse
+
+    def locked_parse(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return parse(*args, **kwargs)
+    locked_parse.one_at_a_time, locked_parse.lock = True, lock  # type: ignore[attr-defined]
+    ast.parse = locked_parse
+
+
+_parse_one_at_a_time()
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,23 @@ def test_any_long_task_runs_as_a_job_with_phases_stop_and_failure(tiny_folder):
     snap = wait(reg.submit_task("rank", "ranking", broken))
     assert snap.status == Status.FAILED and snap.error == "The backbone list is empty: add one and try again."
     assert "ValueError" in snap.traceback
+
+
+def test_ast_parse_runs_one_thread_at_a_time_where_jobs_run(tmp_path):
+    """CPython 3.11.7 failed the Label page test with "AST constructor recursion depth mismatch": a job's np.load
+    (which parses each .npy header) ran while Streamlit parsed a page. With core.jobs imported, a parse waits for
+    the one under way: a job's np.load is held while the lock is, and finishes once it is released."""
+    import ast
+
+    import numpy as np
+
+    import core.jobs  # noqa: F401  (installs the lock)
+    np.save(tmp_path / "a.npy", np.arange(3))
+    loaded = []
+    reader = threading.Thread(target=lambda: loaded.append(np.load(tmp_path / "a.npy")))
+    with ast.parse.lock:
+        reader.start()
+        reader.join(timeout=0.5)
+        assert reader.is_alive() and not loaded  # its header parse waits for the lock
+    reader.join()
+    assert list(loaded[0]) == [0, 1, 2]

@@ -104,12 +104,21 @@ def test_train_with_the_default_auto_records_why(tiny_config, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "advisor: " in err and "status: completed" in out
-    runs = sorted((tmp_path / "runs").glob("2*"))  # the probe candidate, then the fine-tuning from it
-    assert len(runs) == 2
-    summary = json.loads((runs[-1] / "summary.json").read_text())
+    probe, final = auto_runs(tmp_path / "runs")
+    summary = json.loads((final / "summary.json").read_text())
     assert summary["freeze"] == "partial" and any("cross-validation" in n for n in summary["notes"])
     assert any(n.startswith("Delivered the") for n in summary["notes"])  # which candidate, with both numbers
-    assert TrainConfig.load(runs[-1] / "config.yaml").init_from == str(runs[0])  # it records what was trained
+    assert TrainConfig.load(final / "config.yaml").init_from == str(probe)  # it records what was trained
+
+
+def auto_runs(runs_dir: Path) -> tuple[Path, Path]:
+    """An auto run's two folders: the probe candidate, then the fine-tuning that starts from it (by what the
+    configs say, not by name: two run ids made in the same second need not sort in time order)."""
+    runs = list(runs_dir.glob("2*"))
+    assert len(runs) == 2, runs
+    (final,) = [r for r in runs if TrainConfig.load(r / "config.yaml").init_from]
+    (probe,) = [r for r in runs if r != final]
+    return probe, final
 
 
 def test_a_job_resolves_auto_in_the_worker(tiny_config):
@@ -178,9 +187,9 @@ def test_default_auto_trains_with_any_weights_and_probes_the_weights_the_run_use
                  "--out", str(tmp_path / "runs"), "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0 and "status: completed" in out, err
-    (run,) = (tmp_path / "runs").glob("2*")
+    _, run = auto_runs(tmp_path / "runs")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["freeze"] in ("probe", "partial")  # auto decided
+    assert summary["freeze"] == "partial"  # auto's fine-tuning, started from its probe candidate
     assert any("weights this run starts from" in n for n in summary["notes"])
     ((cfg, samples, feats),) = probed  # the chosen backbone only, with the run's weights
     assert cfg.weights == weights and cfg.backbone == "tf_efficientnet_lite0"
