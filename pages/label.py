@@ -116,7 +116,8 @@ def grid(snap) -> None:
     for start in range(0, len(todo), COLUMNS):
         for col, (i, r) in zip(st.columns(COLUMNS), todo[start:start + COLUMNS], strict=False):
             with col.container(border=True, key=f"card_{i}"):
-                st.image(r.path, width=160, caption=f"{Path(r.path).name} · now {r.predicted} {r.confidence:.0%}")
+                now = "unlike every class: a new one?" if r.unknown else f"now {r.predicted} {r.confidence:.0%}"
+                st.image(r.path, width=160, caption=f"{Path(r.path).name} · {now}")
                 for c, name in enumerate(classes):
                     st.button(name, key=f"lab_{i}_{c}", on_click=answer, args=(r.path, name),
                               use_container_width=True)

@@ -45,6 +45,8 @@ class Suggestion:
     picked: bool  # one of the k the method chose (the rest follow by margin)
     predicted: str  # the probe's likeliest class
     confidence: float  # its probability
+    unknown: bool = False  # unlike every class the run knows (a candidate for a new class; never a pseudo-label)
+    unknown_score: float | None = None  # kNN distance to the labeled images (analysis/unknown.py): higher, less alike
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -181,6 +183,7 @@ def suggest_for_run(run_path: str | Path, pool_source: str | Path, k: int = 20, 
 
     train_f = feats(train, "features of the labeled images")
     pool_f = feats(pool, "features of the pool")
+    val_f = feats(view.dataset().val, "features of the validation images")
     if should_stop():
         return []
     keep_t = [i for i, f in enumerate(train_f) if f is not None]
@@ -192,8 +195,27 @@ def suggest_for_run(run_path: str | Path, pool_source: str | Path, k: int = 20, 
     y = np.array([train[i].label for i in keep_t])
     xp = np.stack([pool_f[i][0] for i in keep_p])
     order, scores, picked, probs = rank_pool(method, x, y, xp, len(view.classes), k, view.cfg.seed)
+    xv = np.stack([f[0] for f in val_f if f is not None]) if any(f is not None for f in val_f) else x[:0]
+    far, flagged = unknown_scores(x, y, xv, xp, len(view.classes))
     return [Suggestion(pool[keep_p[i]].path, float(s), r < picked, view.classes[int(probs[i].argmax())],
-                       float(probs[i].max())) for r, (i, s) in enumerate(zip(order, scores, strict=True))]
+                       float(probs[i].max()), bool(flagged[i]), float(far[i]))
+            for r, (i, s) in enumerate(zip(order, scores, strict=True))]
+
+
+def unknown_scores(labeled: np.ndarray, labels: np.ndarray, val: np.ndarray, pool: np.ndarray,
+                   num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unknown-input score of each pool image (the product's default method, core/analysis/unknown.py) on the
+    same pretrained features the suggestions use: fitted on the labeled images, thresholded so that 95% of the
+    run's validation images are accepted (no validation image: nothing is flagged). (scores, flagged)."""
+    from core.analysis.unknown import DEFAULT_METHOD as UNKNOWN_METHOD
+    from core.analysis.unknown import accept_threshold, fit_scorer, scores
+    scorer = fit_scorer(UNKNOWN_METHOD, labeled, labels, num_classes)
+    no_logits = np.zeros((len(pool), num_classes), np.float32)  # the kNN distance reads the features only
+    far = scores(scorer, no_logits, pool)
+    if not len(val):
+        return far, np.zeros(len(pool), bool)
+    threshold = accept_threshold(scores(scorer, np.zeros((len(val), num_classes), np.float32), val))
+    return far, far > threshold
 
 
 def use_pseudo_labels(mode: str, val_accuracy: float | None) -> bool:
@@ -206,8 +228,10 @@ def use_pseudo_labels(mode: str, val_accuracy: float | None) -> bool:
 
 def pseudo_labels(rows: list[Suggestion], answered: set[str]) -> dict[str, str]:
     """Pool images the probe labels with confidence >= PSEUDO_THRESHOLD, not answered by the user (a skipped or
-    "none of these" image is left out too): image file -> predicted class."""
-    return {r.path: r.predicted for r in rows if r.confidence >= PSEUDO_THRESHOLD and r.path not in answered}
+    "none of these" image is left out too) and not unlike every class (the unknown-input score keeps images of no
+    class out, however sure the probe is): image file -> predicted class."""
+    return {r.path: r.predicted for r in rows
+            if r.confidence >= PSEUDO_THRESHOLD and not r.unknown and r.path not in answered}
 
 
 def labeled_dataset(run_path: str | Path, labels: dict[str, str], dest: str | Path,

@@ -81,10 +81,12 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if args.json:
         for r in rows:
             print(json.dumps({"path": r.path, "score": round(r.score, 6), "picked": r.picked,
-                              "predicted": r.predicted, "confidence": round(r.confidence, 4)}))
+                              "predicted": r.predicted, "confidence": round(r.confidence, 4), "unknown": r.unknown,
+                              "unknown_score": None if r.unknown_score is None else round(r.unknown_score, 6)}))
         return 0
     sys.stderr.write("\n")
     for n, r in enumerate(rows[:args.k], 1):
-        print(f"{n:>3}  {r.score:.4f}  {r.path}  (now: {r.predicted} {r.confidence:.2f})")
+        now = "none of these: unlike every class (a new class?)" if r.unknown else f"{r.predicted} {r.confidence:.2f}"
+        print(f"{n:>3}  {r.score:.4f}  {r.path}  (now: {now})")
     print(f"{len(rows)} pool images ranked; --json lists them all")
     return 0

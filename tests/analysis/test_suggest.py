@@ -62,7 +62,7 @@ def test_suggest_json_is_one_line_per_pool_image_in_rank_order(trained_run, tmp_
     assert main(["suggest", str(trained_run.path), "--pool", str(pool), "--k", "4", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(Path(r["path"]).name for r in lines) == sorted(p.name for p in pool.glob("*.png"))
-    assert all(set(r) >= {"path", "score"} for r in lines)
+    assert all(set(r) >= {"path", "score", "unknown", "unknown_score"} for r in lines)
     assert [r["picked"] for r in lines] == [True] * 4 + [False] * (len(lines) - 4)
     rest = [r["score"] for r in lines[4:]]
     assert rest == sorted(rest, reverse=True)
@@ -115,10 +115,26 @@ def test_labels_from_a_round_become_a_derived_dataset_whose_run_names_the_round(
         labeled_dataset(result.run_dir, {}, tmp_path / "derived")
 
 
+def test_pool_images_unlike_every_class_are_flagged_and_the_rest_accepted():
+    """The unknown-input score on the suggestions' features: a pool image far from all three classes is flagged (a
+    candidate for a new class), pool images drawn like the labeled ones mostly are not (95% of validation kept)."""
+    from core.analysis.suggest import unknown_scores
+    x, y = blobs()
+    val, _ = blobs(seed=1, per=20)
+    pool, _ = blobs(seed=2, per=10)
+    stranger = np.full((1, 8), -10.0)  # nowhere near any class
+    far, flagged = unknown_scores(x, y, val, np.concatenate([pool, stranger]), 3)
+    assert flagged[-1] and far[-1] == far.max()
+    assert flagged[:-1].mean() <= 0.2
+    _, none = unknown_scores(x, y, x[:0], stranger, 3)  # no validation images: no threshold, nothing flagged
+    assert not none.any()
+
+
 def test_pseudo_labels_join_only_sure_unanswered_images_and_auto_follows_the_bench():
     from core.analysis.suggest import Suggestion, pseudo_labels, use_pseudo_labels
     rows = [Suggestion("a.png", 0.1, True, "red", 0.95), Suggestion("b.png", 0.2, True, "blue", 0.97),
-            Suggestion("c.png", 0.9, False, "green", 0.5)]
+            Suggestion("c.png", 0.9, False, "green", 0.5),
+            Suggestion("d.png", 0.3, False, "red", 0.99, unknown=True)]  # sure, but unlike every class
     assert pseudo_labels(rows, answered={"b.png"}) == {"a.png": "red"}
     assert use_pseudo_labels("auto", 0.8) and not use_pseudo_labels("auto", 0.4) and not use_pseudo_labels("auto", None)
     assert use_pseudo_labels("on", 0.1) and not use_pseudo_labels("off", 0.99)
