@@ -155,3 +155,22 @@ def test_threshold_accepts_95_percent_and_sits_between_scores():
     t = accept_threshold(s)
     assert (s <= t).mean() == 0.95 and t not in s
     assert accept_threshold(np.array([1.0, 2.0])) > 2.0  # too few images to reject any: accept all
+
+
+def test_a_folder_of_other_images_is_scored_as_predict_scores_it(run, others):
+    """The Inspect page's "other images": every image of the folder scored by the bundle as predict scores it, the
+    share flagged several times the validation images' 5% (a random tiny backbone: 4 of 10 here); a model without
+    a scorer is refused with a sentence."""
+    from core.workflows.other_images import score_other_images
+    got = score_other_images(run.bundle_dir, others)
+    assert sorted(Path(p).name for p in got.paths) == sorted(p.name for p in others.glob("*.png"))
+    assert got.flagged >= 0.2 and got.threshold == load_bundle(run.bundle_dir).unknown_threshold
+    lines = {Path(x["path"]).name: x["unknown_score"]
+             for x in map(json.loads, predict(run.bundle_dir, others, "--json"))}
+    assert np.allclose([lines[Path(p).name] for p in got.paths], got.scores, atol=1e-5)
+    (run.bundle_dir / FILE).rename(run.bundle_dir / "moved.safetensors")
+    try:
+        with pytest.raises(ValueError, match="no unknown-input score"):
+            score_other_images(run.bundle_dir, others)
+    finally:
+        (run.bundle_dir / "moved.safetensors").rename(run.bundle_dir / FILE)

@@ -191,6 +191,28 @@ def test_inspect_page_calibration_losses_saliency_and_the_analyses_job(app, sess
     assert "Embedding map (t-SNE), coloured by true class" in titles
 
 
+def test_inspect_page_scores_a_folder_of_other_images_against_the_threshold(app, session_run, tmp_path):
+    """Unknown inputs tab: a server folder of other images is scored as a job; their histogram joins the validation
+    images' and a caption gives the share the model would call "none of these"."""
+    run_id = copy_run(session_run, tmp_path / "ws" / "runs", tmp_path / "run-data").run_id
+    for i, color in enumerate([(128, 128, 128), (230, 220, 30), (150, 30, 160)]):
+        make_image(tmp_path / "others" / f"other_{i}.png", color, size=80, seed=100 + i)
+    app.session_state["run_id"] = run_id
+    app.switch_page("pages/inspect.py").run()
+    app.text_input(key="unknown_other_path").set_value(str(tmp_path / "others")).run()
+    app.button(key="unknown_other_go").click().run()
+    for _ in range(300):
+        if any("are flagged as unlike the training images" in c.value for c in app.caption) or app.error:
+            break
+        time.sleep(0.3)
+        app.run()
+    assert not app.exception and not app.error
+    assert any("of the 3 images in" in c.value for c in app.caption)
+    hist = [json.loads(c.proto.spec) for c in app.get("plotly_chart")
+            if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Unknown score"]
+    assert any(t.get("name") == "your other images" for t in hist[0]["data"])
+
+
 def open_leaky_dataset(app, tmp_path):
     """train/ and val/ of colour images with one train image copied into val, opened and searched for duplicates."""
     root = tmp_path / "leaky"
