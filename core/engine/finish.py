@@ -22,7 +22,7 @@ from core.analysis.unknown import scores as unknown_scores
 from core.data.derived import labeling_note
 from core.data.duplicates import leakage_summary
 from core.engine.callbacks import FitResult
-from core.engine.loop import Session
+from core.engine.loop import Session, beats_start, best_epoch
 from core.export.bundle import write_bundle
 from core.export.record import write_run_record
 from core.files.atomic import atomic_write_json, share_file
@@ -91,9 +91,8 @@ def _fit_unknown(s: Session, raw: dict, outputs: dict[str, SplitOutputs], temper
 def build_summary(s: Session, outputs: dict[str, SplitOutputs], status: str) -> RunSummary:
     ds = s.dataset
     history = s.run.read_metrics()
-    best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"])) if history else None
-    start = s.start_eval  # a starting point no epoch beat is the delivered model: best epoch 0
-    if start is not None and (best is None or (start.acc, -start.loss) >= (best["val_acc"], -best["val_loss"])):
+    best = best_epoch(history)
+    if not beats_start(best, s.start_eval):  # a starting point no epoch beat is the delivered model: best epoch 0
         best = {"epoch": 0}
     reports = {split: SplitReport.from_dict({**classification_report(o.labels, o.predicted, ds.classes),
                                              "num": len(o.labels)}) for split, o in outputs.items()}

@@ -84,6 +84,16 @@ class Session:
 
 
 
+def best_epoch(history: list[dict]) -> dict | None:
+    """The metrics line of the best epoch: highest validation accuracy, then lowest loss (None: no epoch finished)."""
+    return max(history, key=lambda m: (m["val_acc"], -m["val_loss"])) if history else None
+
+
+def beats_start(best: dict | None, start: EvalResult | None) -> bool:
+    """Whether the best epoch is delivered rather than a starting point that had to be beaten (ties: the start)."""
+    return start is None or (best is not None and (best["val_acc"], -best["val_loss"]) > (start.acc, -start.loss))
+
+
 def fit_info(s: Session, steps_per_epoch: int) -> FitInfo:
     trainable, total = freeze.parameter_counts(s.model)
     ds = s.dataset

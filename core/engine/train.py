@@ -29,7 +29,7 @@ from core.engine import distributed
 from core.engine.adapt import adapt_then_train_config
 from core.engine.balance import epoch_order
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo, FitResult, RunRecorder
-from core.engine.loop import EvalResult, Session, epoch_loop, save_weights, state_copy
+from core.engine.loop import EvalResult, Session, beats_start, best_epoch, epoch_loop, save_weights, state_copy
 from core.engine.multitask import SeveralTasks
 from core.engine.tasks import OneTask
 from core.engine.teachers import soft_targets
@@ -272,11 +272,10 @@ def _start_note(s: Session) -> str:
     delivered, with both validation accuracies."""
     start = s.start_eval.acc
     name = init_from.read_source(s.cfg.init_from, weights=False).name
-    history = s.run.read_metrics()
-    if not history:
+    best = best_epoch(s.run.read_metrics())
+    if best is None:
         return f"Delivered the starting point (run {name}, {start:.1%} on validation): no epoch finished."
-    best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"]))
-    if (best["val_acc"], -best["val_loss"]) > (start, -s.start_eval.loss):
+    if beats_start(best, s.start_eval):
         return (f"Delivered the fine-tuned weights: epoch {best['epoch']} reached {best['val_acc']:.1%} on "
                 f"validation, above the starting point's {start:.1%} (run {name}).")
     return (f"Delivered the starting point (run {name}): {start:.1%} on validation, and no fine-tuned epoch beat "
