@@ -103,8 +103,30 @@ def answer(path: str, value: str) -> None:
     answers[path] = value
 
 
+def card(i: int, r, classes: list[str], keys: bool) -> None:
+    """One suggested image with a button per class, "skip" and "none of these"; with keys, the keyboard answers
+    for it (1-9 the classes in order, S skip, N none of these)."""
+    now = "unlike every class: a new one?" if r.unknown else f"now {r.predicted} {r.confidence:.0%}"
+    st.image(r.path, width=160, caption=f"{Path(r.path).name} · {now}")
+    for c, name in enumerate(classes):
+        st.button(name, key=f"lab_{i}_{c}", on_click=answer, args=(r.path, name), use_container_width=True,
+                  shortcut=str(c + 1) if keys and c < 9 else None)
+    a, b = st.columns(2)
+    a.button("skip", key=f"skip_{i}", on_click=answer, args=(r.path, SKIP), shortcut="S" if keys else None)
+    b.button("none of these", key=f"none_{i}", on_click=answer, args=(r.path, NONE), shortcut="N" if keys else None)
+
+
+def cards(todo: list, classes: list[str], keys: bool) -> None:
+    """The images in rows of COLUMNS; with keys, the keyboard answers for the first one."""
+    for start in range(0, len(todo), COLUMNS):
+        for col, (i, r) in zip(st.columns(COLUMNS), todo[start:start + COLUMNS], strict=False):
+            with col.container(border=True, key=f"card_{i}"):
+                card(i, r, classes, keys and i == todo[0][0])
+
+
 def grid(snap) -> None:
-    """The method's picks not answered yet, each with one button per class, "skip" and "none of these"."""
+    """The method's picks not answered yet, each with one button per class, "skip" and "none of these"; the
+    images the unknown-input score puts outside every class apart, as candidates for a new class."""
     picks = [r for r in snap.result or [] if r.picked]
     classes = run.read_summary().classes
     labeled = {p: c for p, c in answers.items() if c not in (SKIP, NONE)}
@@ -113,17 +135,15 @@ def grid(snap) -> None:
     st.caption(f"{len(picks)} suggested · {len(labeled)} labeled · {sum(c == SKIP for c in answers.values())} "
                f"skipped · {nones} none of these (left out: candidates for a new class)")
     todo = [(i, r) for i, r in enumerate(picks) if r.path not in answers]
-    for start in range(0, len(todo), COLUMNS):
-        for col, (i, r) in zip(st.columns(COLUMNS), todo[start:start + COLUMNS], strict=False):
-            with col.container(border=True, key=f"card_{i}"):
-                now = "unlike every class: a new one?" if r.unknown else f"now {r.predicted} {r.confidence:.0%}"
-                st.image(r.path, width=160, caption=f"{Path(r.path).name} · {now}")
-                for c, name in enumerate(classes):
-                    st.button(name, key=f"lab_{i}_{c}", on_click=answer, args=(r.path, name),
-                              use_container_width=True)
-                a, b = st.columns(2)
-                a.button("skip", key=f"skip_{i}", on_click=answer, args=(r.path, SKIP))
-                b.button("none of these", key=f"none_{i}", on_click=answer, args=(r.path, NONE))
+    known, new = [t for t in todo if not t[1].unknown], [t for t in todo if t[1].unknown]
+    if todo:
+        st.caption(f"Keyboard: 1-{min(len(classes), 9)} label the first image as the class in that place, S skips "
+                   f"it, N marks it none of these.")
+    cards(known, classes, keys=True)
+    if new:
+        st.markdown("**Unlike every class: candidates for a new class?** The model scores these outside all of "
+                    "its classes. Label them if they belong to one; otherwise 'none of these' keeps them out.")
+        cards(new, classes, keys=not known)
     if picks and not todo:
         st.success("Every suggestion answered. Train again, or suggest more.")
     mode = st.radio("Pseudo-labels", ["auto", "on", "off"], horizontal=True, key="label_pseudo",
