@@ -32,15 +32,22 @@ def engine_row(row: str, data: Path, out_dir: str) -> dict:
     from core.workflows.auto import resolve_auto, train_resolved
     cfg = TrainConfig(data=str(data), output_dir=out_dir, freeze=row)
     t0 = time.perf_counter()
+    extra = {}
     if row == "probe":
         result = train(cfg.replace(epochs=PROBE_EPOCHS, lr=PROBE_LR))
     elif row == "auto":
-        result = train_resolved(resolve_auto(cfg))
+        resolved = resolve_auto(cfg)
+        t1 = time.perf_counter()
+        result = train_resolved(resolved)
+        est = resolved.estimate
+        extra = {"advise_seconds": t1 - t0, "train_seconds": time.perf_counter() - t1,
+                 "estimate_seconds": est.total_seconds if est else None,
+                 "estimate_range": [est.low_seconds, est.high_seconds] if est else None}
     else:
         result = train(cfg)
     s = result.summary
     return {"row": row, "val_acc": s.val.accuracy, "test_acc": s.test.accuracy, "seconds": time.perf_counter() - t0,
-            "epochs_run": s.epochs_run, "best_epoch": s.best_epoch, "freeze": s.freeze, "notes": s.notes}
+            "epochs_run": s.epochs_run, "best_epoch": s.best_epoch, "freeze": s.freeze, "notes": s.notes, **extra}
 
 
 def run_row(row: str, data: Path, r2_epochs: int) -> dict:

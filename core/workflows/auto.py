@@ -20,6 +20,7 @@ from core.data.multitask import single_task_view
 from core.engine.callbacks import Callback, FitResult
 from core.engine.train import train
 from core.plan.advisor import advise
+from core.plan.estimate import Estimate
 from core.runs import RunDir, Status
 
 
@@ -28,6 +29,7 @@ class Resolved:
     config: TrainConfig  # concrete: freeze is never "auto"
     notes: list[str] = field(default_factory=list)  # the advisor's reasons; none when freeze was chosen by hand
     probe_first: TrainConfig | None = None  # auto's probe candidate, trained before config starts from it (LP-FT)
+    estimate: Estimate | None = None  # the advisor's time estimate for the whole plan (auto only)
 
     @property
     def paragraph(self) -> str:
@@ -42,7 +44,8 @@ def resolve_auto(cfg: TrainConfig, progress: Callable[[str, int, int], None] | N
         return Resolved(cfg)
     advice = advise(cfg, single_task_view(cfg), progress=progress, should_stop=should_stop, rank_all=False)
     # a multi-task run fine-tunes without the probe candidate (starting from a run keeps one task's head only)
-    return Resolved(advice.config, advice.reasons, None if cfg.task_spec.several else advice.probe_first)
+    return Resolved(advice.config, advice.reasons, None if cfg.task_spec.several else advice.probe_first,
+                    advice.estimate)
 
 
 class _Phases(Callback):
