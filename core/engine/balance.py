@@ -21,6 +21,7 @@ from torch.utils.data import WeightedRandomSampler
 
 AUTO_NOTE = ("auto leaves it off: class weights raised balanced accuracy on only 1 of the 5 skewed dev sets "
              "measured (docs/decisions.md); set balance to weights to try them")
+EVEN = 1.5  # below this ratio of the largest class to the smallest, the classes are called even: nothing to weigh
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ def decide(setting: str, counts: dict[str, int]) -> Balance:
     skew = f"'{big}' has {ratio:.1f}x the training images of '{small}' ({present[big]} vs {present[small]})"
     if setting != "auto":
         return Balance(setting, f"balance is set to {setting}; {skew}")
+    if ratio < EVEN:
+        return Balance("off", f"the classes are about even ({present[small]} to {present[big]} training images each)")
     return Balance("off", f"{skew}; {AUTO_NOTE}")
 
 

@@ -49,6 +49,9 @@ def test_balance_decision_says_why():
     on = decide("weights", {"ok": 30, "crack": 10})
     assert on.note.startswith("balanced: on (class-weighted loss) because balance is set to weights; 'ok' has 3.0x")
     assert decide("sampler", {"a": 5, "b": 5}).mode == "sampler"
+    even = decide("auto", {"ants": 123, "bees": 121})  # no skew to speak of: the note says so, not "1.0x"
+    assert even.mode == "off" and even.note == "balanced: off because the classes are about even (121 to 123 " \
+                                                "training images each)"
     assert decide("off", {"a": 50, "b": 5}).mode == "off"
 
 
