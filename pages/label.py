@@ -70,7 +70,8 @@ k = left.number_input("Images to suggest", 1, 200, 20, key="label_k")
 method = right.selectbox("Method", METHODS, index=METHODS.index(DEFAULT_METHOD), key="label_method",
                          help="margin / entropy: the images the model is least sure about; coreset: the images "
                               "least like any labeled one; typiclust: typical images of unlabeled clusters (a few "
-                              "labels in all); mix: unsure and diverse. The default won the label-savings bench.")
+                              "labels in all); mix / badge: unsure and diverse (badge by the gradients of the "
+                              "model's last layer). The default won the label-savings bench.")
 job_key = f"suggest_job_{run.run_id}"
 if st.button("Suggest images to label", key="suggest", type="primary"):
     run_path, out = run.path, extract_dir_for(runs_dir())

@@ -19,11 +19,16 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     return fold
 
 
+def standardise(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x and rows scaled by x's per-feature mean and spread: the inputs the ridge probe's weights act on."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    return (x - mean) / std, (rows - mean) / std
+
+
 def ridge_predict(x: np.ndarray, y: np.ndarray, classes: int, rows: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Class scores of a ridge-regression classifier (one-hot targets) fitted on x, for new rows. Closed form in
     the smaller of N and D (the dual when there are fewer images than features): milliseconds, no iterations."""
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    a, b = (x - mean) / std, (rows - mean) / std
+    a, b = standardise(x, rows)
     targets = np.eye(classes)[y] - 1.0 / classes
     if len(a) <= a.shape[1]:
         coef = np.linalg.solve(a @ a.T + alpha * len(a) * np.eye(len(a)), targets)

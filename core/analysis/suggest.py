@@ -11,7 +11,9 @@ run and the label-savings bench (bench/labels.py), which calls the array functio
 - `typiclust`: for very small budgets (Hacohen et al. 2022): k-means into (labeled + k) clusters, and from each of the
   largest clusters without a labeled image its most typical image (densest neighbourhood);
 - `mix`: uncertainty and diversity (Zhdanov 2019): the MIX_POOL x k least sure images, clustered into k groups by
-  k-means, the one nearest each centre.
+  k-means, the one nearest each centre;
+- `badge`: uncertainty and diversity in one (Ash et al. 2020): k-means++ seeding over the gradients the probe's
+  last layer would get if each image had the label it predicts (large for unsure images, alike for alike ones).
 
 `rank` returns every pool image once: the k picks of the method first (in pick order), then the rest by margin.
 """
@@ -26,10 +28,10 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
-from core.analysis.linear import ridge_predict
+from core.analysis.linear import ridge_predict, standardise
 from core.config import TrainConfig
 
-METHODS = ("margin", "entropy", "coreset", "typiclust", "mix")
+METHODS = ("margin", "entropy", "coreset", "typiclust", "mix", "badge")
 DEFAULT_METHOD = "coreset"  # the best on the six dev sets at both budgets (bench/labels.py, docs/measurements.md)
 MIX_POOL = 10  # `mix` clusters the MIX_POOL x k least sure images
 TYPICAL_NEIGHBOURS = 20  # TypiClust's typicality: inverse mean distance to this many nearest neighbours
@@ -133,6 +135,46 @@ def mix_picks(pool: np.ndarray, uncertainty: np.ndarray, k: int, seed: int = 0) 
     return np.array(picks, dtype=np.int64), uncertainty[picks]
 
 
+def gradient_factors(labeled: np.ndarray, pool: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE's gradient embedding of each pool image, g = a (x) x, kept as its two factors: a = p - onehot(argmax p)
+    (N x C) and x, the probe's input (the features standardised as ridge_predict does, N x D)."""
+    a = probs.astype(np.float64)
+    a[np.arange(len(a)), a.argmax(1)] -= 1.0
+    return a, standardise(labeled if len(labeled) else pool, pool)[1].astype(np.float64)
+
+
+def gradient_sq_distances(a: np.ndarray, x: np.ndarray, sq_norms: np.ndarray, j: int) -> np.ndarray:
+    """||g_i - g_j||^2 for every i without the C x D embeddings: |g_i|^2 + |g_j|^2 - 2 (a_i . a_j)(x_i . x_j)."""
+    return np.clip(sq_norms + sq_norms[j] - 2.0 * (a @ a[j]) * (x @ x[j]), 0.0, None)
+
+
+def badge_picks(labeled: np.ndarray, pool: np.ndarray, probs: np.ndarray, k: int,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE: k-means++ seeding over the gradient embeddings (one N x D and one N x C product per pick). The first
+    pick is the largest gradient, each next one drawn (seeded) with probability proportional to its squared
+    distance to the nearest pick. k pool indices and each one's gradient distance when it was picked."""
+    a, x = gradient_factors(labeled, pool, probs)
+    sq_norms = (a * a).sum(1) * (x * x).sum(1)
+    rng = np.random.default_rng(seed)
+    nearest = sq_norms.copy()  # distance to the zero gradient until the first pick
+    picks: list[int] = []
+    dists = []
+    for _ in range(min(k, len(pool))):
+        total = nearest.sum()
+        if not picks:
+            i = int(np.argmax(nearest))
+        elif total > 0:
+            i = int(rng.choice(len(pool), p=nearest / total))
+        else:  # no image left differs from a pick: any of them
+            i = int(rng.choice(np.setdiff1d(np.arange(len(pool)), picks)))
+        picks.append(i)
+        dists.append(float(np.sqrt(nearest[i])))
+        d = gradient_sq_distances(a, x, sq_norms, i)
+        nearest = d if len(picks) == 1 else np.minimum(nearest, d)
+        nearest[picks] = 0.0
+    return np.array(picks, dtype=np.int64), np.array(dists)
+
+
 def rank_pool(method: str, labeled: np.ndarray, labels: np.ndarray, pool: np.ndarray, num_classes: int, k: int,
               seed: int = 0, probs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Every pool index once in the order to ask, each one's score, how many are the method's picks, and the
@@ -153,6 +195,8 @@ def rank_pool(method: str, labeled: np.ndarray, labels: np.ndarray, pool: np.nda
         picks, scores = coreset_picks(labeled, pool, k)
     elif method == "typiclust":
         picks, scores = typiclust_picks(labeled, pool, k, seed)
+    elif method == "badge":
+        picks, scores = badge_picks(labeled, pool, probs, k, seed)
     else:
         picks, scores = mix_picks(pool, margin, k, seed)
     if scores is None:

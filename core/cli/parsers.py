@@ -152,7 +152,7 @@ def _report_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", required=True, help="folder (any layout) or .zip of unlabeled images")
     p.add_argument("--k", type=int, default=20, help="how many images to pick (the rest follow, least sure first)")
     p.add_argument("--method", default=None,
-                   help="margin / entropy (uncertainty), coreset (k-center), typiclust (tiny budgets), mix "
+                   help="margin / entropy (uncertainty), coreset (k-center), typiclust (tiny budgets), mix / badge "
                         "(uncertainty + diversity); default: the one the label-savings bench chose")
     p.add_argument("--task", default=None, help=TASK_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per pool image, in rank order")

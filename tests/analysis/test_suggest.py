@@ -7,7 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.analysis.suggest import METHODS, coreset_picks, margin_scores, rank_pool, typiclust_picks
+from core.analysis.suggest import (
+    METHODS,
+    badge_picks,
+    coreset_picks,
+    fit_probe,
+    gradient_factors,
+    gradient_sq_distances,
+    margin_scores,
+    rank_pool,
+    typiclust_picks,
+)
 from core.cli import main
 from tests.conftest import COLORS, make_image
 
@@ -48,6 +58,42 @@ def test_coreset_and_typiclust_pick_the_cluster_that_has_no_label():
     assert y[picks[0]] == 2 and typical[0] > 0
 
 
+def test_badge_distances_equal_those_of_the_materialised_gradient_embeddings():
+    x, y = blobs(per=6)
+    probs = fit_probe(x[::3], y[::3], 3)(x)
+    a, feats = gradient_factors(x[::3], x, probs)
+    g = np.einsum("nc,nd->ncd", a, feats).reshape(len(x), -1)  # the C x D embedding of each image
+    sq_norms = (a * a).sum(1) * (feats * feats).sum(1)
+    assert np.allclose(sq_norms, (g * g).sum(1))
+    for j in (0, 7, len(x) - 1):
+        assert np.allclose(gradient_sq_distances(a, feats, sq_norms, j), ((g - g[j]) ** 2).sum(1), atol=1e-9)
+    assert np.all(a.argmax(1) != probs.argmax(1)) and np.allclose(a.sum(1), 0)  # p - onehot(argmax p)
+
+
+def test_badge_asks_about_two_unsure_groups_not_twice_about_one():
+    """Ten near-copies of an image between classes 0 and 1 (the least sure), ten of one between classes 1 and 2
+    (less unsure), and six sure images: margin asks three times about the first copies; badge starts with them,
+    then asks once about the other group and once about a sure image, whatever the seed; same seed, same picks."""
+    x, y = blobs()
+    rng = np.random.default_rng(1)
+    c = [x[y == i].mean(0) for i in range(3)]
+    copies = c[0] + c[1] + 0.05 * (c[0] - c[1]) + rng.normal(0, 0.01, (10, 8))
+    other = c[1] + c[2] + 0.2 * (c[2] - c[1]) + rng.normal(0, 0.01, (10, 8))
+    sure = np.concatenate([ci + rng.normal(0, 0.3, (2, 8)) for ci in c])
+    pool = np.concatenate([copies, other, sure])
+    group = np.repeat([0, 1, 2], [10, 10, 6])
+    order, _, _, probs = rank_pool("margin", x, y, pool, 3, k=3)
+    assert group[order[:3]].tolist() == [0, 0, 0]
+    for seed in range(10):
+        picks, dists = badge_picks(x, pool, probs, 3, seed)
+        assert group[picks[0]] == 0 and sorted(group[picks].tolist()) == [0, 1, 2], (seed, picks)
+        assert np.all(dists > 0) and badge_picks(x, pool, probs, 3, seed)[0].tolist() == picks.tolist()
+    picks, _ = badge_picks(x, pool, probs, len(pool), 0)
+    assert sorted(picks.tolist()) == list(range(len(pool)))  # past the distinct images too, each once
+    twins = badge_picks(x, np.repeat(pool[:1], 4, 0), np.repeat(probs[:1], 4, 0), 4, 0)[0]
+    assert sorted(twins.tolist()) == [0, 1, 2, 3]  # exact copies: no distance left to draw by
+
+
 def write_pool(root: Path, per_color: int = 3) -> Path:
     for name, color in COLORS.items():
         for i in range(per_color):
@@ -68,7 +114,7 @@ def test_suggest_json_is_one_line_per_pool_image_in_rank_order(trained_run, tmp_
     assert rest == sorted(rest, reverse=True)
 
 
-@pytest.mark.parametrize("method", ["coreset", "typiclust", "mix", "entropy"])
+@pytest.mark.parametrize("method", ["coreset", "typiclust", "mix", "entropy", "badge"])
 def test_suggest_takes_a_zip_pool_and_each_method(run_copy, tmp_path, capsys, method):
     pool = write_pool(tmp_path / "pool")
     shutil.copy(run_copy.path.parent.parent / "run-data" / "colors" / "red" / "red_0.png", pool / "copy.png")
