@@ -46,3 +46,27 @@ def cv_accuracy(x: np.ndarray, y: np.ndarray, classes: int, folds: int = 5, seed
         if test.any() and (~test).any():
             right += int((ridge_predict(x[~test], y[~test], classes, x[test]).argmax(1) == y[test]).sum())
     return right / len(y)
+
+
+LOGISTIC_C = (1e-3, 1e-2, 1e-1, 1.0)  # inverse L2 strengths tried: the dev sets' cross-validated choices span them all
+
+
+def logistic_head(x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, classes: int,
+                  balanced: bool = False) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """scikit-learn's L2 logistic regression on (standardised) features, its strength chosen on validation: the
+    probe recipe of an expert (bench/experts.py R1) as a candidate head. Returns (C, validation accuracy, weights
+    classes x D, biases) of the best strength; the weights give the same argmax as sklearn's on any row."""
+    from sklearn.linear_model import LogisticRegression
+    best = None
+    for c in LOGISTIC_C:
+        model = LogisticRegression(C=c, max_iter=500, class_weight="balanced" if balanced else None).fit(x, y)
+        acc = float((model.predict(val_x) == val_y).mean())
+        if best is None or acc > best[1]:
+            best = (c, acc, model)
+    c, acc, model = best
+    coef, bias = model.coef_, model.intercept_
+    if coef.shape[0] == 1:  # two classes: sklearn keeps one score for class 1; as two logits, -s/2 and +s/2
+        coef, bias = np.concatenate([-coef, coef]) / 2, np.concatenate([-bias, bias]) / 2
+    full_w, full_b = np.zeros((classes, x.shape[1])), np.full(classes, -1e4)  # a class without training images
+    full_w[model.classes_], full_b[model.classes_] = coef, bias
+    return c, acc, full_w, full_b

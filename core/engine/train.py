@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.analysis.linear import logistic_head
 from core.config import TrainConfig
 from core.data.augment import Preprocessor, batch_mixer
 from core.data.images import decode_images, geometry
@@ -176,11 +177,38 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
     status = epoch_loop(s, head, batches, len(train_y), evaluate)
     if best:
         best.restore()
+    elif status == "completed" and soft is None and len(val_y):
+        _logistic_candidate(s, head, norm, train_x, train_y, val_x, val_y, evaluate().acc)
     for linear in tasks.linear_heads(head):
         norm.fold_into(linear)  # the delivered head(s) read raw pooled features
     if s.run.best_weights.exists():
         save_weights(state_copy(s.model), s.run.best_weights)
     return status
+
+
+def _logistic_candidate(s: Session, head: torch.nn.Linear, norm: Standardiser, train_x: torch.Tensor,
+                        train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, trained: float) -> None:
+    """The expert's probe as a second candidate: an L2 logistic regression (scikit-learn, on features scaled by
+    their plain mean and deviation, its strength chosen on validation). It replaces the trained head (which reads
+    features standardised by `norm`) only if it is more accurate on validation; the run's notes say which head was
+    delivered, with both numbers."""
+    raw, raw_val = (norm.mean + x.float() * norm.std for x in (train_x, val_x))
+    mean, std = raw.mean(0), raw.std(0, unbiased=False) + 1e-6
+    c, acc, w, bias = logistic_head(((raw - mean) / std).cpu().numpy(), train_y.cpu().numpy(),
+                                    ((raw_val - mean) / std).cpu().numpy(), val_y.cpu().numpy(), head.out_features,
+                                    balanced=s.balance.mode != "off")
+    if acc <= trained:
+        s.notes.append(f"Probe head: the trained head ({trained:.1%} on validation) was kept; a logistic regression "
+                       f"on the same features reached {acc:.1%} (C={c:g}).")
+        return
+    w = torch.as_tensor(w, dtype=torch.float32, device=std.device) / std  # on raw features, then on norm's scale
+    with torch.no_grad():
+        head.weight.copy_(w.to(head.weight.dtype))
+        head.bias.copy_((torch.as_tensor(bias, dtype=torch.float32, device=std.device) - w @ mean).to(head.bias.dtype))
+    norm.unfold_from(head)
+    s.notes.append(f"Probe head: a logistic regression on the same features (scikit-learn, C={c:g} chosen on "
+                   f"validation) reached {acc:.1%} on validation, more than the trained head's {trained:.1%}; it is "
+                   f"the head delivered.")
 
 
 def _soft_targets(s: Session) -> torch.Tensor | None:
