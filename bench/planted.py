@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
+from scipy.ndimage import gaussian_filter
 
 COLOURS = [(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 60, 200), (240, 200, 40), (40, 160, 70)]
 
@@ -62,3 +63,15 @@ def photo_like(seed: int, size: int = 96) -> Image.Image:
         r = int(rng.integers(size // 10, size // 4))
         draw.ellipse((int(x0), int(y0), int(x0) + r, int(y0) + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
     return img
+
+
+def brushed_metal(seed: int, gain: float = 1.0, size: int = 256) -> Image.Image:
+    """A dark metal surface under the same light and with the same streaks for every seed (the camera's), and a
+    mottling of its own (the seed's tile): different seeds look alike at thumbnail size, as different
+    magnetic tiles do; `gain` re-exposes the same tile."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    light = 60 + 70 * np.exp(-((x - 0.25) ** 2 + (y - 0.3) ** 2) / 0.05)
+    streaks = np.repeat(np.random.default_rng(0).normal(0, 10, size // 4), 4)[None, :]
+    own = gaussian_filter(np.random.default_rng(seed).normal(0, 1, (size, size)), 5)
+    arr = gain * (light + streaks + 3.5 * own / own.std())
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGB")

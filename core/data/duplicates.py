@@ -9,8 +9,11 @@ cropped a little or mirrored; two signals must agree before two images are calle
    on at least one band (pigeonhole), so each image looks up 137 buckets per band (`near_pairs`).
 2. confirmation: their 32x32 colour thumbnails, one as is, mirrored or its centre enlarged, have a structural
    similarity (SSIM, 7x7 windows, the lowest of the three channels) of at least MIN_SSIM, and their 8x8 block
-   averages differ by at most MAX_COLOUR_DIFF grey levels. A pHash alone cannot tell a copy from a pattern:
-   stripes of any colour and width, grids and chequerboards hash alike; their thumbnails do not.
+   averages differ by at most MAX_COLOUR_DIFF grey levels, and their fine detail agrees overall (MIN_DETAIL) and
+   block by block (MIN_LOCAL, `local_detail`). A pHash alone cannot tell a copy from a pattern: stripes of any
+   colour and width, grids and chequerboards hash alike; their thumbnails do not. Nor can SSIM and overall
+   detail tell two different surfaces under the same light (dark brushed-metal tiles): the light and streaks are
+   shared, the marks of each tile are not, and blocks without the marks' agreement fail `local_detail`.
 
 An image joins a group only as a confirmed near-duplicate of the group's representative (`star_groups`), so a
 chain of look-alikes never joins unrelated images. A validation image that has a copy in the training set is
@@ -24,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
 from core.data.dataset import Dataset
 from core.data.fingerprints import CENTRE, fingerprints, unpack
@@ -34,6 +37,7 @@ NEAR_BITS = 10  # candidates: pHashes this close (docstring); thresholds measure
 MIN_SSIM = 0.75  # confirmation: thumbnails' structural similarity, lowest colour channel
 MAX_COLOUR_DIFF = 15.0  # confirmation: grey levels, mean over 8x8 blocks and channels
 MIN_DETAIL = 0.75  # confirmation: correlation of the thumbnails' detail (`measures`)
+MIN_LOCAL = 0.9  # confirmation: the same detail agrees block by block (`local_detail`)
 SPLIT_ORDER = ("train", "val", "test")
 BANDS, BAND_BITS, RADIUS = 4, 16, 2  # multi-index hashing: finds every pair within BANDS * (RADIUS + 1) - 1 bits
 
@@ -142,6 +146,7 @@ def similarity(thumbs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     for a, b in variants(thumbs, pairs):
         s, diff, detail = measures(a, b)
         ok = (s >= MIN_SSIM) & (diff <= MAX_COLOUR_DIFF) & (detail >= MIN_DETAIL)
+        ok[ok] = local_detail(a[ok], b[ok]) >= MIN_LOCAL  # the costlier check, on the few pairs still in
         best = np.maximum(best, np.where(ok, s, 0.0))
     return best
 
@@ -181,6 +186,45 @@ def measures(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     sa, sb = da.std(axis=1), db.std(axis=1)
     corr = (da * db).mean(axis=1) / np.maximum(sa * sb, 1e-9)
     return s, diff, np.where((sa < 1) & (sb < 1), 1.0, corr)
+
+
+def local_detail(a: np.ndarray, b: np.ndarray, blocks: int = 4, flat: float = 0.5) -> np.ndarray:
+    """Per pair of colour thumbnails (N x S x S x 3 each): the median, over blocks x blocks blocks, of the
+    correlation of their fine detail (grey, difference of Gaussians of sigma 1 and 2), each block of `b` allowed
+    a shift of one pixel (resizing, cropping and re-exposing move detail a little, not more). A copy agrees in
+    almost every block; two different surfaces under the same light agree in a few (their shared streaks) and
+    not where each has its own marks. Blocks flat (detail below `flat` grey levels) in either image are left
+    out; a pair with fewer than `blocks` blocks left gets 1 (nothing to compare: the other signals decide)."""
+    if not len(a):
+        return np.zeros(0)
+    da, db = _dog(a), np.pad(_dog(b), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    n, side = da.shape[:2]
+    cell = side // blocks
+
+    def cut(d: np.ndarray) -> np.ndarray:  # N x blocks*blocks x cell*cell, each block centred
+        d = d.reshape(n, blocks, cell, blocks, cell).transpose(0, 1, 3, 2, 4).reshape(n, blocks * blocks, -1)
+        return d - d.mean(axis=2, keepdims=True)
+
+    xa = cut(da)
+    na = np.sqrt((xa * xa).sum(axis=2))
+    best = np.full(xa.shape[:2], -1.0)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            xb = cut(db[:, dy:dy + side, dx:dx + side])
+            nb = np.sqrt((xb * xb).sum(axis=2))
+            best = np.maximum(best, (xa * xb).sum(axis=2) / np.maximum(na * nb, 1e-9))
+    std_a = na / np.sqrt(cell * cell)
+    std_b = np.sqrt((cut(db[:, 1:-1, 1:-1]) ** 2).mean(axis=2))
+    best[(std_a < flat) | (std_b < flat)] = np.nan
+    enough = (~np.isnan(best)).sum(axis=1) >= blocks
+    out = np.ones(n)
+    out[enough] = np.nanmedian(best[enough], axis=1)
+    return out
+
+
+def _dog(thumbs: np.ndarray) -> np.ndarray:
+    grey = thumbs.astype(np.float64).mean(axis=3)
+    return gaussian_filter(grey, (0, 1, 1)) - gaussian_filter(grey, (0, 2, 2))
 
 
 def _detail(thumbs: np.ndarray) -> np.ndarray:
