@@ -5,9 +5,9 @@ The rule, in the paragraph the user reads (measurements: docs/decisions.md, `pyt
 - First a linear probe on the backbone's pretrained features, trained for real on cached features (seconds after
   the first pass) and scored on the validation images.
 - Then partial fine-tuning of the last stages, starting from that probe's head (LP-FT: Kumar et al. 2022,
-  "Fine-Tuning can Distort Pretrained Features"), for at most FT_EPOCHS epochs, stopped as soon as validation
-  stops improving. The probe is its starting point and counts as a candidate: the fine-tuned weights are
-  delivered only when they beat it on validation.
+  "Fine-Tuning can Distort Pretrained Features"), for at most FT_EPOCHS epochs, stopped after FT_PATIENCE
+  epochs that do not improve the validation loss. The probe is its starting point and counts as a candidate: the
+  fine-tuned weights are delivered only when they beat it on validation.
 - Images much smaller than the backbone's input are not upsampled: the input size follows the images.
 - A time budget shortens the epochs to fit the estimate (core/plan/estimate.py); when even MIN_EPOCHS of
   fine-tuning do not fit, the probe alone is trained.
@@ -38,9 +38,11 @@ MIN_EPOCHS = 2
 # than fine-tuning: on standardised Lite0 features 20 epochs at 3e-3 reached 89.2% on magnetic tiles against 70.9%
 # for the fine-tuning defaults (8 at 1e-3), and as well on the other dev sets (`python -m bench.probe_head`).
 PROBE_EPOCHS, PROBE_LR = 20, 3e-3
-# Fine-tuning after the probe (LP-FT): its head starts trained, so a few epochs suffice, and it stops at the first
-# epoch that does not improve the validation loss (bench.auto, docs/decisions.md).
-FT_EPOCHS, FT_PATIENCE = 3, 1
+# Fine-tuning after the probe (LP-FT): up to 6 epochs, stopped after 2 that do not improve the validation loss. Its
+# first epoch (the learning rate's warm-up) often scores below the probe before the later ones pass it: on pbc_blood
+# 81.0% -> 88.5% -> 93.0% from a probe at 87.0%, on rsscn7 80.0% back to the probe's 94.3% by epoch 5; stopping after
+# one such epoch (patience 1) delivered the probe on all six dev sets (bench.auto, docs/measurements.md).
+FT_EPOCHS, FT_PATIENCE = 6, 2
 CLEARLY_BETTER = 0.02  # a ranked backbone this much better than the chosen one is pointed out
 
 
