@@ -107,7 +107,9 @@ def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], No
     if best.backbone != cfg.backbone and best.probe_accuracy - own.probe_accuracy >= CLEARLY_BETTER:
         reasons.append(f"{best.backbone} scores {best.probe_accuracy:.1%} on the same test; choose it on the Model "
                        f"page (or --backbone) if the extra time is worth it.")
-    reasons.append(f"Estimated time here: {est.describe()}.")
+    upper = (f" if all {chosen.epochs} fine-tuning epochs run (it stops after {chosen.early_stopping} that do not "
+             f"improve validation: on the dev sets often after 2)" if probe_first and chosen.early_stopping else "")
+    reasons.append(f"Estimated time here{upper}: {est.describe()}.")
     return Advice(chosen, reasons, ranking, est, probe_first)
 
 
