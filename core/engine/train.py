@@ -22,6 +22,7 @@ import torch
 
 from core.config import TrainConfig
 from core.data.augment import Preprocessor, batch_mixer
+from core.data.fingerprints import Gathered
 from core.data.images import decode_images, geometry
 from core.device import pick_device, set_threads
 from core.engine import batches as b
@@ -127,9 +128,10 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
     views = [cfg.probe_views] * n_train + [eval_views] * (len(samples) - n_train)
     exact = [False] * n_train + [True] * (len(samples) - n_train)  # evaluation decodes like the exported model
     s.emit("on_phase", "computing features", 0, len(samples))
+    s.gathered = Gathered()
     feats, failed = extract_features(samples, views, exact, backbone, geom, cache,
                                      progress=lambda d, t: s.emit("on_phase", "computing features", d, t),
-                                     should_stop=s.stop.is_set)
+                                     should_stop=s.stop.is_set, on_read=s.gathered.add)
     ds.drop(failed)
     if s.stop.is_set():
         return "stopped"
@@ -301,11 +303,12 @@ def _decode_splits(s: Session) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     total = n_train + n_val + len(ds.test)
     s.emit("on_phase", "decoding images", 0, total)
     stores, failed, done = {}, [], 0
+    s.gathered = Gathered()
     for split, samples in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
         arr, bad = decode_images(samples, *geom, out=b.image_store(s, split, len(samples), geom[0], MEMMAP_ABOVE_BYTES),
                                  exact=split != "train",
                                  progress=lambda d, _, base=done: s.emit("on_phase", "decoding images", base + d,
-                                                                         total))
+                                                                         total), on_read=s.gathered.add)
         stores[split], done = (arr, b.good_rows(samples, bad)), done + len(samples)
         failed += bad
     ds.drop(failed)
