@@ -79,8 +79,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), stop: threading.
     run = run or create_run_dir(cfg.output_dir)
     if not resume:
         cfg.save(run.config)
-    s = Session(cfg, run, [RunRecorder(run), *experiment_logs(cfg, run), *callbacks], stop or threading.Event(),
-                resume=resume, notes=list(notes), dist=dist)
+    recorder = RunRecorder(run, sync_epochs=cfg.freeze != "probe")  # a probe's epochs take milliseconds
+    s = Session(cfg, run, [recorder, *experiment_logs(cfg, run), *callbacks], stop or threading.Event(), resume=resume,
+                notes=list(notes), dist=dist)
     try:
         _prepare(s, tasks)
         fit = _fit_probe if cfg.freeze == "probe" else _fit_finetune
