@@ -118,7 +118,8 @@ def near_pairs(queries: np.ndarray, index: np.ndarray, max_bits: int, chunk: int
     multi-index hashing: BANDS bands of 16 bits, each looked up with up to RADIUS of its bits flipped."""
     assert max_bits < BANDS * (RADIUS + 1), "pigeonhole: within that, some band is within RADIUS bits"
     found = [np.zeros((0, 2), dtype=np.int64)]
-    probes = np.array([m for m in range(2 ** BAND_BITS) if m.bit_count() <= RADIUS], dtype=np.int64)
+    masks = np.arange(2 ** BAND_BITS, dtype=np.int64)
+    probes = masks[np.bitwise_count(masks) <= RADIUS]  # every mask of up to RADIUS bits, ascending
     for band in range(BANDS):
         keys = ((index >> np.uint64(band * BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
         order = np.argsort(keys, kind="stable")
