@@ -55,8 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     res = run_speed(args)
-    if args.json:
+    if args.json:  # before the tables: the raw results survive a mistake in them
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    report(res, args)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -213,7 +214,6 @@ def run_speed(args: argparse.Namespace) -> dict:
         finally:
             core.engine.train.PREFIX_CACHE_MAX_BYTES = limit
         print("engine partial, prefix run every step", res["partial_plain"], flush=True)
-    report(res, args)
     return res
 
 

@@ -182,7 +182,8 @@ def strict_truncation() -> Iterator[None]:
 def one_torch_thread() -> Iterator[None]:
     """For pools of decode workers: the workers are the parallelism, so torch ops inside them (the fast path's
     resize) run on one thread each instead of each spreading over every core (oversubscribed; measured 5-10%
-    slower decoding, and slower ONNX Runtime sessions beside it). The thread count is restored after."""
+    slower decoding, and slower ONNX Runtime sessions beside it). Also a probe head's epochs, whose tiny steps a
+    second thread only slows down (bitwise the same weights). The thread count is restored after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

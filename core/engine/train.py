@@ -23,7 +23,7 @@ import torch
 from core.config import TrainConfig
 from core.data.augment import Preprocessor, batch_mixer
 from core.data.fingerprints import Gathered
-from core.data.images import decode_images, geometry
+from core.data.images import decode_images, geometry, one_torch_thread
 from core.device import pick_device, set_threads
 from core.engine import batches as b
 from core.engine import distributed
@@ -176,7 +176,8 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
         with torch.inference_mode():
             return tasks.with_pooled(s.model, head)((mirrored if flip else pooled)[split])
     s.one_view_outputs, s.final_outputs = final, with_tta(final) if cfg.tta == "flip" else final
-    status = epoch_loop(s, head, batches, len(train_y), evaluate)
+    with one_torch_thread():  # steps of microseconds: a second thread only waits (20 epochs: 17 s CPU vs 0.4 s)
+        status = epoch_loop(s, head, batches, len(train_y), evaluate)
     if best:
         best.restore()
     for linear in tasks.linear_heads(head):
