@@ -241,7 +241,8 @@ def report(r: dict, args: argparse.Namespace) -> None:
     for name, (wall, cpu) in rep["phases"].items():
         if name != "total":
             print(f"| - {name} | {wall:.2f} | {cpu:.2f} | |")
-    rows = [("tutorial, 25 frozen epochs (3 timed, scaled; in-process: no imports)", tut25, r["tut_frozen"]["best"])]
+    rows = [(f"tutorial, 25 frozen epochs ({args.tutorial_epochs} timed, scaled; in-process: no imports)", tut25,
+             r["tut_frozen"]["best"])]
     if "full" in r:
         rows += [(f"tutorial full fine-tune, s/epoch ({args.epochs} epochs)", r["tut_full"]["epoch_s"],
                   r["tut_full"]["final"]),
