@@ -1,6 +1,7 @@
 """Speed benchmark: the PyTorch tutorial way vs. this engine vs. pure compute, in one process, as ratios.
 
-    python -m bench                 # probe + full fine-tuning on the ants/bees sample data (bench/speed.py)
+    python -m bench                 # probe processes vs a bare forward process, full fine-tuning vs pure compute,
+                                    # the tutorial's way: on the ants/bees sample data (bench/speed.py)
     python -m bench --memory        # probe on 20,000 synthetic images in a subprocess: peak resident memory
     python -m bench --decode        # exact vs fast decoding, and where a probe run's time goes
 

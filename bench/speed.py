@@ -1,11 +1,17 @@
-"""Speed benchmark: the PyTorch tutorial way vs. this engine vs. pure compute, in one process, as ratios.
+"""Speed benchmark: this engine vs. bare references and the PyTorch tutorial way, in one run, as ratios.
 
-    python -m bench.speed           # probe + full fine-tuning on the ants/bees sample data (`python -m bench`)
+    python -m bench.speed           # on the ants/bees sample data (`python -m bench`)
 
-Everything runs on the same machine in the same run, so only the ratios matter (machines of one kind differ
-by 1.5x). The tutorial baseline follows PyTorch's transfer-learning tutorial: ImageFolder, PIL transforms,
-DataLoader with 2 workers, batch 4, SGD(0.001, momentum 0.9), StepLR(7, 0.1), backbone run forward every
-epoch even when frozen. The tutorial's frozen epochs are timed for --tutorial-epochs and scaled to 25.
+The issue-22 bars, side by side: (a) a whole `python -m core train --data DATA --freeze probe` process on an
+empty machine cache vs a bare process that decodes the same images and runs the backbone forward over them
+(bench/bare_forward.py: PIL, timm, torch, no engine code); (b) the engine's full fine-tuning epoch vs pure
+forward+backward compute on random tensors (bench/references.py); (c) the same probe repeated into another output
+folder: the process's own time after its imports (bench/timed_cli.py, which also splits each probe process into
+phases, wall and CPU seconds). Everything runs on the same machine in the same run, so only the ratios matter
+(machines of one kind differ by 1.5x). The tutorial baseline follows PyTorch's transfer-learning tutorial:
+ImageFolder, PIL transforms, DataLoader with 2 workers, batch 4, SGD(0.001, momentum 0.9), StepLR(7, 0.1),
+backbone run forward every epoch even when frozen. The tutorial's frozen epochs are timed for --tutorial-epochs
+and scaled to 25.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import argparse
 import json
 import os
 import platform
-import shutil
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,16 +31,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.references import forward_reference, train_step_reference
+from bench.references import train_step_reference
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the modes that train on a dataset (speed, decode)."""
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--probe-epochs", type=int, default=20, help="head epochs on cached features (~25 ms each)")
-    p.add_argument("--repeats", type=int, default=3, help="probe runs and forward references alternated (medians)")
+    p.add_argument("--repeats", type=int, default=3, help="probe processes and references alternated (medians)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,8 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     res = run_speed(args)
-    if args.json:
+    if args.json:  # before the tables: the raw results survive a mistake in them
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    report(res, args)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -123,38 +133,71 @@ def _median(runs: list[dict], key: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------
 
+def probe_process(data: Path, out: Path, cache: Path) -> dict:
+    """`python -m core train --data DATA --freeze probe` as a process of its own (bench/timed_cli.py notes its
+    phases), into `out`, with `cache` as the machine cache: wall and CPU seconds, phases, validation accuracy."""
+    timing = out.with_suffix(".timing.json")
+    got = _process([sys.executable, "-m", "bench.timed_cli", str(timing), "train", "--data", str(data),
+                    "--freeze", "probe", "--output-dir", str(out), "--quiet"], cache)
+    summary = json.loads(next(out.glob("*/summary.json")).read_text())
+    return {**got, "phases": json.loads(timing.read_text()), "acc": summary["val"]["accuracy"]}
+
+
+def bare_process(data: Path) -> dict:
+    """The bare reference process (bench/bare_forward.py): decode + torch forward pass over the same images."""
+    got = _process([sys.executable, "-m", "bench.bare_forward", str(data)], None)
+    return {**got, "parts": json.loads(got.pop("stdout").strip().splitlines()[-1])}
+
+
+def _process(cmd: list[str], cache: Path | None) -> dict:
+    """Run cmd from the repository root (so `core` is this checkout): wall seconds seen from here, CPU seconds of
+    the process and its threads (rusage of children), stdout."""
+    env = {**os.environ, **({"TRANSFERLAB_CACHE": str(cache)} if cache else {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall": wall, "cpu": cpu, "stdout": done.stdout}
+
+
 def run_speed(args: argparse.Namespace) -> dict:
     from core.device import set_threads
     threads = set_threads(0)
     data = Path(args.data)
     out = Path(tempfile.mkdtemp(prefix="bench-runs-"))
-    os.environ["TRANSFERLAB_CACHE"] = str(out / "_cache")  # a machine's first run: no features, no ONNX model
+    os.environ["TRANSFERLAB_CACHE"] = str(out / "_cache")  # the in-process runs below: a cache of their own
     res = {"machine": f"{platform.processor() or platform.machine()} ({_cpu_name()}), {threads} threads",
            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     print(f"# bench {res['date']} on {res['machine']}, torch {res['torch']}", flush=True)
-    res["probe"] = engine(data, out, freeze="probe", epochs=args.probe_epochs)
-    print("probe (cold: first run on this machine, exports the ONNX model)", res["probe"], flush=True)
-    # this VM's speed drifts by +-15% within a minute: the probe and its reference alternate, medians of N
-    new_data, warm, fwd = [], [], []
-    for _ in range(args.repeats):
-        shutil.rmtree(out / "_cache" / "features")  # new images, same backbone: the ONNX model is reused
-        new_data.append(engine(data, out, freeze="probe", epochs=args.probe_epochs))
-        print("probe (new data: features cold, ONNX model cached)", new_data[-1], flush=True)
-        warm.append(engine(data, out, freeze="probe", epochs=args.probe_epochs, lr=2e-3))  # same features
-        print("probe (warm cache)", warm[-1], flush=True)
-        fwd.append(forward_reference(397, seconds=1.0))
-        print("forward reference", fwd[-1], flush=True)
-    res["probe_new_data"], res["probe_warm"] = _median(new_data, "wall"), _median(warm, "wall")
-    res["fwd_ref"] = _median(fwd, "seconds")
+    # whole processes, alternated (this VM's speed drifts by +-15% within a minute), medians of N: a probe on an
+    # empty machine cache (exports the ONNX model), the bare reference, then the same probe into another output
+    # folder (features, ONNX model and fingerprints cached)
+    cold, bare, repeat = [], [], []
+    for r in range(args.repeats):
+        cache = out / f"_machine_cache{r}"
+        cold.append(probe_process(data, out / f"cold{r}", cache))
+        print("probe process, empty cache", _brief(cold[-1]), flush=True)
+        bare.append(bare_process(data))
+        print("bare reference process", _brief(bare[-1]), flush=True)
+        repeat.append(probe_process(data, out / f"repeat{r}", cache))
+        print("probe process, repeat into another output folder", _brief(repeat[-1]), flush=True)
+    res["cold"], res["bare"] = _median(cold, "wall"), _median(bare, "wall")
+    res["repeat"] = sorted(repeat, key=lambda r: r["phases"]["after_imports"][0])[len(repeat) // 2]
     res["tut_frozen"] = tutorial(data, args.tutorial_epochs, frozen=True)
     print("tutorial frozen", res["tut_frozen"], flush=True)
     if not args.probe_only:
+        from core.data.dataset import open_dataset
+        counts = {split: sum(n.values()) for split, n in open_dataset(data).counts().items()}
         full, step = [], []
-        for _ in range(args.repeats):  # alternated like the probe runs: medians of N
+        for _ in range(args.repeats):  # alternated like the processes: medians of N
             full.append(engine(data, out, freeze="full", epochs=args.epochs, early_stopping=0,
                                batch_size=args.batch))
             print("engine full", full[-1], flush=True)
-            step.append(train_step_reference(244, 153, batch=args.batch))
+            step.append(train_step_reference(counts["train"], counts["val"], batch=args.batch))
             print("train-step reference", step[-1], flush=True)
         res["full"], res["step_ref"] = _median(full, "epoch_s"), _median(step, "epoch_s")
         res["tut_full"] = tutorial(data, args.epochs, frozen=False)
@@ -171,20 +214,35 @@ def run_speed(args: argparse.Namespace) -> dict:
         finally:
             core.engine.train.PREFIX_CACHE_MAX_BYTES = limit
         print("engine partial, prefix run every step", res["partial_plain"], flush=True)
-    report(res, args)
     return res
 
 
+def _brief(r: dict) -> str:
+    parts = r.get("phases") or r.get("parts")
+    return (f"wall {r['wall']:.2f} s, cpu {r['cpu']:.2f} s; " +
+            ", ".join(f"{k} {v[0] if isinstance(v, list) else v:.2f}" for k, v in parts.items()))
+
+
 def report(r: dict, args: argparse.Namespace) -> None:
+    cold, bare, rep = r["cold"], r["bare"], r["repeat"]
     tut25 = r["tut_frozen"]["wall"] / args.tutorial_epochs * 25
-    rows = [("tutorial, 25 frozen epochs (scaled)", tut25, r["tut_frozen"]["best"]),
-            ("engine probe, first run (exports the ONNX model)", r["probe"]["wall"], r["probe"]["acc"]),
-            ("engine probe, new data (ONNX model cached), median", r["probe_new_data"]["wall"],
-             r["probe_new_data"]["acc"]),
-            ("engine probe, warm cache, median", r["probe_warm"]["wall"], r["probe_warm"]["acc"]),
-            (f"forward-only reference ({r['fwd_ref']['best']}), median", r["fwd_ref"]["seconds"], float("nan")),
-            (f"forward-only reference, torch eager ({r['fwd_ref']['eager_best']})", r["fwd_ref"]["eager_seconds"],
-             float("nan"))]
+    print("\n| process | wall s | CPU s | val acc |\n|---|---|---|---|")
+    print(f"| probe process, empty machine cache (`python -m core train --data DATA --freeze probe`), median | "
+          f"{cold['wall']:.2f} | {cold['cpu']:.2f} | {cold['acc']:.3f} |")
+    for name, (wall, cpu) in cold["phases"].items():
+        if name not in ("after_imports", "total"):
+            print(f"| - {name} | {wall:.2f} | {cpu:.2f} | |")
+    print(f"| bare reference process: decode + torch forward, {bare['parts']['images']} images "
+          f"(bench/bare_forward.py), median | {bare['wall']:.2f} | {bare['cpu']:.2f} | - |")
+    for name in ("imports", "model", "decode", "forward"):
+        print(f"| - {name} | {bare['parts'][name]:.2f} | | |")
+    print(f"| probe process, repeat into another output folder (cache warm), median | {rep['wall']:.2f} | "
+          f"{rep['cpu']:.2f} | {rep['acc']:.3f} |")
+    for name, (wall, cpu) in rep["phases"].items():
+        if name != "total":
+            print(f"| - {name} | {wall:.2f} | {cpu:.2f} | |")
+    rows = [(f"tutorial, 25 frozen epochs ({args.tutorial_epochs} timed, scaled; in-process: no imports)", tut25,
+             r["tut_frozen"]["best"])]
     if "full" in r:
         rows += [(f"tutorial full fine-tune, s/epoch ({args.epochs} epochs)", r["tut_full"]["epoch_s"],
                   r["tut_full"]["final"]),
@@ -195,28 +253,25 @@ def report(r: dict, args: argparse.Namespace) -> None:
                   r["partial_cached"]["epoch_s"], r["partial_cached"]["final"]),
                  ("engine partial, no augmentation, prefix run every step, s/epoch", r["partial_plain"]["epoch_s"],
                   r["partial_plain"]["final"])]
-    print("\n| what | seconds | val acc |\n|---|---|---|")
+    print("\n| in one process | seconds | val acc |\n|---|---|---|")
     for name, sec, acc in rows:
         print(f"| {name} | {sec:.2f} | {acc:.3f} |")
     print("\n| ratio | value | target |\n|---|---|---|")
-    print(f"| tutorial 25 frozen epochs / engine probe | {tut25 / r['probe']['wall']:.1f}x | >= 40x |")
-    print(f"| engine probe / forward reference | {r['probe']['wall'] / r['fwd_ref']['seconds']:.2f}x | <= 1.3x |")
-    print(f"| engine probe, new data / forward reference | "
-          f"{r['probe_new_data']['wall'] / r['fwd_ref']['seconds']:.2f}x | <= 1.3x |")
-    print(f"| engine probe, new data / torch eager forward reference | "
-          f"{r['probe_new_data']['wall'] / r['fwd_ref']['eager_seconds']:.2f}x | <= 1.3x |")
-    print(f"| warm probe run | {r['probe_warm']['wall']:.2f} s | < 2 s |")
+    print(f"| (a) probe process, empty cache / bare reference process (wall; CPU) | {cold['wall'] / bare['wall']:.2f}x;"
+          f" {cold['cpu'] / bare['cpu']:.2f}x | <= 1.0x |")
     if "full" in r:
-        print(f"| engine full epoch / compute reference | {r['full']['epoch_s'] / r['step_ref']['epoch_s']:.2f}x"
-              f" | <= 1.15x |")
+        print(f"| (b) engine full epoch / compute reference | {r['full']['epoch_s'] / r['step_ref']['epoch_s']:.2f}x"
+              f" | <= 1.0x |")
+    print(f"| (c) probe repeat into another output folder, after its imports | "
+          f"{rep['phases']['after_imports'][0]:.2f} s | <= 1.5 s |")
+    print(f"| tutorial 25 frozen epochs / probe process, empty cache | {tut25 / cold['wall']:.1f}x | - |")
+    if "full" in r:
         print(f"| tutorial full epoch / engine full epoch | {r['tut_full']['epoch_s'] / r['full']['epoch_s']:.2f}x"
               f" | >= 1.4x |")
         print(f"| accuracy after {args.epochs} epochs: engine - tutorial (final) | "
               f"{r['full']['final'] - r['tut_full']['final']:+.3f} | >= 0 |")
         print(f"| partial epoch, prefix run every step / prefix cached | "
               f"{r['partial_plain']['epoch_s'] / r['partial_cached']['epoch_s']:.2f}x | - |")
-        print(f"| partial whole run ({args.epochs} epochs, decode and prefix pass included), uncached / cached | "
-              f"{r['partial_plain']['wall'] / r['partial_cached']['wall']:.2f}x | - |")
 
 
 def _cpu_name() -> str:

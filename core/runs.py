@@ -181,16 +181,18 @@ class RunDir:
 
     predictions = property(lambda self: self.path / "predictions.npz")
 
-    def write_status(self, status: Status, **extra: Any) -> None:
+    def write_status(self, status: Status, sync: bool = True, **extra: Any) -> None:
         atomic_write_json(self.status_file, {"status": str(status), "pid": os.getpid(), "updated": time.time(),
-                                             **extra})
+                                             **extra}, sync)
 
-    def append_metrics(self, record: dict[str, Any]) -> None:
-        # One line per epoch; appended and flushed so a killed run keeps every finished epoch.
+    def append_metrics(self, record: dict[str, Any], sync: bool = True) -> None:
+        # One line per epoch; appended and flushed so a killed run keeps every finished epoch (sync: on disk even
+        # if the machine goes down)
         with open(self.metrics, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
 
     def read_status(self) -> dict[str, Any]:
         """status.json, with `status` as a Status."""

@@ -49,6 +49,16 @@ def write_colors(root: Path) -> Path:
     return root
 
 
+def write_leaky(root: Path) -> Path:
+    """train/ and val/ of colour images, 3 per class, and one training image copied into val (val/red/copy.png)."""
+    for split in ("train", "val"):
+        for name, color in COLORS.items():
+            for i in range(3):
+                make_image(root / split / name / f"{name}{i}.png", color, size=64, seed=10 * (split == "val") + i)
+    (root / "val" / "red" / "copy.png").write_bytes((root / "train" / "red" / "red0.png").read_bytes())
+    return root
+
+
 def tiny_train_config(data: Path, output_dir: Path):
     """Seconds of training: the random tiny backbone at 64 px, partial fine-tuning for 2 epochs."""
     from core.config import TrainConfig

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter
 
 from core.data.dataset import Dataset
-from core.data.fingerprints import CENTRE, fingerprints, unpack
+from core.data.fingerprints import CENTRE, Gathered, fingerprints, unpack
 from core.files.paths import relative_path
 
 NEAR_BITS = 10  # candidates: pHashes this close (docstring); thresholds measured in docs/decisions.md
@@ -85,11 +85,12 @@ class DuplicateReport:
 
 
 def find_duplicates(ds: Dataset, progress: Callable[[int, int], None] | None = None,
-                    workers: int = 2) -> DuplicateReport:
-    """Groups of exact and near-duplicate images within and across train/val/test."""
+                    workers: int = 2, gathered: Gathered | None = None) -> DuplicateReport:
+    """Groups of exact and near-duplicate images within and across train/val/test (`gathered`: the hashes and
+    fingerprints of the files a run's decoding read, see fingerprints.Gathered)."""
     root = Path(ds.root)
     items = [(split, s) for split in SPLIT_ORDER for s in getattr(ds, split)]
-    digests, ok, table = fingerprints([s.path for _, s in items], progress, workers)
+    digests, ok, table = fingerprints([s.path for _, s in items], progress, workers, gathered)
     members = [Member(split, relative_path(s.path, root), ds.classes[s.label]) for split, s in items]
     by_digest: dict[str, list[int]] = {}
     for i in ok:
@@ -121,7 +122,8 @@ def near_pairs(queries: np.ndarray, index: np.ndarray, max_bits: int, chunk: int
     multi-index hashing: BANDS bands of 16 bits, each looked up with up to RADIUS of its bits flipped."""
     assert max_bits < BANDS * (RADIUS + 1), "pigeonhole: within that, some band is within RADIUS bits"
     found = [np.zeros((0, 2), dtype=np.int64)]
-    probes = np.array([m for m in range(2 ** BAND_BITS) if m.bit_count() <= RADIUS], dtype=np.int64)
+    masks = np.arange(2 ** BAND_BITS, dtype=np.int64)
+    probes = masks[np.bitwise_count(masks) <= RADIUS]  # every mask of up to RADIUS bits, ascending
     for band in range(BANDS):
         keys = ((index >> np.uint64(band * BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
         order = np.argsort(keys, kind="stable")
@@ -269,8 +271,8 @@ def star_groups(edges: np.ndarray, scores: np.ndarray) -> list[list[int]]:
     return groups
 
 
-def leakage_summary(ds: Dataset) -> dict:
-    """RunSummary.leakage: duplicate counts at the end of a run (fingerprints come from the machine cache when
-    the images were looked at before: the Data page, an earlier run)."""
-    report = find_duplicates(ds)
+def leakage_summary(ds: Dataset, gathered: Gathered | None = None) -> dict:
+    """RunSummary.leakage: duplicate counts at the end of a run, from the fingerprints its decoding gathered
+    (`gathered`) or the machine cache (the Data page, an earlier run); other files are read here."""
+    report = find_duplicates(ds, gathered=gathered)
     return {**report.summary(), "leaked_val_paths": report.leaked("val")[:50]}

@@ -12,6 +12,7 @@ datasets is decoded once per machine.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,14 +114,50 @@ class FingerprintCache:
         evict_lru(self.path.parent.parent, keep=self.path)
 
 
-def fingerprints(paths: list[str], progress: Callable[[int, int], None] | None = None,
-                 workers: int = 2) -> tuple[list[str | None], np.ndarray, np.ndarray]:
+class Gathered:
+    """Content hashes and fingerprints gathered by a pass that reads every image anyway (a run's decoding), so the
+    duplicate search and the run record at its end read no file a second time. `add` is called from the reading
+    pass's worker threads with the bytes they read; fingerprints come from the machine cache where it knows the
+    content, else from those bytes (the same recipe as `fingerprints`: the same rows)."""
+
+    def __init__(self):
+        self.cache = FingerprintCache()
+        self.digests: dict[str, str] = {}  # path -> content hash
+        self.rows: dict[str, np.ndarray | None] = {}  # path -> fingerprint (None: not decodable)
+        self._lock = threading.Lock()
+
+    def add(self, path: str, data: bytes, digest: str | None = None) -> None:
+        digest = digest or bytes_digest(data)
+        row = self.cache.new.get(digest)  # a copy of a file this pass saw already
+        row = self.cache.lookup([digest])[0] if row is None else row
+        if row is None and (row := _fingerprint_or_none(data)) is not None:
+            with self._lock:
+                self.cache.put(digest, row)
+        with self._lock:
+            self.digests[path], self.rows[path] = digest, row
+
+
+def _fingerprint_or_none(data: bytes) -> np.ndarray | None:
+    try:
+        return fingerprint(data)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def fingerprints(paths: list[str], progress: Callable[[int, int], None] | None = None, workers: int = 2,
+                 gathered: Gathered | None = None) -> tuple[list[str | None], np.ndarray, np.ndarray]:
     """(content hash per path, None if unreadable; the indices of the readable ones; their fingerprints, one row
-    each). Each file is read once (hash and decode from the same bytes); known contents come from the cache."""
-    cache = FingerprintCache()
+    each). Each file is read once (hash and decode from the same bytes); known contents come from the cache, files
+    a reading pass already saw from `gathered` (not read again)."""
+    cache = gathered.cache if gathered is not None else FingerprintCache()
     digests: list[str | None] = [None] * len(paths)
     rows: list[np.ndarray | None] = [None] * len(paths)
     datas: dict[int, bytes] = {}
+    seen = gathered.digests if gathered is not None else {}
+    for i, path in enumerate(paths):
+        if path in seen:
+            rows[i] = gathered.rows[path]
+            digests[i] = seen[path] if rows[i] is not None else None
 
     def read(i: int) -> None:
         try:
@@ -131,17 +168,15 @@ def fingerprints(paths: list[str], progress: Callable[[int, int], None] | None =
         datas[i] = data
 
     def decode(i: int) -> None:
-        try:
-            rows[i] = fingerprint(datas.pop(i))
-        except (OSError, ValueError, Image.DecompressionBombError):
+        rows[i] = _fingerprint_or_none(datas.pop(i))
+        if rows[i] is None:
             digests[i] = None
         else:
             cache.put(digests[i], rows[i])
 
-    done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), 256):  # bounded memory: 256 files' bytes at a time
-            idx = range(start, min(start + 256, len(paths)))
+            idx = [i for i in range(start, min(start + 256, len(paths))) if paths[i] not in seen]
             list(pool.map(read, idx))
             known = [i for i in idx if digests[i] is not None]
             for i, row in zip(known, cache.lookup([digests[i] for i in known]), strict=True):
@@ -149,7 +184,7 @@ def fingerprints(paths: list[str], progress: Callable[[int, int], None] | None =
                     rows[i] = row
                     datas.pop(i)
             list(pool.map(decode, list(datas)))
-            done += len(idx)
+            done = min(start + 256, len(paths))
             if progress:
                 progress(done, len(paths))
     cache.save()

@@ -122,18 +122,29 @@ def _crop_origin(nw: int, nh: int, resize: int, crop: int) -> tuple[int, int]:
 
 def decode_images(samples: list[Sample], resize: int, crop: int, interpolation: str = "bicubic",
                   workers: int | None = None, out: np.ndarray | None = None, exact: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[Skipped]]:
+                  progress: Callable[[int, int], None] | None = None,
+                  on_read: Callable[[str, bytes, None], None] | None = None) -> tuple[np.ndarray, list[Skipped]]:
     """Decode every sample once into an N x resize x resize x 3 uint8 array (or into `out`, e.g. a memmap).
 
     Images that fail (truncated, corrupt) are left black and returned as Skipped so callers can drop them.
     `workers` defaults to torch's thread count (the machine's cores, see core.device.set_threads).
+    `on_read(path, bytes, None)`, when given, is called in the worker with each file's bytes, which are then
+    decoded (one read per file; a run gathers its duplicate search's fingerprints there).
     """
     workers = max(1, workers or torch.get_num_threads())  # read before one_torch_thread() sets it to 1
     arr = out if out is not None else np.zeros((len(samples), resize, resize, 3), dtype=np.uint8)
     failed: list[Skipped] = []
 
     def work(i: int) -> None:
-        got = decode_or_skip(samples[i], resize, crop, interpolation, exact)
+        data = None
+        if on_read is not None:
+            try:
+                data = Path(samples[i].path).read_bytes()
+            except OSError as exc:
+                failed.append(Skipped(samples[i].path, f"could not be read ({exc.strerror or exc})"))
+                return
+            on_read(samples[i].path, data, None)
+        got = decode_or_skip(samples[i], resize, crop, interpolation, exact, data)
         if isinstance(got, Skipped):
             failed.append(got)
         else:
@@ -171,7 +182,8 @@ def strict_truncation() -> Iterator[None]:
 def one_torch_thread() -> Iterator[None]:
     """For pools of decode workers: the workers are the parallelism, so torch ops inside them (the fast path's
     resize) run on one thread each instead of each spreading over every core (oversubscribed; measured 5-10%
-    slower decoding, and slower ONNX Runtime sessions beside it). The thread count is restored after."""
+    slower decoding, and slower ONNX Runtime sessions beside it). Also a probe head's epochs, whose tiny steps a
+    second thread only slows down (bitwise the same weights). The thread count is restored after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

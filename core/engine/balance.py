@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import WeightedRandomSampler
 
 AUTO_NOTE = ("auto leaves it off: class weights raised balanced accuracy on only 1 of the 5 skewed dev sets "
@@ -58,7 +57,8 @@ def decide(setting: str, counts: dict[str, int]) -> Balance:
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """Per-class loss weights n / (k x n_c) over the classes present (mean 1 over the images); 1 for a class with no
     training image (it never occurs in the loss)."""
-    labels = np.asarray(labels)
+    from sklearn.utils.class_weight import compute_class_weight  # here: scikit-learn takes ~1 s to import,
+    labels = np.asarray(labels)                                 # and only runs with balance weights use it
     present = np.unique(labels[labels >= 0])
     w = np.ones(num_classes, dtype=np.float32)
     w[present] = compute_class_weight("balanced", classes=present, y=labels[labels >= 0])

@@ -75,10 +75,12 @@ class Callback:
 
 
 class RunRecorder(Callback):
-    """Keeps the run folder current: status.json, metrics.jsonl (one line per epoch)."""
+    """Keeps the run folder current: status.json, metrics.jsonl (one line per epoch). sync_epochs=False: the
+    epoch's lines reach the disk without waiting for it (fsync), for a probe's epochs of milliseconds, which a
+    resume does not go on from anyway (it trains the head again on the cached features)."""
 
-    def __init__(self, run: RunDir):
-        self.run = run
+    def __init__(self, run: RunDir, sync_epochs: bool = True):
+        self.run, self.sync = run, sync_epochs
 
     def on_fit_start(self, info: FitInfo) -> None:
         self.run.write_status(Status.RUNNING, epochs=info.epochs)
@@ -87,8 +89,8 @@ class RunRecorder(Callback):
         record = asdict(m)
         if record["tasks"] is None:  # single-task runs: the metrics lines stay as they were
             del record["tasks"]
-        self.run.append_metrics(record)
-        self.run.write_status(Status.RUNNING, epoch=m.epoch)
+        self.run.append_metrics(record, self.sync)
+        self.run.write_status(Status.RUNNING, self.sync, epoch=m.epoch)
 
     def on_fit_end(self, result: FitResult) -> None:
         self.run.write_status(result.status)

@@ -46,13 +46,15 @@ def finish_run(s: Session, status: str) -> FitResult:
     val = outputs.get("val")  # the temperature ships in the bundle; leakage warns on the Results page
     calibration = summary_calibration(val and val.probs, val and val.labels)
     scorer, unknown = _fit_unknown(s, raw, outputs, float((calibration or {}).get("temperature", 1.0)))
-    summary = dataclasses.replace(summary, calibration=calibration, leakage=leakage_summary(ds), unknown=unknown)
+    summary = dataclasses.replace(summary, calibration=calibration, leakage=leakage_summary(ds, s.gathered),
+                                  unknown=unknown)
     save_predictions(s.run.predictions, Predictions(ds.classes, outputs))
     atomic_write_json(s.run.dataset_file, portable_dataset_summary(ds.summary()))
     s.run.write_summary(summary)
     write_bundle(s.model, s.data_cfg, ds.classes, s.cfg.portable(), summary, s.run.bundle_dir, unknown=scorer)
     share_file(s.run.bundle_dir / "model.safetensors", s.run.best_weights)  # one copy of the weights
-    write_run_record(s.run, s.cfg, ds, summary)  # record.json (data hashes, versions, ...) and the full model card
+    # record.json (data hashes, versions, ...) and the full model card
+    write_run_record(s.run, s.cfg, ds, summary, s.gathered and s.gathered.digests)
     for store in s.run.path.glob("decoded-*.npy"):  # memory-mapped image stores of large sets
         store.unlink()
     return FitResult(Status(status), str(s.run.path), summary)

@@ -25,6 +25,7 @@ from torch import nn
 from core.config import TrainConfig
 from core.data.augment import Preprocessor
 from core.data.dataset import Dataset
+from core.data.fingerprints import Gathered
 from core.device import autocast, backward_step, free_cached_memory, grad_scaler, is_out_of_memory
 from core.engine.balance import Balance
 from core.engine.callbacks import BatchMetrics, Callback, EpochMetrics, FitInfo
@@ -72,6 +73,9 @@ class Session:
     eval_batch: int = 16  # halved on CUDA out-of-memory during evaluation, like batch_size during training
     gen: torch.Generator = None  # batch order and augmentation: part of the checkpoint
     notes: list[str] = field(default_factory=list)
+    # content hashes and duplicate-search fingerprints of the files the run's decoding read: the end of the run
+    # (leakage, record) reads no file again
+    gathered: Gathered | None = None
     # a fine-tuning that starts from a trained model of the same classes (LP-FT, init_from): the start is scored
     # before the first epoch and stays the best weights unless an epoch beats it on validation
     start_is_candidate: bool = False

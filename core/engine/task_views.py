@@ -48,7 +48,8 @@ def write_task_views(s: Session, ds: MultiTaskDataset, per_task: dict[str, dict[
         view_summary = dataclasses.replace(
             summary, classes=list(task.classes), val=reports[task.name].get("val"),
             test=reports[task.name].get("test"), tasks=None, num_train=len(data.train),
-            calibration=summary_calibration(val and val.probs, val and val.labels), leakage=leakage_summary(data),
+            calibration=summary_calibration(val and val.probs, val and val.labels),
+            leakage=leakage_summary(data, s.gathered),
             notes=[*summary.notes, f"Task '{task.name}' of multi-task run {s.run.run_id} (one shared backbone, a "
                                    f"head per task): its images and scores only."])
         temperatures[task.name] = float((view_summary.calibration or {}).get("temperature", 1.0))
@@ -60,7 +61,8 @@ def write_task_views(s: Session, ds: MultiTaskDataset, per_task: dict[str, dict[
         view.write_summary(view_summary)
         write_bundle(task_model(s.model, t), s.data_cfg, task.classes, s.cfg.portable(), view_summary,
                      view.bundle_dir)
-        write_run_record(view, cfg, data, view_summary)  # record.json in the view and its bundle, the model card
+        # record.json in the view and its bundle, the model card
+        write_run_record(view, cfg, data, view_summary, s.gathered and s.gathered.digests)
         view.write_status(Status(status))  # last: a view is listed (RunDir.task_views) once it is complete
         s.emit("on_phase", "exporting a bundle per task", t + 1, len(ds.tasks))
     return temperatures

@@ -33,9 +33,11 @@ LIBRARIES = ("torch", "torchvision", "timm", "numpy", "pillow", "onnx", "onnxrun
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_run_record(run: RunDir, cfg: TrainConfig, dataset: Dataset, summary: RunSummary) -> dict[str, Any]:
-    """Write record.json into the run folder and its bundle, and re-render the bundle's model card from it."""
-    record = build_record(run.run_id, cfg, dataset, summary)
+def write_run_record(run: RunDir, cfg: TrainConfig, dataset: Dataset, summary: RunSummary,
+                     digests: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write record.json into the run folder and its bundle, and re-render the bundle's model card from it.
+    `digests`: path -> content hash of the files the run read (not read again)."""
+    record = build_record(run.run_id, cfg, dataset, summary, digests)
     atomic_write_json(run.path / RECORD, record)
     if run.bundle_dir.is_dir():
         atomic_write_json(run.bundle_dir / RECORD, record)
@@ -61,8 +63,9 @@ def refresh_card(run: RunDir) -> None:
     atomic_write_text(run.bundle_dir / "README.md", text)
 
 
-def build_record(run_id: str, cfg: TrainConfig, ds: Dataset, summary: RunSummary) -> dict[str, Any]:
-    files = {split: dataset_files(ds, split) for split in ("train", "val", "test") if getattr(ds, split)}
+def build_record(run_id: str, cfg: TrainConfig, ds: Dataset, summary: RunSummary,
+                 digests: dict[str, str] | None = None) -> dict[str, Any]:
+    files = {split: dataset_files(ds, split, digests) for split in ("train", "val", "test") if getattr(ds, split)}
     return {
         "run_id": run_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -82,10 +85,12 @@ def build_record(run_id: str, cfg: TrainConfig, ds: Dataset, summary: RunSummary
     }
 
 
-def dataset_files(ds: Dataset, split: str) -> list[dict[str, str]]:
-    """Every image of a split with its class and content hash (the caches' blake2b-128), sorted by path."""
-    rows = [{"path": relative_path(s.path, ds.root), "class": ds.classes[s.label], "hash": file_digest(Path(s.path))}
-            for s in getattr(ds, split)]
+def dataset_files(ds: Dataset, split: str, digests: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Every image of a split with its class and content hash (the caches' blake2b-128), sorted by path; from
+    `digests` (path -> hash, what a run computed from the bytes it trained on) where given."""
+    digests = digests or {}
+    rows = [{"path": relative_path(s.path, ds.root), "class": ds.classes[s.label],
+             "hash": digests.get(s.path) or file_digest(Path(s.path))} for s in getattr(ds, split)]
     return sorted(rows, key=lambda r: r["path"])
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
+def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half.
+    sync=False leaves out the fsync (readers still never see half a file; a machine crash may lose the write):
+    for files rewritten many times a second, whose next version comes soon anyway."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -19,7 +21,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,12 +41,12 @@ def share_file(src: Path, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, sync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), sync)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+def atomic_write_json(path: Path, obj: Any, sync: bool = True) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", sync)
 
 
 def _json_default(o: Any) -> Any:

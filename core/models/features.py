@@ -240,6 +240,7 @@ def extract_features(samples: list[Sample], views: list[int], exact: list[bool],
                      geometry: tuple[int, int, str], cache: FeatureCache,
                      progress: Callable[[int, int], None] | None = None,
                      should_stop: Callable[[], bool] = lambda: False,
+                     on_read: Callable[[str, bytes, str], None] | None = None,
                      ) -> tuple[list[np.ndarray | None], list[Skipped]]:
     """Features of each sample, views[i] x D (view 1 is the mirror image), or None where it failed to decode.
 
@@ -247,7 +248,8 @@ def extract_features(samples: list[Sample], views: list[int], exact: list[bool],
     decode, or reuse exact features already cached. Worker threads take chunks of CHUNK samples: each file is
     read once, hashed (the cache key), and decoded only when its features are not cached; on CPU the same
     worker then runs the chunk through its own ONNX Runtime session, on a GPU the calling thread does while
-    the workers decode the next chunks.
+    the workers decode the next chunks. `on_read(path, bytes, content hash)` is called in the worker for every file
+    read (a run gathers the fingerprints of its duplicate search there: core/data/fingerprints.Gathered).
     """
     n, crop = len(samples), geometry[1]
     found: list[np.ndarray | None] = [None] * n
@@ -262,6 +264,8 @@ def extract_features(samples: list[Sample], views: list[int], exact: list[bool],
                 chunk.failed.append(Skipped(samples[i].path, f"could not be read ({exc.strerror or exc})"))
                 continue
             hashes[i] = bytes_digest(data)
+            if on_read is not None:
+                on_read(samples[i].path, data, hashes[i])
             if (cached := _cached(cache, hashes[i], views[i], exact[i])) is not None:
                 found[i] = cached
                 continue

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
-from tests.conftest import COLORS, copy_run, make_image
+from tests.conftest import COLORS, copy_run, make_image, tiny_train_config, write_leaky
 
 APP = "../../app.py"  # AppTest resolves this against this test file's folder
 
@@ -215,12 +215,7 @@ def test_inspect_page_scores_a_folder_of_other_images_against_the_threshold(app,
 
 def open_leaky_dataset(app, tmp_path):
     """train/ and val/ of colour images with one train image copied into val, opened and searched for duplicates."""
-    root = tmp_path / "leaky"
-    for split in ("train", "val"):
-        for name, color in COLORS.items():
-            for i in range(3):
-                make_image(root / split / name / f"{name}{i}.png", color, size=64, seed=10 * (split == "val") + i)
-    (root / "val" / "red" / "copy.png").write_bytes((root / "train" / "red" / "red0.png").read_bytes())
+    root = write_leaky(tmp_path / "leaky")
     app.text_input(key="server_path").set_value(str(root)).run()
     app.button(key="use_server").click().run()
     app.button(key="find_dups").click().run()
@@ -231,6 +226,16 @@ def test_data_page_finds_a_planted_duplicate_across_splits(app, tmp_path):
     open_leaky_dataset(app, tmp_path)
     assert not app.exception
     assert any("1 validation image(s) have a copy in train" in w.value for w in app.warning)
+
+
+def test_results_page_warns_of_a_validation_copy_of_a_training_image(app, tmp_path):
+    """The run's end finds the leak from the fingerprints its own decoding gathered; the Results page says so."""
+    from core.engine.train import train
+    cfg = tiny_train_config(write_leaky(tmp_path / "leaky"), Path(app.session_state["cfg"]["output_dir"]))
+    app.session_state["run_id"] = Path(train(cfg.replace(freeze="probe", epochs=1)).run_dir).name
+    app.switch_page("pages/results.py").run()
+    assert not app.exception
+    assert any(w.value.startswith("Leakage: 1 validation and 0 test image(s) have a copy") for w in app.warning)
 
 
 @pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
