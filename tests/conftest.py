@@ -158,7 +158,7 @@ def run_copy(session_run, tmp_path: Path):
     return copy_run(session_run, tmp_path / "runs", tmp_path / "run-data")
 
 
-def wait_for_jobs(app, timeout: float = 300) -> None:
+def wait_for_jobs(app, timeout: float = 900) -> None:
     """Until every job of the app's server (its process-wide registry) has ended, then one rerun of the page: the
     page is drawn once, in the state the test asserts, instead of rerunning it every few tenths of a second (each
     rerun redraws the whole page on the cores the job trains on)."""
