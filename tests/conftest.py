@@ -13,9 +13,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# Under pytest-xdist (`-n 2`) each worker is pinned to a core of its own, before numpy or torch start their thread
+# pools: every pool (torch's default of one thread per core, OpenMP, ONNX Runtime) then sizes itself to that core
+# instead of two workers' pools fighting over both (threads spinning on a busy core cost more than they give).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if WORKER.startswith("gw") and hasattr(os, "sched_setaffinity"):
+    _cores = sorted(os.sched_getaffinity(0))
+    if len(_cores) > 1:
+        os.sched_setaffinity(0, {_cores[int(WORKER[2:]) % len(_cores)]})
+TEST_THREADS = 1 if WORKER else 2  # torch threads of the tiny test configs
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HYMENOPTERA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
@@ -63,8 +73,8 @@ def tiny_train_config(data: Path, output_dir: Path):
     """Seconds of training: the random tiny backbone at 64 px, partial fine-tuning for 2 epochs."""
     from core.config import TrainConfig
     return TrainConfig(data=str(data), backbone="test_efficientnet", weights="random", img_size=64,
-                       freeze="partial", epochs=2, batch_size=4, lr=1e-2, output_dir=str(output_dir), threads=2,
-                       early_stopping=0)
+                       freeze="partial", epochs=2, batch_size=4, lr=1e-2, output_dir=str(output_dir),
+                       threads=TEST_THREADS, early_stopping=0)
 
 
 @pytest.fixture
@@ -156,3 +166,13 @@ def copy_run(run, runs_dir: Path, data_parent: Path | None = None):
 def run_copy(session_run, tmp_path: Path):
     """A copy of the session's trained run (and of its dataset) in this test's tmp_path, free to write to."""
     return copy_run(session_run, tmp_path / "runs", tmp_path / "run-data")
+
+
+def wait_for_jobs(app, timeout: float = 900) -> None:
+    """Until every job of the app's server (its process-wide registry) has ended, then one rerun of the page: the
+    page is drawn once, in the state the test asserts, instead of rerunning it every few tenths of a second (each
+    rerun redraws the whole page on the cores the job trains on)."""
+    from pages._ui import get_registry
+    for job in get_registry().jobs():
+        assert job.finished.wait(timeout), f"the job '{job.title}' did not end within {timeout:.0f} s"
+    app.run()

@@ -2,11 +2,10 @@
 per-task curves, per-task metrics on Results, a bundle per task on Export."""
 
 import json
-import time
 
 from tests.app import test_pages
 from tests.app.test_pages import tiny_cfg
-from tests.conftest import make_image
+from tests.conftest import make_image, wait_for_jobs
 
 app = test_pages.app  # the same fixture: a fresh app in a temporary workspace
 
@@ -34,11 +33,7 @@ def test_labels_file_run_results_and_export(app, tmp_path):
     app.session_state["cfg"] = {**tiny_cfg(app, root), "tasks": str(labels)}
     app.switch_page("pages/train.py").run()
     app.button(key="start").click().run()
-    for _ in range(300):
-        time.sleep(0.2)
-        app.run()
-        if any("Training completed" in s.value for s in app.success):
-            break
+    wait_for_jobs(app)
     assert not app.exception
     done = next(s.value for s in app.success if "Training completed" in s.value)
     assert "hue" in done and "light" in done

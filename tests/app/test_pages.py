@@ -2,7 +2,6 @@
 
 import io
 import json
-import time
 import zipfile
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
-from tests.conftest import COLORS, copy_run, make_image, tiny_train_config, write_leaky
+from tests.conftest import COLORS, copy_run, make_image, tiny_train_config, wait_for_jobs, write_leaky
 
 APP = "../../app.py"  # AppTest resolves this against this test file's folder
 
@@ -75,11 +74,7 @@ def test_train_results_export_predict(app, tiny_folder):
     app.session_state["cfg"] = tiny_cfg(app, tiny_folder)
     app.switch_page("pages/train.py").run()
     app.button(key="start").click().run()
-    for _ in range(300):
-        time.sleep(0.2)
-        app.run()
-        if any("Training completed" in s.value for s in app.success):
-            break
+    wait_for_jobs(app)
     assert not app.exception
     assert any("Training completed" in s.value for s in app.success)
     charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
@@ -123,11 +118,7 @@ def test_a_new_session_reattaches_to_a_run_by_url(app, tiny_folder):
     fresh.query_params["run"] = run_id  # a reopened tab: new session, no dataset chosen, only the URL
     fresh.run()
     fresh.switch_page("pages/train.py").run()
-    for _ in range(300):
-        if any("Training completed" in s.value for s in fresh.success):
-            break
-        time.sleep(0.2)
-        fresh.run()
+    wait_for_jobs(fresh)
     assert not fresh.exception
     assert any("Training completed" in s.value for s in fresh.success)
     assert fresh.get("plotly_chart")
@@ -180,11 +171,7 @@ def test_inspect_page_calibration_losses_saliency_and_the_analyses_job(app, sess
     app.selectbox(key="loss_true").set_value("red").run()  # a confusion-cell style filter
     assert not app.exception
     app.button(key="job_mislabels").click().run()
-    for _ in range(300):
-        time.sleep(0.3)
-        app.run()
-        if any("Embedding map" in c.proto.spec for c in app.get("plotly_chart")):  # the analyses' last report
-            break
+    wait_for_jobs(app)
     assert not app.exception
     assert any("flagged by confident learning" in c.value for c in app.caption)
     titles = {json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")}
@@ -201,11 +188,7 @@ def test_inspect_page_scores_a_folder_of_other_images_against_the_threshold(app,
     app.switch_page("pages/inspect.py").run()
     app.text_input(key="unknown_other_path").set_value(str(tmp_path / "others")).run()
     app.button(key="unknown_other_go").click().run()
-    for _ in range(300):
-        if any("are flagged as unlike the training images" in c.value for c in app.caption) or app.error:
-            break
-        time.sleep(0.3)
-        app.run()
+    wait_for_jobs(app)
     assert not app.exception and not app.error
     assert any("of the 3 images in" in c.value for c in app.caption)
     hist = [json.loads(c.proto.spec) for c in app.get("plotly_chart")
@@ -244,11 +227,7 @@ def test_model_page_advises_from_the_data(app, tiny_folder):
     app.session_state["cfg"] = {**app.session_state["cfg"], "data": str(tiny_folder)}
     app.switch_page("pages/model.py").run()
     app.button(key="advise").click().run()
-    for _ in range(600):
-        if any("Auto would train" in s.value for s in app.success):
-            break
-        time.sleep(0.2)
-        app.run()
+    wait_for_jobs(app)
     assert not app.exception
     assert any("Auto would train: a **probe**, then **partial** fine-tuning" in s.value for s in app.success)
     assert any("5-fold cross-validation" in m.value for m in app.markdown)
@@ -332,11 +311,7 @@ def test_adapt_page_unlabeled_folder_job_and_before_after_probe(app, tiny_folder
     assert any("4 unlabeled images found" in s.value for s in app.success)
     app.selectbox(key="adapt_objective_pick").set_value("reconstruct").run()
     app.button(key="adapt_start").click().run()
-    for _ in range(600):  # on the job's own view: "Earlier adaptations" shows the same metrics a moment sooner
-        if any(b.key == "use_job" for b in app.button) or app.error:
-            break
-        time.sleep(0.2)
-        app.run()
+    wait_for_jobs(app)  # then the job's own view shows its result ("Earlier adaptations" lists the same metrics)
     assert not app.exception and not app.error
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Probe accuracy before"].endswith("%") and metrics["After adapting"].endswith("%")
@@ -355,12 +330,8 @@ def test_distil_page_queues_student_baseline_and_table(app, tiny_folder):
     assert app.selectbox(key="distill_student").value == "test_efficientnet"  # the Model page's backbone
     app.button(key="distill_start").click().run()
     assert not app.exception and not app.error
-    for _ in range(600):
-        time.sleep(0.2)
-        app.run()
-        texts = [p.proto.text for p in app.get("progress")]
-        if any(t.startswith("table: completed") for t in texts) or app.error:  # a job's failure: its error
-            break
+    wait_for_jobs(app)  # the student, its baseline and the table: queued together
+    assert not app.error  # a job's failure: its error
     texts = [p.proto.text for p in app.get("progress")]
     assert any(t.startswith("student: completed") for t in texts), texts
     assert any(t.startswith("baseline: completed") for t in texts), texts
@@ -381,11 +352,7 @@ def test_label_page_pool_suggestions_skip_none_and_train_again(app, session_run,
     app.text_input(key="pool_path").set_value(str(pool)).run()
     app.button(key="use_pool").click().run()
     app.button(key="suggest").click().run()
-    for _ in range(300):
-        time.sleep(0.3)
-        app.run()
-        if any(m.label == "Labeled this round" for m in app.metric):
-            break
+    wait_for_jobs(app)
     assert not app.exception
     app.button(key="none_0").click().run()
     app.button(key="skip_1").click().run()
@@ -399,10 +366,7 @@ def test_label_page_pool_suggestions_skip_none_and_train_again(app, session_run,
     assert labeling_of(data) == {"round": 1, "labels": 1, "total": 1, "run": run.run_id, "pseudo": 0}  # all answered
     from core.runs import RunDir
     new = RunDir(tmp_path / "ws" / "runs" / new_run)
-    for _ in range(600):  # the new run trains on the derived dataset
-        time.sleep(0.3)
-        if new.read_status().get("status") in ("completed", "failed", "stopped"):
-            break
+    wait_for_jobs(app)  # the new run trains on the derived dataset
     assert new.read_status()["status"] == "completed", new.read_status()
     app.switch_page("pages/results.py").run()  # its lineage names the labeling round
     assert any(f"run {new_run} on derived-" in c.value and "(1 label from suggestions, labeling round 1" in c.value

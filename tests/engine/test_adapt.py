@@ -21,12 +21,12 @@ from core.engine.callbacks import Callback
 from core.engine.train import train
 from core.errors import ConfigError, DatasetError
 from core.runs import RunDir, Status
-from tests.conftest import make_image
+from tests.conftest import TEST_THREADS, make_image
 
 
 def tiny_adapt_cfg(data: Path, tmp_path: Path, **changes) -> TrainConfig:
     cfg = TrainConfig(data=str(data), backbone="test_efficientnet", weights="random", img_size=64, batch_size=8,
-                      lr=1e-2, output_dir=str(tmp_path / "runs"), threads=2, adapt_objective="simsiam",
+                      lr=1e-2, output_dir=str(tmp_path / "runs"), threads=TEST_THREADS, adapt_objective="simsiam",
                       adapt_epochs=3, adapt_from="random")
     return cfg.replace(**changes)
 
@@ -145,6 +145,6 @@ def test_reconstruction_from_random_weights_beats_random_weights(tmp_path):
         half_lit(tmp_path / "unlabeled" / f"{i}.png", sides[i % 4], rng)
     cfg = TrainConfig(data=str(tmp_path / "labeled"), unlabeled=str(tmp_path / "unlabeled"), backbone="test_resnet",
                       weights="random", img_size=32, batch_size=32, lr=3e-3, output_dir=str(tmp_path / "runs"),
-                      threads=2, adapt_objective="reconstruct", adapt_epochs=6, adapt_from="random")
+                      threads=TEST_THREADS, adapt_objective="reconstruct", adapt_epochs=6, adapt_from="random")
     info = adapt(cfg).adaptation
     assert info["probe_after"] >= info["probe_before"] + 0.1, info  # measured: 0.79 -> 1.00

@@ -232,12 +232,13 @@ def fp16(monkeypatch):
     return scaled
 
 
-def test_whatever_trains_in_fp16_scales_its_loss(fp16, tiny_config, tiny_folder, tmp_path):
+def test_whatever_trains_in_fp16_scales_its_loss(fp16, tiny_config, tiny_folder, tmp_path, monkeypatch):
     """The training loop, the LR finder, the time estimate and the adaptation loop each step through a scaler."""
     from core.data.dataset import open_dataset
     from core.engine.adapt import adapt
     from core.plan.estimate import estimate_run
     from core.plan.lr_finder import find_lr
+    monkeypatch.setattr("core.plan.lr_finder.STEPS", 4)  # a few steps show the scaler (fp16 on a CPU is slow)
     ds = open_dataset(tiny_folder)
     cfg = tiny_config.replace(freeze="full", epochs=1)
     for name, run in [("training", lambda: train(cfg)), ("LR finder", lambda: find_lr(cfg, ds)),
@@ -306,8 +307,9 @@ def test_out_of_memory_in_the_lr_finder_halves_its_batch(tiny_config, tiny_folde
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return plain(self, net, batch)
     monkeypatch.setattr(lr_finder.Classify, "__call__", fits_two)
+    monkeypatch.setattr(lr_finder, "STEPS", 6)  # the halving and the steps after it; the sweep is tested elsewhere
     found = lr_finder.find_lr(tiny_config, open_dataset(tiny_folder))
-    assert found.losses and sizes[:2] == [4, 2] and set(sizes[2:]) == {2}
+    assert len(found.losses) == 6 and sizes[:2] == [4, 2] and set(sizes[2:]) == {2}
 
 
 @pytest.mark.slow  # two spawned DDP processes: in `make test`, not in test-fast

@@ -17,6 +17,7 @@ from core.data.images import load_image
 from core.export.multitask import load_multitask_torchscript
 from core.jobs import JobRegistry
 from core.runs import list_runs
+from tests.conftest import TEST_THREADS
 
 
 @pytest.fixture
@@ -45,7 +46,8 @@ def write_two_tasks(tmp_path: Path) -> tuple[Path, Path]:
 def tiny_args(root: Path, labels: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--data", str(root), "--tasks", str(labels), "--backbone", "test_efficientnet", "--weights",
             "random", "--img-size", "64", "--batch-size", "4", "--lr", "3e-3", "--backbone-lr-mult", "1.0",
-            "--augmentation", "none", "--early-stopping", "0", "--out", str(out), "--threads", "2", "--quiet", *extra]
+            "--augmentation", "none", "--early-stopping", "0", "--out", str(out), "--threads", str(TEST_THREADS),
+            "--quiet", *extra]
 
 
 def test_two_task_run_reports_per_task_and_every_export_reproduces_it(two_tasks, tmp_path, capsys):
@@ -100,7 +102,7 @@ def test_multitask_job_reports_each_task_per_epoch(two_tasks, tmp_path):
     root, labels = two_tasks
     cfg = TrainConfig(data=str(root), tasks=str(labels), task_weights="hue=3", backbone="test_efficientnet",
                       weights="random", img_size=64, freeze="probe", epochs=2, batch_size=4,
-                      output_dir=str(tmp_path / "runs"), threads=2)
+                      output_dir=str(tmp_path / "runs"), threads=TEST_THREADS)
     job = JobRegistry().submit(cfg)
     assert job.finished.wait(180)
     snap = job.snapshot()
@@ -119,34 +121,29 @@ def test_single_task_metrics_lines_are_unchanged(trained_run):
 
 
 @pytest.mark.slow
-def test_killed_multitask_run_resumes(two_tasks, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+def test_stopped_multitask_run_resumes(two_tasks, tmp_path, capsys):
+    """A multi-task run stopped after its first epoch goes on with `train --resume` (in this process: the kill, the
+    'interrupted' status and the resume in a fresh process are tested once, on a single-task run, in
+    tests/scenarios/test_faults.py) and ends with every epoch's per-task metrics and both tasks' bundles."""
+    import threading
+
+    from core.engine.callbacks import Callback
+    from core.engine.train import train
     root, labels = two_tasks
-    out = tmp_path / "runs"
-    repo = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "core", *tiny_args(root, labels, out, "--freeze", "full", "--epochs", "6")]
-    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline, run = time.time() + 180, None
-    while time.time() < deadline and proc.poll() is None:
-        runs = list_runs(out)
-        if runs and runs[0].last_checkpoint.exists() and runs[0].read_metrics():
-            run = runs[0]
-            break
-        time.sleep(0.02)
-    assert run is not None, proc.stderr.read().decode()[-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = len(run.read_metrics())
-    assert 1 <= before < 6 and run.read_status()["status"] == "interrupted"
-    p = subprocess.run([sys.executable, "-m", "core", "train", "--resume", str(run.path)], cwd=repo,
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr
+    cfg = TrainConfig(data=str(root), tasks=str(labels), backbone="test_efficientnet", weights="random", img_size=64,
+                      batch_size=4, lr=3e-3, backbone_lr_mult=1.0, augmentation="none", early_stopping=0,
+                      threads=TEST_THREADS, freeze="full", epochs=3, output_dir=str(tmp_path / "runs"))
+    stop = threading.Event()
+
+    class StopAfterEpoch1(Callback):
+        def on_epoch_end(self, m):
+            stop.set()
+    first = train(cfg, [StopAfterEpoch1()], stop=stop)
+    run = list_runs(tmp_path / "runs")[0]
+    assert first.status == "stopped" and len(run.read_metrics()) == 1
+    assert main(["train", "--resume", str(run.path), "--quiet"]) == 0, capsys.readouterr().err
     history = run.read_metrics()
-    assert [m["epoch"] for m in history] == list(range(1, 7)) and all("tasks" in m for m in history)
+    assert [m["epoch"] for m in history] == [1, 2, 3] and all("tasks" in m for m in history)
     summary = run.read_summary()
     assert summary.status == "completed" and set(summary.tasks) == {"hue", "light"}
     assert (run.path / "tasks" / "light" / "bundle" / "model.safetensors").exists()
@@ -171,7 +168,7 @@ def test_probe_heads_train_like_a_single_task_probe(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("\n".join(lines) + "\n")
     cfg = TrainConfig(data=str(root), backbone="test_efficientnet", weights="random", img_size=64, freeze="probe",
-                      epochs=4, batch_size=4, lr=3e-3, augmentation="none", early_stopping=0, threads=2,
+                      epochs=4, batch_size=4, lr=3e-3, augmentation="none", early_stopping=0, threads=TEST_THREADS,
                       output_dir=str(tmp_path / "runs"))
     single = train(cfg)
     multi = train(cfg.replace(tasks=str(labels)))

@@ -23,6 +23,7 @@ from core.export.multitask_onnx import MultiOnnxRunner, export_multitask_run, ta
 from core.models.init_from import read_source
 from core.models.multitask import Probabilities
 from core.runs import RunDir, list_runs
+from tests.conftest import TEST_THREADS
 from tests.engine.test_multitask import tiny_args, write_two_tasks
 
 
@@ -172,7 +173,7 @@ def test_multitask_run_stopped_before_training_finishes_cleanly(tmp_path):
     from core.engine.train import train
     root, labels = write_two_tasks(tmp_path)
     cfg = TrainConfig(data=str(root), tasks=str(labels), backbone="test_efficientnet", weights="random", img_size=64,
-                      freeze="probe", epochs=2, batch_size=4, output_dir=str(tmp_path / "runs"), threads=2)
+                      freeze="probe", epochs=2, batch_size=4, output_dir=str(tmp_path / "runs"), threads=TEST_THREADS)
     stop = threading.Event()
     stop.set()
     result = train(cfg, stop=stop)

@@ -18,6 +18,7 @@ from core.engine.train import train
 from core.models.backbones import create_model
 from core.models.freeze import backbone_stages
 from core.runs import RunDir
+from tests.conftest import TEST_THREADS
 
 
 class Recorder(Callback):
@@ -288,7 +289,7 @@ def test_test_split_is_evaluated_with_the_best_weights(tmp_path, freeze):
             for i in range(n):
                 make_image(root / split / name / f"{split}_{name}_{i}.png", color, seed=100 * len(split) + i)
     cfg = TrainConfig(data=str(root), backbone="test_efficientnet", weights="random", img_size=64, epochs=4,
-                      batch_size=4, lr=1e-2, output_dir=str(tmp_path / "runs"), threads=2, early_stopping=0,
+                      batch_size=4, lr=1e-2, output_dir=str(tmp_path / "runs"), threads=TEST_THREADS, early_stopping=0,
                       freeze=freeze, trainable_stages=2, augmentation="none", backbone_lr_mult=1.0)
     result = train(cfg)
     test = load_predictions(Path(result.run_dir) / "predictions.npz").splits["test"]

@@ -1,7 +1,6 @@
 """The Export page: an export runs as a job and is offered with its check's figures; a failed check is not offered."""
 
 import json
-import time
 
 import pytest
 import streamlit as st
@@ -9,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.export.artifacts import export_run
 from core.export.parity import exports_dir
-from tests.conftest import copy_run
+from tests.conftest import copy_run, wait_for_jobs
 
 APP = "../../app.py"
 
@@ -35,11 +34,7 @@ def test_export_job_offers_the_file_with_its_check(app_with_run):
     at, run = app_with_run
     assert "dl_onnx" not in download_keys(at)
     at.button(key="make_onnx").click().run()
-    for _ in range(150):
-        if "dl_onnx" in download_keys(at):
-            break
-        time.sleep(0.2)
-        at.run()
+    wait_for_jobs(at)
     assert not at.exception
     assert "dl_onnx" in download_keys(at)
     assert any("Check passed: top-1 agrees with the run on 100.0% of 6" in c.value for c in at.caption)

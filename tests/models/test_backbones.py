@@ -12,6 +12,7 @@ from core.errors import WeightsError
 from core.models import backbones
 from core.models.backbones import create_model
 from core.models.freeze import apply_freeze, backbone_stages, split_frozen_prefix
+from tests.conftest import TEST_THREADS
 
 
 def _imagenet_top1_right(hymenoptera, arch: str, weights: str = "tf_efficientnet_lite0") -> float:
@@ -144,7 +145,7 @@ def test_vit_runs_at_the_configured_image_size(name):
 @pytest.mark.parametrize("freeze", ["partial", "probe"])
 def test_vit_trains_at_another_image_size(tiny_folder, tmp_path, freeze):
     cfg = TrainConfig(data=str(tiny_folder), backbone="test_vit", weights="random", img_size=64, epochs=1,
-                      batch_size=4, freeze=freeze, output_dir=str(tmp_path / "runs"), threads=2)
+                      batch_size=4, freeze=freeze, output_dir=str(tmp_path / "runs"), threads=TEST_THREADS)
     assert train(cfg, []).status == "completed"
 
 

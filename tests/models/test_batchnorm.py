@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from core.config import TrainConfig
 from core.engine.train import train
 from core.models.freeze import apply_freeze, backbone_stages, batchnorm_mode, set_train_mode
+from tests.conftest import TEST_THREADS
 
 
 def batchnorms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
@@ -53,7 +54,7 @@ def test_a_continued_run_keeps_its_sources_statistics(trained_run, tmp_path, mod
     monkeypatch.setattr(init_from, "same_classes", lambda *a, **k: False)
     data = TrainConfig.load(trained_run.config).data
     result = train(TrainConfig(data=data, init_from=str(trained_run.path), freeze="full", epochs=1, lr=1e-5,
-                               batch_size=4, early_stopping=0, threads=2, batchnorm=mode,
+                               batch_size=4, early_stopping=0, threads=TEST_THREADS, batchnorm=mode,
                                output_dir=str(tmp_path / "runs")))
     assert result.status == "completed"
     src = load_file(str(trained_run.bundle_dir / "model.safetensors"))

@@ -24,7 +24,7 @@ from core.models.backbones import create_model, data_config
 from core.models.features import model_key, weights_digest
 from core.models.init_from import read_source
 from core.runs import RunDir, Status, create_run_dir
-from tests.conftest import COLORS, make_image
+from tests.conftest import COLORS, TEST_THREADS, make_image
 
 
 def colour_folder(root: Path, colours: dict[str, tuple[int, int, int]], seeds: range) -> Path:
@@ -40,7 +40,8 @@ def source(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("source")
     cfg = TrainConfig(data=str(colour_folder(tmp / "colours-a", COLORS, range(8))), backbone="test_efficientnet",
                       weights="random", img_size=64, freeze="full", epochs=6, augmentation="none", lr=3e-3,
-                      backbone_lr_mult=1.0, batch_size=4, early_stopping=0, threads=2, output_dir=str(tmp / "runs"))
+                      backbone_lr_mult=1.0, batch_size=4, early_stopping=0, threads=TEST_THREADS,
+                      output_dir=str(tmp / "runs"))
     result = train(cfg)
     assert result.summary.val_accuracy == 1.0
     return Path(result.run_dir)
@@ -49,7 +50,8 @@ def source(tmp_path_factory) -> Path:
 def continue_cfg(data: Path, src: Path | str, tmp_path: Path, **kw) -> TrainConfig:
     """No backbone, weights or img_size: they come from the source."""
     return TrainConfig(**{**dict(data=str(data), init_from=str(src), freeze="partial", epochs=1, batch_size=4,
-                                 lr=1e-3, early_stopping=0, threads=2, output_dir=str(tmp_path / "runs")), **kw})
+                                 lr=1e-3, early_stopping=0, threads=TEST_THREADS,
+                                 output_dir=str(tmp_path / "runs")), **kw})
 
 
 def head(model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +201,7 @@ def test_a_run_started_from_a_run_resumes(source, tmp_path):
 
 def test_auto_probes_the_source_runs_features(tmp_path, tiny_folder):
     from core.plan.advisor import advise
-    lite = train(TrainConfig(data=str(tiny_folder), freeze="probe", epochs=1, img_size=64, threads=2,
+    lite = train(TrainConfig(data=str(tiny_folder), freeze="probe", epochs=1, img_size=64, threads=TEST_THREADS,
                              output_dir=str(tmp_path / "runs")))
     cfg = TrainConfig(data=str(tiny_folder), init_from=lite.run_dir, output_dir=str(tmp_path / "runs"))
     advice = advise(cfg, open_dataset(tiny_folder))

@@ -6,12 +6,13 @@ from core.config import TrainConfig
 from core.data.dataset import open_dataset
 from core.models.backbones import create_model
 from core.plan import estimate
+from tests.conftest import TEST_THREADS
 
 
 def test_the_step_timing_leaves_out_the_warm_up_steps(monkeypatch):
     """On a clock that only the network moves, warm-up steps take 100 s and the others 1 s: the timed steps must
     be exactly the 1 s ones (a wall clock would make this depend on the machine's load)."""
-    cfg = TrainConfig(backbone="test_efficientnet", weights="random", batch_size=2, threads=2, freeze="full")
+    cfg = TrainConfig(backbone="test_efficientnet", weights="random", batch_size=2, threads=TEST_THREADS, freeze="full")
     model = create_model(cfg, 3)
     forward, now, calls = model.forward, [0.0], []
 
@@ -28,7 +29,7 @@ def test_the_step_timing_leaves_out_the_warm_up_steps(monkeypatch):
 
 def test_the_estimate_states_a_range_around_its_figure(tiny_folder):
     cfg = TrainConfig(data=str(tiny_folder), backbone="test_efficientnet", weights="random", img_size=32,
-                      freeze="partial", epochs=2, batch_size=4, threads=2)
+                      freeze="partial", epochs=2, batch_size=4, threads=TEST_THREADS)
     est = estimate.estimate_run(cfg, open_dataset(tiny_folder))
     assert 0 < est.low_seconds <= est.total_seconds <= est.high_seconds
     if est.high_seconds > est.low_seconds:
