@@ -168,6 +168,15 @@ def run_copy(session_run, tmp_path: Path):
     return copy_run(session_run, tmp_path / "runs", tmp_path / "run-data")
 
 
+@pytest.fixture
+def quick_estimate(monkeypatch):
+    """The advisor's time estimate from one timed training step, no warm-up: the tests of what auto chooses only
+    need an estimate, not a good one (tests/plan/test_estimate.py tests the estimate itself), and the 8 steps were
+    most of an advisor test's time."""
+    monkeypatch.setattr("core.plan.estimate.STEPS", 1)
+    monkeypatch.setattr("core.plan.estimate.WARMUP_STEPS", 0)
+
+
 def wait_for_jobs(app, timeout: float = 900) -> None:
     """Until every job of the app's server (its process-wide registry) has ended, then one rerun of the page: the
     page is drawn once, in the state the test asserts, instead of rerunning it every few tenths of a second (each

@@ -15,6 +15,8 @@ from core.models.backbones import OFFLINE
 from core.plan.advisor import FT_EPOCHS, FT_PATIENCE, PROBE_EPOCHS, PROBE_LR, advise
 from core.runs import RunDir
 
+pytestmark = pytest.mark.usefixtures("quick_estimate")
+
 
 @pytest.fixture
 def noise_folder(tmp_path):

@@ -1,6 +1,10 @@
 """`freeze: auto` resolved in one place (core/workflows/auto.py) for the jobs, `train` and `distill`."""
 
+import pytest
+
 from core.workflows.auto import resolve_auto
+
+pytestmark = pytest.mark.usefixtures("quick_estimate")
 
 
 def test_a_chosen_freeze_comes_back_as_it_is_with_no_notes(tiny_config):
