@@ -53,20 +53,38 @@ LOGISTIC_C = (1e-3, 1e-2, 1e-1, 1.0)  # inverse L2 strengths tried: the dev sets
 
 def logistic_head(x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, classes: int,
                   balanced: bool = False) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """scikit-learn's L2 logistic regression on (standardised) features, its strength chosen on validation: the
-    probe recipe of an expert (bench/experts.py R1) as a candidate head. Returns (C, validation accuracy, weights
-    classes x D, biases) of the best strength; the weights give the same argmax as sklearn's on any row."""
-    from sklearn.linear_model import LogisticRegression
+    """An L2 logistic regression on (standardised) features, its strength chosen on validation: the probe recipe of
+    an expert (bench/experts.py R1, scikit-learn's objective: C x the sum of the losses + |W|^2 / 2, the biases not
+    penalised) as a candidate head. Solved with torch's L-BFGS along the path from the strongest penalty to the
+    weakest, each fit starting where the last ended: importing scikit-learn alone took 1.9 s of a 2.3 s probe
+    repeat, the fits 0.04 s. Returns (C, validation accuracy, weights classes x D, biases) of the best strength."""
+    import torch
+    import torch.nn.functional as F
+
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    vx, n = torch.as_tensor(val_x, dtype=torch.float32), len(y)
+    counts = torch.bincount(yt, minlength=classes).float()
+    present = counts > 0
+    weight = torch.ones(classes)  # scikit-learn's class_weight="balanced": n / (classes present x the class's images)
+    if balanced:
+        weight[present] = n / (int(present.sum()) * counts[present])
+    w = torch.zeros(classes, xt.shape[1], requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
     best = None
     for c in LOGISTIC_C:
-        model = LogisticRegression(C=c, max_iter=500, class_weight="balanced" if balanced else None).fit(x, y)
-        acc = float((model.predict(val_x) == val_y).mean())
+        opt = torch.optim.LBFGS([w, b], max_iter=200, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
+
+        def objective(c: float = c, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
+            opt.zero_grad()
+            loss = (F.cross_entropy(xt @ w.T + b, yt, reduction="none") * weight[yt]).sum() / n
+            loss = loss + (w * w).sum() / (2 * c * n)
+            loss.backward()
+            return loss
+        opt.step(objective)
+        with torch.no_grad():
+            acc = float(((vx @ w.T + b).argmax(1).numpy() == val_y).mean())
         if best is None or acc > best[1]:
-            best = (c, acc, model)
-    c, acc, model = best
-    coef, bias = model.coef_, model.intercept_
-    if coef.shape[0] == 1:  # two classes: sklearn keeps one score for class 1; as two logits, -s/2 and +s/2
-        coef, bias = np.concatenate([-coef, coef]) / 2, np.concatenate([-bias, bias]) / 2
-    full_w, full_b = np.zeros((classes, x.shape[1])), np.full(classes, -1e4)  # a class without training images
-    full_w[model.classes_], full_b[model.classes_] = coef, bias
-    return c, acc, full_w, full_b
+            best = (c, acc, w.detach().numpy().copy(), b.detach().numpy().copy())
+    c, acc, coef, bias = best
+    bias[~present.numpy()] = -1e4  # a class without training images is never predicted
+    return c, acc, coef, bias
