@@ -67,6 +67,13 @@ def table(rows: list[dict]) -> str:
         extra = f" ({r['freeze']}, best epoch {r['best_epoch']} of {r['epochs_run']})" if r["row"] == "auto" else ""
         lines.append(f"| {r['set']} | {r['row']}{extra} | {r['test_acc']:.1%} | {r['val_acc']:.1%} | "
                      f"{r['seconds']:.0f} | {ratio} |")
+    est = [r for r in rows if r.get("estimate_seconds")]
+    if est:  # the advisor's estimate against the auto row's measured training time (after planning)
+        lines += ["", "| dataset | estimate (s) | range (s) | measured (s) | estimate / measured | epochs run |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['set']} | {r['estimate_seconds']:.0f} | {r['estimate_range'][0]:.0f}-"
+                  f"{r['estimate_range'][1]:.0f} | {r['train_seconds']:.0f} | "
+                  f"{r['estimate_seconds'] / r['train_seconds']:.2f} | {r['epochs_run']} |" for r in est]
     return "\n".join(lines)
 
 

@@ -192,10 +192,10 @@ def _fit_probe(s: Session, tasks: Tasks) -> str:
 
 def _logistic_candidate(s: Session, head: torch.nn.Linear, norm: Standardiser, train_x: torch.Tensor,
                         train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, trained: float) -> None:
-    """The expert's probe as a second candidate: an L2 logistic regression (scikit-learn, on features scaled by
-    their plain mean and deviation, its strength chosen on validation). It replaces the trained head (which reads
-    features standardised by `norm`) only if it is more accurate on validation; the run's notes say which head was
-    delivered, with both numbers."""
+    """The expert's probe as a second candidate: an L2 logistic regression (core/analysis/linear.logistic_head, on
+    features scaled by their plain mean and deviation, its strength chosen on validation). It replaces the trained
+    head (which reads features standardised by `norm`) only if it is more accurate on validation; the run's notes
+    say which head was delivered, with both numbers."""
     raw, raw_val = (norm.mean + x.float() * norm.std for x in (train_x, val_x))
     mean, std = raw.mean(0), raw.std(0, unbiased=False) + 1e-6
     c, acc, w, bias = logistic_head(((raw - mean) / std).cpu().numpy(), train_y.cpu().numpy(),
@@ -210,7 +210,7 @@ def _logistic_candidate(s: Session, head: torch.nn.Linear, norm: Standardiser, t
         head.weight.copy_(w.to(head.weight.dtype))
         head.bias.copy_((torch.as_tensor(bias, dtype=torch.float32, device=std.device) - w @ mean).to(head.bias.dtype))
     norm.unfold_from(head)
-    s.notes.append(f"Probe head: a logistic regression on the same features (scikit-learn, C={c:g} chosen on "
+    s.notes.append(f"Probe head: a logistic regression on the same features (C={c:g} chosen on "
                    f"validation) reached {acc:.1%} on validation, more than the trained head's {trained:.1%}; it is "
                    f"the head delivered.")
 
