@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 # loopback by default: the app has no login; `make run ADDRESS=0.0.0.0` serves the network
 ADDRESS ?= 127.0.0.1
+# pytest-xdist workers, one core each (tests/conftest.py pins them); `make test WORKERS=0` runs in one process
+WORKERS ?= 2
+XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 
 .PHONY: install run test test-fast bench browser screenshots lint clean
 
@@ -29,10 +32,10 @@ run: install
 
 test: install browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow and not e2e"
+	$(PY) -m pytest $(XDIST) -m "not slow and not e2e"
 
 bench: install
 	$(PY) -m bench

