@@ -60,6 +60,10 @@ def run_row(row: str, data: Path, r2_epochs: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
+    """The rows by dataset (in the order first seen) and in ROWS order; a row measured again replaces the earlier."""
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    rows = sorted({(r["set"], r["row"]): r for r in rows}.values(),
+                  key=lambda r: (sets.index(r["set"]), ROWS.index(r["row"])))
     lines = ["| dataset | row | test acc | val acc | time (s) | time / R2 |", "|---|---|---|---|---|---|"]
     r2 = {r["set"]: r["seconds"] for r in rows if r["row"] == "R2"}
     for r in rows:
