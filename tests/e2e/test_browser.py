@@ -50,8 +50,8 @@ def test_first_paint_shows_the_apps_navigation(fresh_app_url, page, tmp_path):
     becomes a third of the time a torch import takes at that moment."""
     page.goto(fresh_app_url)
     start = time.monotonic()
-    try:  # usually there in 0.3 s; the margin to 1 s is for a busy machine and the screenshot itself
-        page.locator("[data-testid=stSidebarNavLink]", has_text="Export").wait_for(timeout=850)
+    try:  # usually there in 0.3 s; waited for longer on a busy machine, where the bar below scales
+        page.locator("[data-testid=stSidebarNavLink]", has_text="Export").wait_for(timeout=5000)
     except PlaywrightTimeout:
         pass  # the asserts below say what the page showed instead
     labels = page.evaluate(NAV_LABELS_JS)
