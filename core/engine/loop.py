@@ -146,9 +146,9 @@ def epoch_loop(s: Session, net: nn.Module, batches: Callable[[int], Iterator], n
     best_state, t_fit = None, time.perf_counter()
     write_each_best = cfg.freeze != "probe"  # long epochs: keep the best on disk as it happens; probe: at end
     trainable = freeze.parameter_counts(s.model)[0]
-    if s.start_is_candidate and loop.epoch == 0:  # the start must be beaten: it is the first best
-        s.start_eval = evaluate()
-        loop.best_acc, loop.best_acc_loss, loop.best_loss = s.start_eval.acc, s.start_eval.loss, s.start_eval.loss
+    if s.start_is_candidate and loop.epoch == 0:  # the start must be beaten: it is the first best to deliver,
+        s.start_eval = evaluate()                  # but early stopping watches the fine-tuning's own epochs
+        loop.best_acc, loop.best_acc_loss = s.start_eval.acc, s.start_eval.loss
         best_state = state_copy(s.model if write_each_best else net)
         if write_each_best:
             save_weights(best_state, s.run.best_weights)
