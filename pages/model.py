@@ -18,10 +18,10 @@ init_session()
 st.header("Model")
 
 FREEZE_TEXT = {
-    "auto": "**Auto** (default) – TransferLab looks at your images first: when the pretrained features already "
-            "separate your classes it trains a probe (seconds), otherwise it fine-tunes the last stages; small "
-            "images are not upsampled; a time budget shortens training to fit. Press *Advise me* below to see "
-            "the choice and why before you train.",
+    "auto": "**Auto** (default) – TransferLab trains two candidates and keeps the better on your validation "
+            "images: a probe on the pretrained features (seconds), then fine-tuning of the last stages that starts "
+            "from it and stops when validation stops improving; a time budget shortens training to fit. Press "
+            "*Advise me* below to see the plan and why before you train.",
     "probe": "**Probe** – the pretrained network is frozen and only a new final layer learns. Fastest by far "
              "(each image goes through the network once), good when your photos look like everyday photos.",
     "partial": "**Partial** – the last few stages of the network adapt as well, the pretrained "

@@ -30,13 +30,14 @@ def noise_folder(tmp_path):
     return tmp_path / "noise"
 
 
-def test_auto_plans_a_probe_then_fine_tuning_from_it_at_the_images_own_small_size(tiny_folder):
+def test_auto_plans_a_probe_then_fine_tuning_from_it_upsampling_small_images(tiny_folder):
     advice = advise(TrainConfig(data=str(tiny_folder)), open_dataset(tiny_folder))
     assert advice.config.freeze == "partial" and (advice.config.epochs, advice.config.early_stopping) == \
         (FT_EPOCHS, FT_PATIENCE)
     probe = advice.probe_first
     assert probe.freeze == "probe" and (probe.epochs, probe.lr) == (PROBE_EPOCHS, PROBE_LR)
-    assert probe.img_size == advice.config.img_size == 96 and "small (median shorter side 48 px)" in advice.paragraph
+    assert probe.img_size == advice.config.img_size == 0  # the backbone's own 224 px: small images are upsampled
+    assert "small (median shorter side 48 px): upsampled to the backbone's 224 px input" in advice.paragraph
     assert "reaches 100.0% in 5-fold cross-validation" in advice.paragraph and "LP-FT" in advice.paragraph
     assert [s.backbone for s in advice.ranking] and {s.backbone for s in advice.ranking} == set(OFFLINE)
     assert advice.estimate.total_seconds > 0
