@@ -25,12 +25,12 @@ from bench.experts import DEV_SETS, cold_cache, honest_split, r1_probe, r2_finet
 ROWS = ("R1", "R2", "probe", "partial", "full", "auto")
 
 
-def engine_row(row: str, data: Path, out_dir: str) -> dict:
+def engine_row(row: str, data: Path, out_dir: str, img_size: int = 0) -> dict:
     from core.config import TrainConfig
     from core.engine.train import train
     from core.plan.advisor import PROBE_EPOCHS, PROBE_LR
     from core.workflows.auto import resolve_auto, train_resolved
-    cfg = TrainConfig(data=str(data), output_dir=out_dir, freeze=row)
+    cfg = TrainConfig(data=str(data), output_dir=out_dir, freeze=row, img_size=img_size)
     t0 = time.perf_counter()
     extra = {}
     if row == "probe":
@@ -47,28 +47,30 @@ def engine_row(row: str, data: Path, out_dir: str) -> dict:
         result = train(cfg)
     s = result.summary
     return {"row": row, "val_acc": s.val.accuracy, "test_acc": s.test.accuracy, "seconds": time.perf_counter() - t0,
-            "epochs_run": s.epochs_run, "best_epoch": s.best_epoch, "freeze": s.freeze, "notes": s.notes, **extra}
+            "epochs_run": s.epochs_run, "best_epoch": s.best_epoch, "freeze": s.freeze, "notes": s.notes,
+            "img_size": img_size, **extra}
 
 
-def run_row(row: str, data: Path, r2_epochs: int) -> dict:
+def run_row(row: str, data: Path, r2_epochs: int, img_size: int = 0) -> dict:
     with cold_cache(), tempfile.TemporaryDirectory(prefix="bench-auto-") as tmp:
         if row == "R1":
             return r1_probe(data)
         if row == "R2":
             return r2_finetune(data, epochs=r2_epochs, log=lambda m: print(m, file=sys.stderr, flush=True))
-        return engine_row(row, data, tmp)
+        return engine_row(row, data, tmp, img_size)
 
 
 def table(rows: list[dict]) -> str:
     """The rows by dataset (in the order first seen) and in ROWS order; a row measured again replaces the earlier."""
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    rows = sorted({(r["set"], r["row"]): r for r in rows}.values(),
+    rows = sorted({(r["set"], r["row"], r.get("img_size", 0)): r for r in rows}.values(),
                   key=lambda r: (sets.index(r["set"]), ROWS.index(r["row"])))
     lines = ["| dataset | row | test acc | val acc | time (s) | time / R2 |", "|---|---|---|---|---|---|"]
     r2 = {r["set"]: r["seconds"] for r in rows if r["row"] == "R2"}
     for r in rows:
         ratio = f"{r['seconds'] / r2[r['set']]:.2f}x" if r["set"] in r2 else "-"
         extra = f" ({r['freeze']}, best epoch {r['best_epoch']} of {r['epochs_run']})" if r["row"] == "auto" else ""
+        extra += f" at {r['img_size']} px" if r.get("img_size") else ""
         lines.append(f"| {r['set']} | {r['row']}{extra} | {r['test_acc']:.1%} | {r['val_acc']:.1%} | "
                      f"{r['seconds']:.0f} | {ratio} |")
     est = [r for r in rows if r.get("estimate_seconds")]
@@ -85,6 +87,7 @@ def main(default_rows: tuple[str, ...] = ROWS, prog: str = "python -m bench.auto
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("sets", nargs="*", default=list(DEV_SETS), help="dev sets (folder names in ../shared/datasets)")
     ap.add_argument("--rows", nargs="+", choices=ROWS, default=list(default_rows))
+    ap.add_argument("--img-size", type=int, default=0, help="input size of the engine's rows (0: the backbone's own)")
     ap.add_argument("--r2-epochs", type=int, default=5, help="R2's epochs (the recipe: 5; fewer to develop)")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench-auto.jsonl")
     ap.add_argument("--table", type=Path, nargs="+", help="print the table of saved rows and exit")
@@ -96,7 +99,7 @@ def main(default_rows: tuple[str, ...] = ROWS, prog: str = "python -m bench.auto
     for name in args.sets:
         data = honest_split(name)
         for row in args.rows:
-            r = {"set": name, **run_row(row, data, args.r2_epochs)}
+            r = {"set": name, **run_row(row, data, args.r2_epochs, args.img_size)}
             done.append(r)
             with args.out.open("a") as f:
                 f.write(json.dumps(r) + "\n")
