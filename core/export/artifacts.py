@@ -20,7 +20,7 @@ from core.config import TrainConfig
 from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
 from core.export.bundle import LoadedModel, load_bundle
-from core.export.onnx import OnnxRunner, Probabilities, export_onnx, quantize_int8
+from core.export.onnx import OnnxRunner, Probabilities, ProbabilitiesAndUnknown, export_onnx, quantize_int8
 from core.export.parity import (
     FILES,
     Agreement,
@@ -35,7 +35,6 @@ from core.export.parity import (
 from core.export.record import refresh_card
 from core.export.torchscript import TorchScriptRunner, export_torchscript
 from core.files.digest import sha256_file
-from core.models.freeze import PooledAndLogits
 from core.runs import RunDir
 
 Progress = Callable[[str, int, int], None]
@@ -127,16 +126,20 @@ def _make(fmt: str, loaded: LoadedModel, out: Path, images: CheckImages) -> tupl
 
 def _agreement(loaded: LoadedModel, runner, images: CheckImages, progress: Progress,
                should_stop: Callable[[], bool]) -> Agreement | None:
-    """Both models over the validation images in batches; None when stopped."""
-    model = Probabilities(loaded.model, loaded.temperature).eval()
+    """Both models over the validation images in batches, one pass of each per batch; None when stopped."""
+    with_unknown = isinstance(runner, OnnxRunner) and runner.has_unknown  # then its decision is compared too
+    reference = (ProbabilitiesAndUnknown(loaded.model, loaded.temperature, loaded.unknown) if with_unknown
+                 else Probabilities(loaded.model, loaded.temperature)).eval()
     a = Agreement()
     for rows, x in check_batches(images.paths, loaded.inputs, progress, should_stop):
         with torch.inference_mode():
-            expected = model(torch.from_numpy(x)).numpy()
-        a.add(runner(x), expected, images.run_top1[rows], images.labels[rows])
-        exported = runner.unknown(x) if isinstance(runner, OnnxRunner) else None
-        if exported is not None:  # the unknown-input decision: the file's against the bundle's on the same input
-            with torch.inference_mode():
-                a.add_unknown(exported[1], loaded.unknown(*PooledAndLogits(loaded.model)(torch.from_numpy(x)))[1])
+            expected = reference(torch.from_numpy(x))
+        if with_unknown:  # the unknown-input decision: the file's against the bundle's on the same input
+            exported, _, flag = runner.with_unknown(x)
+            a.add_unknown(flag, expected[2].numpy())
+            expected = expected[0]
+        else:
+            exported = runner(x)
+        a.add(exported, expected.numpy(), images.run_top1[rows], images.labels[rows])
     return None if should_stop() else a
 

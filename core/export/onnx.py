@@ -157,12 +157,20 @@ class OnnxRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
+    @property
+    def has_unknown(self) -> bool:
+        """Whether the file was exported with the unknown-input scorer."""
+        return UNKNOWN in {o.name for o in self.session.get_outputs()}
+
     def unknown(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(unknown_score, unknown) of a file exported with the scorer; None for a file without it."""
-        if UNKNOWN not in {o.name for o in self.session.get_outputs()}:
-            return None
-        score, flag = self.session.run([UNKNOWN_SCORE, UNKNOWN], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})
-        return score, flag.astype(bool)
+        return self.with_unknown(x)[1:] if self.has_unknown else None
+
+    def with_unknown(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, unknown_score, unknown) in one pass of a file exported with the scorer."""
+        probs, score, flag = self.session.run([OUTPUT, UNKNOWN_SCORE, UNKNOWN],
+                                              {INPUT: np.ascontiguousarray(x, dtype=np.float32)})
+        return probs, score, flag.astype(bool)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
