@@ -162,10 +162,6 @@ class OnnxRunner:
         """Whether the file was exported with the unknown-input scorer."""
         return UNKNOWN in {o.name for o in self.session.get_outputs()}
 
-    def unknown(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(unknown_score, unknown) of a file exported with the scorer; None for a file without it."""
-        return self.with_unknown(x)[1:] if self.has_unknown else None
-
     def with_unknown(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities, unknown_score, unknown) in one pass of a file exported with the scorer."""
         probs, score, flag = self.session.run([OUTPUT, UNKNOWN_SCORE, UNKNOWN],

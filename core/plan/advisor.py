@@ -42,8 +42,9 @@ PROBE_EPOCHS, PROBE_LR = 20, 3e-3
 # Fine-tuning after the probe (LP-FT): up to 6 epochs, stopped after 2 that do not improve its own best validation
 # loss. Its first epochs (the learning rate's warm-up and peak) often score below the probe before the later ones
 # pass it: on pbc_blood 81.0% -> 88.5% -> 93.0% from a probe at 87.0%; on cifar10 the validation loss went 1.12,
-# 0.94, 0.90, 0.73, 0.66 from a probe at about 0.9. Patience counted against the probe's loss stopped cifar10 after
-# 2 epochs (75.3% test, the probe) where 6 reach 82.0% (bench.auto, docs/measurements.md).
+# 0.94, 0.90, 0.73, 0.66, 0.66 (the run's metrics.jsonl). Patience counted against the probe's loss stopped cifar10
+# after 2 epochs, neither below the probe, and delivered the probe (75.3% test) where 6 reach 82.0% (bench.auto,
+# docs/measurements.md).
 FT_EPOCHS, FT_PATIENCE = 6, 2
 CLEARLY_BETTER = 0.02  # a ranked backbone this much better than the chosen one is pointed out
 
@@ -87,8 +88,7 @@ def advise(cfg: TrainConfig, ds: Dataset, progress: Callable[[str, int, int], No
         chosen = chosen.replace(epochs=FT_EPOCHS)
     if cfg.early_stopping == field_default("early_stopping"):
         chosen = chosen.replace(early_stopping=FT_PATIENCE)
-    chosen, size_reason = _input_size(chosen, ds)
-    reasons += size_reason
+    reasons += _input_size_reasons(chosen, ds)
     est = estimate_run(chosen, ds)
     chosen, est, budget_reasons = _fit_budget(chosen, ds, est, cfg)
     probe_first = None
@@ -125,13 +125,13 @@ def _as_probe(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
         f"{PROBE_LR:g}."]
 
 
-def _input_size(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
-    """cfg unchanged (the backbone's own input size, the user's or the source run's), with what the image sizes
-    say about it: the user should know when small images are upsampled."""
+def _input_size_reasons(cfg: TrainConfig, ds: Dataset) -> list[str]:
+    """What the image sizes say about the input size, which the advisor never changes (the backbone's own, the
+    user's or the source run's): the user should know when small images are upsampled."""
     if cfg.init_from and not cfg.img_size:
-        return cfg, ["The input size follows the run this one starts from."]
+        return ["The input size follows the run this one starts from."]
     if cfg.img_size:
-        return cfg, []
+        return []
     native = next((b.input_size for b in CATALOGUE if b.name == cfg.backbone), 224)
     sides = []
     for s in ds.train[::max(1, len(ds.train) // 32)][:32]:
@@ -141,14 +141,14 @@ def _input_size(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
         except OSError:
             continue
     if not sides:
-        return cfg, []
+        return []
     median = statistics.median(sides)
     if median >= SMALL_IMAGES * native:
-        return cfg, [f"Images are large enough for the backbone's {native} px input (median shorter side "
-                     f"{median:.0f} px)."]
-    return cfg, [f"The images are small (median shorter side {median:.0f} px): upsampled to the backbone's {native} "
-                 f"px input, where its pretrained features work best (on 32 px images about 3 points more accurate "
-                 f"than 96 px, in 3x the time; a smaller input size on the Model page trades that back)."]
+        return [f"Images are large enough for the backbone's {native} px input (median shorter side {median:.0f} "
+                f"px)."]
+    return [f"The images are small (median shorter side {median:.0f} px): upsampled to the backbone's {native} px "
+            f"input, where its pretrained features work best (on 32 px images about 3 points more accurate than "
+            f"96 px, in 3x the time; a smaller input size on the Model page trades that back)."]
 
 
 def _fit_budget(cfg: TrainConfig, ds: Dataset, est: Estimate,

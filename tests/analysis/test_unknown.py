@@ -105,7 +105,7 @@ def test_onnx_export_takes_the_bundles_decision_on_validation_images_and_on_unkn
     runner = OnnxRunner(export_file(run, "onnx"))
     paths = sorted(others.iterdir())
     x = loaded.inputs(paths)
-    score, flag = runner.unknown(x)
+    _, score, flag = runner.with_unknown(x)
     expected = loaded.assess(paths)
     assert flag.tolist() == [p.unknown for p in expected]
     np.testing.assert_allclose(score, [p.unknown_score for p in expected], rtol=1e-4, atol=1e-5)

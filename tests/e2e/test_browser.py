@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from core.export.bundle import load_bundle
@@ -177,6 +178,23 @@ def set_number(page, key: str, value: int) -> None:
     page.wait_for_timeout(500)
 
 
+def stop_training(page, timeout_s: float = 180.0) -> None:
+    """Press the Train page's Stop until the page says the training stopped. The button sits in a fragment that is
+    drawn again at every poll: on a loaded machine a click can wait on a button that has just been replaced (seen
+    once in `make test`: 30 s after "done scrolling"), so a press that times out, or changes nothing, is repeated."""
+    stop, stopped = page.get_by_role("button", name="Stop"), page.get_by_text("Training stopped").first
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            stop.first.click(timeout=10000)
+            stopped.wait_for(timeout=20000)
+            return
+        except PlaywrightTimeout:
+            if stopped.is_visible():
+                return
+    raise AssertionError(f"the training did not stop within {timeout_s:.0f} s of pressing Stop")
+
+
 def test_two_sessions_queue_and_both_finish(app_url, browser, tmp_path):
     """Session A trains; session B's Start queues behind it while A runs; A is stopped and B then trains to the end;
     B can watch A's run. Both sessions are set up before A starts (pages load slowly on a server that trains), and
@@ -204,15 +222,13 @@ def test_two_sessions_queue_and_both_finish(app_url, browser, tmp_path):
         a.get_by_role("button", name="Stop").wait_for(timeout=60000)  # A's job holds the device
         b.get_by_role("button", name="Start training").click()
         b.get_by_text(re.compile(r"yours is queued|Queued \(position")).first.wait_for(timeout=60000)
-        a.get_by_role("button", name="Stop").click()
-        a.get_by_text("Training stopped").first.wait_for(timeout=120000)
+        stop_training(a)
         b.get_by_text("Training completed").first.wait_for(timeout=240000)
     except Exception:
         a.screenshot(path=str(tmp_path / "fail-a.png"), full_page=True)
         b.screenshot(path=str(tmp_path / "fail-b.png"), full_page=True)
-        stop = a.get_by_role("button", name="Stop")
-        if stop.count():  # a 200-epoch job left running would load the server for the tests after this one
-            stop.first.click()
+        if a.get_by_role("button", name="Stop").count():  # a 200-epoch job left running would load the server
+            stop_training(a)                              # for the tests after this one
         raise
     run_a = re.search(r"run=([\w-]+)", a.url).group(1)
     run_b = re.search(r"run=([\w-]+)", b.url).group(1)
