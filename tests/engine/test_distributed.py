@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from core.config import TrainConfig
-from core.engine.train import train
 from core.export.bundle import load_bundle
 from core.runs import list_runs
 
@@ -30,33 +28,26 @@ def torchrun(*args, timeout=600):
                           text=True, timeout=timeout)
 
 
-@pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
-def test_two_processes_write_one_complete_run(tiny_folder, tmp_path):
-    out = tmp_path / "runs"
-    p = torchrun("--data", tiny_folder, "--backbone", "test_efficientnet", "--weights", "random", "--img-size", "64",
-                 "--epochs", "2", "--freeze", "full", "--batch-size", "4", "--out", out)
-    assert p.returncode == 0, p.stderr[-3000:]
-    (run,) = list_runs(out)  # rank 1 wrote nothing here
-    assert [m["epoch"] for m in run.read_metrics()] == [1, 2]
-    summary = run.read_summary()
-    assert summary.status == "completed" and (run.bundle_dir / "model.safetensors").exists()
-    assert p.stdout.count("status: completed") == 1  # one report, from rank 0
-    preds = load_bundle(run.bundle_dir).predict([str(tiny_folder / "red" / "red_0.png")])
-    assert preds[0][0][0] in summary.classes
-
-
-@pytest.mark.slow
-def test_torchrun_on_ants_and_bees_matches_one_process(hymenoptera, tmp_path):
-    """2 processes vs 1 on real photos, accuracy within 2 points. Partial fine-tuning (the last stages with their
-    BatchNorm layers train, so the per-epoch broadcast of weights and buffers matters as in full) keeps it to
-    a minute; full fine-tuning was checked when multi-process training landed (commit 958d901: 95.4% with 2
-    processes, 93.5% with 1)."""
+@pytest.mark.slow  # several processes and the real backbone: make test runs it, test-fast does not
+def test_torchrun_on_ants_and_bees_writes_one_run_as_good_as_one_process(hymenoptera, tmp_path):
+    """2 processes on real photos: one complete run folder and one report, both from rank 0, and accuracy within 2
+    points of 1 process. Partial fine-tuning (the last stages with their BatchNorm layers train, so the per-epoch
+    broadcast of weights and buffers matters as in full) keeps it to a minute.
+    The one-process figure is a measured constant, not a second run in the test (that run was 40 of the test's
+    100 s): `python -m core train --data hymenoptera --freeze partial --epochs 2` gets 143/153 on 1 thread and on 2
+    (2026-12-04; 2 processes got 142/153). Training is repeatable for a seed (test_faults.py holds it to that).
+    Full fine-tuning was checked when multi-process training landed (commit 958d901: 95.4% with 2 processes, 93.5%
+    with 1); bench.gpu_check's DDP row steps a fully trainable model on 2 processes."""
+    one_process = 143 / 153
     p = torchrun("--data", hymenoptera, "--freeze", "partial", "--epochs", "2", "--out", tmp_path / "ddp",
                  timeout=1200)
     assert p.returncode == 0, p.stderr[-3000:]
-    (run,) = list_runs(tmp_path / "ddp")
-    ddp = run.read_summary().val_accuracy
-    single = train(TrainConfig(data=str(hymenoptera), freeze="partial", epochs=2, output_dir=str(tmp_path / "one")))
-    assert abs(ddp - single.summary.val_accuracy) <= 0.02, (ddp, single.summary.val_accuracy)
+    (run,) = list_runs(tmp_path / "ddp")  # rank 1 wrote nothing here
+    assert [m["epoch"] for m in run.read_metrics()] == [1, 2]
+    summary = run.read_summary()
+    assert summary.status == "completed" and p.stdout.count("status: completed") == 1  # one report, from rank 0
+    assert summary.val_accuracy >= one_process - 0.02, (summary.val_accuracy, one_process)
     record = json.loads((run.path / "summary.json").read_text())
     assert record["epochs_run"] == 2
+    query = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[0]
+    assert load_bundle(run.bundle_dir).predict([query])[0][0][0] == "bees"  # the bundle rank 0 wrote loads
