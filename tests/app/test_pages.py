@@ -222,6 +222,7 @@ def test_results_page_warns_of_a_validation_copy_of_a_training_image(app, tmp_pa
 
 
 @pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
+@pytest.mark.usefixtures("quick_estimate")  # the estimate's own tests are in tests/plan
 def test_model_page_advises_from_the_data(app, tiny_folder):
     """Auto: 'Advise me' runs the advisor as a job and shows the ranking, the settings and why."""
     app.session_state["cfg"] = {**app.session_state["cfg"], "data": str(tiny_folder)}

@@ -44,8 +44,8 @@ def test_auto_plans_a_probe_then_fine_tuning_from_it_upsampling_small_images(tin
 
 
 def test_the_candidates_keep_the_epochs_a_user_chose(tiny_folder):
-    advice = advise(TrainConfig(data=str(tiny_folder), epochs=3, early_stopping=2), open_dataset(tiny_folder),
-                    rank_all=False)
+    advice = advise(TrainConfig(data=str(tiny_folder), img_size=64, epochs=3, early_stopping=2),
+                    open_dataset(tiny_folder), rank_all=False)
     assert (advice.config.epochs, advice.config.early_stopping) == (3, 2)
     assert (advice.probe_first.epochs, advice.probe_first.lr) == (3, 1e-3)
 
@@ -76,13 +76,13 @@ def test_the_advisors_look_at_the_data_reads_training_images_only(tmp_path, monk
 
 
 def test_features_that_do_not_separate_the_classes_still_get_both_candidates(noise_folder):
-    advice = advise(TrainConfig(data=str(noise_folder)), open_dataset(noise_folder), rank_all=False)
+    advice = advise(TrainConfig(data=str(noise_folder), img_size=64), open_dataset(noise_folder), rank_all=False)
     assert advice.config.freeze == "partial" and advice.probe_first.freeze == "probe"
     assert "partial fine-tuning" in advice.paragraph
 
 
 def test_a_budget_too_small_for_fine_tuning_falls_back_to_a_probe(noise_folder):
-    advice = advise(TrainConfig(data=str(noise_folder), budget_min=0.0001), open_dataset(noise_folder),
+    advice = advise(TrainConfig(data=str(noise_folder), img_size=64, budget_min=0.0001), open_dataset(noise_folder),
                     rank_all=False)
     assert advice.config.freeze == "probe" and "budget: probe instead" in advice.paragraph
     assert advice.probe_first is None and (advice.config.epochs, advice.config.lr) == (PROBE_EPOCHS, PROBE_LR)
@@ -103,7 +103,8 @@ def test_plan_command_ranks_chooses_and_estimates(tiny_folder, capsys):
 
 def test_train_with_the_default_auto_records_why(tiny_config, tmp_path, capsys):
     """The CLI's default is auto: the advisor's choice is trained, and its reasons are in the summary."""
-    code = main(["train", "--data", tiny_config.data, "--epochs", "1", "--out", str(tmp_path / "runs"), "--quiet"])
+    code = main(["train", "--data", tiny_config.data, "--epochs", "1", "--img-size", "64", "--out",
+                 str(tmp_path / "runs"), "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "advisor: " in err and "status: completed" in out
@@ -128,7 +129,7 @@ def test_a_job_resolves_auto_in_the_worker(tiny_config):
     from core.jobs import JobRegistry
     from core.runs import Status
     job = JobRegistry().submit(tiny_config.replace(freeze="auto", backbone="tf_efficientnet_lite0",
-                                                   weights="bundled", img_size=0, epochs=1))
+                                                   weights="bundled", img_size=64, epochs=1))
     assert job.finished.wait(300)
     snap = job.snapshot()
     assert snap.status == Status.COMPLETED, snap.error
@@ -186,7 +187,7 @@ def test_default_auto_trains_with_any_weights_and_probes_the_weights_the_run_use
         probed.append((cfg, samples, feats))
         return feats, failed
     monkeypatch.setattr(ranking, "pretrained_features", spy)
-    code = main(["train", "--data", str(tiny_folder), "--weights", weights, "--epochs", "1",
+    code = main(["train", "--data", str(tiny_folder), "--weights", weights, "--epochs", "1", "--img-size", "64",
                  "--out", str(tmp_path / "runs"), "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0 and "status: completed" in out, err
