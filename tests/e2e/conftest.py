@@ -93,9 +93,22 @@ def browser():
         b.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.report_call, ...), for the fixtures' teardown to read."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser):
+def page(browser, request, tmp_path):
+    """A fresh browser context; when the test fails, the page as it was is saved to <tmp_path>/failed.png."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     pg = ctx.new_page()
     yield pg
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        pg.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+        print(f"the page when the test failed: {tmp_path / 'failed.png'}")
     ctx.close()

@@ -16,12 +16,6 @@ from core.export.bundle import load_bundle
 pytestmark = pytest.mark.e2e
 
 
-def shot(page, folder: Path, name: str) -> None:
-    page.wait_for_timeout(400)
-    path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-
-
 def ants_bees_zip(src: Path, dest: Path, per_class: int = 8) -> Path:
     with zipfile.ZipFile(dest, "w") as zf:
         for c in ("ants", "bees"):
@@ -48,16 +42,14 @@ FIRST_LOOK_JS = "() => { const labels = (" + NAV_LABELS_JS + """)();
 }"""
 
 
-def test_first_paint_shows_the_apps_navigation(fresh_app_url, page, tmp_path):
+def test_first_paint_shows_the_apps_navigation(fresh_app_url, page):
     """Right after `make run` the sidebar lists the app's pages, not the files in pages/, and it does so before the
     engine (torch: seconds, tens on a busy machine) has loaded: in the first frame that shows the navigation the
     sidebar's device line, written once torch is imported, is not there yet. An ordering, not a time: it holds on
     a loaded machine, and fails if the app imports torch before it draws the navigation."""
     page.goto(fresh_app_url)
-    try:  # polled every animation frame: this is the first look a user gets at the navigation
-        first_look = page.wait_for_function(FIRST_LOOK_JS, timeout=60000).json_value()
-    finally:
-        page.screenshot(path=str(tmp_path / "first-paint.png"))
+    # polled every animation frame: this is the first look a user gets at the navigation
+    first_look = page.wait_for_function(FIRST_LOOK_JS, timeout=60000).json_value()
     labels = first_look["labels"]
     assert [label for label in labels if label in APP_PAGES] == list(APP_PAGES), labels
     assert not set(labels) & set(FILE_LINKS), labels
@@ -109,16 +101,12 @@ def train_probe_on_mini_zip(page, app_url, hymenoptera, tmp_path) -> None:
 
 
 def test_upload_train_download_predict(app_url, workspace, page, hymenoptera, tmp_path):
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
     upload_mini_zip(page, app_url, hymenoptera, tmp_path)
     page.locator(".js-plotly-plot").first.wait_for(timeout=30000)
-    shot(page, shots, "1-data")
 
     go(page, "Model")
     page.locator(".st-key-w_freeze").get_by_text("probe", exact=True).click()
     page.get_by_text(re.compile(r"2,562 of [\d,]+ parameters train")).wait_for(timeout=30000)
-    shot(page, shots, "2-model")
 
     go(page, "Train")
     page.get_by_role("button", name="Start training").click()
@@ -129,18 +117,15 @@ def test_upload_train_download_predict(app_url, workspace, page, hymenoptera, tm
     loss = chart_trace(page, points=len(epochs))
     assert loss["x"] == [e["epoch"] for e in epochs], "the loss chart needs one point per finished epoch"
     assert loss["y"] == pytest.approx([e["train_loss"] for e in epochs], abs=1e-6)
-    shot(page, shots, "3-train")
 
     go(page, "Results")
     page.get_by_text("Confusion matrix").first.wait_for(timeout=30000)
-    shot(page, shots, "4-results")
 
     go(page, "Export")
     with page.expect_download(timeout=60000) as dl:
         page.get_by_role("button", name="Download model bundle (.zip)").click()
     bundle = tmp_path / dl.value.suggested_filename
     dl.value.save_as(bundle)
-    shot(page, shots, "6-export")
     query = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[0]
     top = load_bundle(bundle, extract_to=tmp_path / "unzipped").predict([query], topk=2)[0]
     assert top[0][0] == "bees", top
@@ -151,7 +136,6 @@ def test_upload_train_download_predict(app_url, workspace, page, hymenoptera, tm
     go(page, "Predict")
     page.locator(".st-key-predict_up input[type=file]").set_input_files(str(query))
     page.get_by_text(re.compile(r"→ bees")).wait_for(timeout=60000)
-    shot(page, shots, "5-predict")
     # the uploads went to a folder of their own under the workspace (not the system temp), removed when done
     uploads = workspace / "predict"
     assert uploads.is_dir(), "the Predict page wrote its uploads outside the workspace"

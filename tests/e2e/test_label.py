@@ -36,11 +36,7 @@ def test_label_five_suggestions_and_train_again(app_url, page, hymenoptera, tmp_
         expect(labeled).to_have_text(str(n), timeout=30000)
 
     page.get_by_role("button", name="Train again with 5 new label(s)").click()
-    try:
-        page.get_by_text(re.compile(r"Training completed")).first.wait_for(timeout=180000)
-    except Exception:
-        page.screenshot(path="/tmp/suggest-label-fail.png", full_page=True)
-        raise
+    page.get_by_text(re.compile(r"Training completed")).first.wait_for(timeout=180000)
     second_run = re.search(r"run=([\w-]+)", page.url).group(1)
     assert second_run != first_run
 
