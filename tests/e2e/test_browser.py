@@ -25,8 +25,9 @@ def ants_bees_zip(src: Path, dest: Path, per_class: int = 8) -> Path:
 
 
 def go(page, name: str) -> None:
+    """Open a page from the navigation; what the caller does next waits on an element of that page only."""
     page.get_by_role("link", name=name).first.click()
-    page.wait_for_timeout(300)
+    page.wait_for_url(re.compile(rf"/{name.lower()}(\?|$)"))  # every page's url_path is its title, lower case
 
 
 APP_PAGES = ("Data", "Model", "Train", "Results", "Predict", "Export")
