@@ -13,9 +13,12 @@ XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loads
 
 .PHONY: install run test test-fast bench browser screenshots lint clean
 
+# pip compiles the installed packages' bytecode on one core; compileall does it on every core (66 s instead of 79 s
+# for the whole install here). Like pip, it skips the few files that are not Python 3.11 (one in torch's tests).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-compile -e '.[dev]'
+	@$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	@touch $(STAMP)
 
 install: $(STAMP)
