@@ -6,7 +6,7 @@ labels, each training image's target is the teachers' softened prediction. This 
 - loads the teachers (a run folder's bundle, a bundle folder or a bundle zip) and maps their classes onto the
   dataset's by name (a ConfigError names the teacher whose classes differ);
 - computes each teacher's logits once per image, on the evaluation view (timm's centre crop at the teacher's
-  own size), and caches them per machine like probe features (core/models/features.py's FeatureCache, keyed by
+  own size), and caches them per machine like probe features (core/files/cache.py's FeatureCache, keyed by
   the teacher's weights digest and preprocessing, then by image content), so a second run or a resume runs no
   teacher forward pass;
 - turns them into soft targets at temperature T: several teachers are an ensemble, their softened probabilities
@@ -38,9 +38,8 @@ from core.data.unlabeled import open_unlabeled
 from core.device import halving_on_oom
 from core.errors import ConfigError
 from core.export.bundle import LoadedModel, load_bundle
-from core.files.cache import cache_root
+from core.files.cache import FeatureCache, cache_root
 from core.files.digest import bytes_digest, file_digest
-from core.models.features import FeatureCache
 
 TEACHER_BATCH = 16
 

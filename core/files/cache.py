@@ -3,16 +3,22 @@
 `$TRANSFERLAB_CACHE`, else `$XDG_CACHE_HOME/transferlab`, else `~/.cache/transferlab`. Files are written
 atomically; writers that merge into a shared file hold an exclusive lock (`locked`), so two processes writing at
 once lose nothing. The folder is kept under a size bound by removing the least recently used files
-(`evict_lru`; a file's modification time is its last use, `touch` on read).
+(`evict_lru`; a file's modification time is its last use, `touch` on read). `FeatureCache` is one such shared
+file: a table of vectors keyed by image content.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
+
+from core.files.atomic import atomic_write_bytes
 
 CACHE_ENV = "TRANSFERLAB_CACHE"
 MAX_BYTES_ENV = "TRANSFERLAB_CACHE_MAX_MB"
@@ -67,3 +73,47 @@ def evict_lru(folder: Path, limit: int | None = None, keep: Path | None = None) 
             total -= sizes[p]
             removed.append(p)
     return removed
+
+
+class FeatureCache:
+    """content-hash/view -> feature vector, persisted as one .npz per (model, preprocessing) key in this cache:
+    shared by runs in any output folder, by ranking and analysis (core/models/features.py), and by distillation's
+    teachers (core/engine/teachers.py). numpy only: a process that reads or writes it does not import torch.
+
+    Saving merges with what other processes saved meanwhile, under a file lock, then writes atomically and keeps
+    the cache folder under its size bound (least recently used files go first)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.table: dict[str, np.ndarray] = self._read()
+        self.new: dict[str, np.ndarray] = {}
+        if self.table:
+            touch(path)
+
+    def _read(self) -> dict[str, np.ndarray]:
+        if not self.path.exists():
+            return {}
+        try:
+            with np.load(self.path) as z:
+                return dict(zip(z["keys"].tolist(), z["feats"], strict=True))
+        except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
+            return {}
+
+    def get(self, key: str) -> np.ndarray | None:
+        return self.table.get(key)
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        self.table[key] = value
+        self.new[key] = value
+
+    def save(self) -> None:
+        if not self.new:
+            return
+        with locked(self.path):
+            merged = {**self._read(), **self.new}  # another process may have saved entries since we read
+            buf = io.BytesIO()
+            keys = list(merged)
+            np.savez(buf, keys=np.array(keys), feats=np.stack([merged[k] for k in keys]))
+            atomic_write_bytes(self.path, buf.getvalue())
+        self.table, self.new = merged, {}
+        evict_lru(self.path.parent.parent, keep=self.path)

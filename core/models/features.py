@@ -32,7 +32,7 @@ from core.data.dataset import Sample, Skipped
 from core.data.images import decode_or_skip, geometry, one_torch_thread, strict_truncation
 from core.device import autocast, free_cached_memory, is_out_of_memory, pick_device
 from core.files.atomic import atomic_write_bytes
-from core.files.cache import cache_root, evict_lru, locked, touch
+from core.files.cache import FeatureCache, cache_root
 from core.files.digest import bytes_digest, file_digest
 from core.models.backbones import FeatureExtractor
 from core.models.init_from import read_source
@@ -41,49 +41,6 @@ ORT_BATCH = 16  # ONNX Runtime batches of 4 and 16 measure within noise on the 2
 MAX_SESSIONS = 8  # CPU: one single-threaded ONNX Runtime session per worker, up to this many
 CHUNK = 32  # images a worker reads, decodes (and on CPU runs through the backbone) at a time
 PREFETCH = 8  # chunks in flight (bounds memory: 8 x 32 x 150 KB crops at 224 px)
-
-
-class FeatureCache:
-    """content-hash/view -> feature vector, persisted as one .npz per (model, preprocessing) key, in the
-    per-machine cache (core/files/cache.py): shared by runs in any output folder, by ranking and analysis.
-
-    Saving merges with what other processes saved meanwhile, under a file lock, then writes atomically and keeps
-    the cache folder under its size bound (least recently used files go first)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.table: dict[str, np.ndarray] = self._read()
-        self.new: dict[str, np.ndarray] = {}
-        if self.table:
-            touch(path)
-
-    def _read(self) -> dict[str, np.ndarray]:
-        if not self.path.exists():
-            return {}
-        try:
-            with np.load(self.path) as z:
-                return dict(zip(z["keys"].tolist(), z["feats"], strict=True))
-        except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
-            return {}
-
-    def get(self, key: str) -> np.ndarray | None:
-        return self.table.get(key)
-
-    def put(self, key: str, value: np.ndarray) -> None:
-        self.table[key] = value
-        self.new[key] = value
-
-    def save(self) -> None:
-        if not self.new:
-            return
-        with locked(self.path):
-            merged = {**self._read(), **self.new}  # another process may have saved entries since we read
-            buf = io.BytesIO()
-            keys = list(merged)
-            np.savez(buf, keys=np.array(keys), feats=np.stack([merged[k] for k in keys]))
-            atomic_write_bytes(self.path, buf.getvalue())
-        self.table, self.new = merged, {}
-        evict_lru(self.path.parent.parent, keep=self.path)
 
 
 def feature_cache(key: str) -> FeatureCache:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.files.cache import cache_root, evict_lru
-from core.models.features import FeatureCache
+from core.files.cache import FeatureCache, cache_root, evict_lru
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +34,7 @@ def test_two_processes_saving_at_once_lose_nothing(tmp_path):
     code = textwrap.dedent("""
         import sys, time, numpy as np
         from pathlib import Path
-        from core.models.features import FeatureCache
+        from core.files.cache import FeatureCache
         c = FeatureCache(Path(sys.argv[1]))
         (Path(sys.argv[3]) / sys.argv[2]).touch()
         deadline = time.time() + 60
