@@ -11,6 +11,14 @@ from test_browser import go, train_probe_on_mini_zip  # same folder: pytest puts
 pytestmark = pytest.mark.e2e
 
 
+def settled(page) -> None:
+    """The page's script run has ended: no element is left stale from the run before (Streamlit marks them
+    `data-stale` until the run re-sends or removes them). A key pressed while the first card is stale, or before
+    the new first card's buttons are drawn, reaches no button (seen once in `make test`: the fifth answer, by
+    keyboard, was lost and the count stayed at 4)."""
+    expect(page.locator("[data-testid=stElementContainer][data-stale=true]")).to_have_count(0, timeout=30000)
+
+
 def test_label_five_suggestions_and_train_again(app_url, page, hymenoptera, tmp_path):
     train_probe_on_mini_zip(page, app_url, hymenoptera, tmp_path)  # 8 ants + 8 bees
     first_run = re.search(r"run=([\w-]+)", page.url).group(1)
@@ -26,6 +34,7 @@ def test_label_five_suggestions_and_train_again(app_url, page, hymenoptera, tmp_
     expect(labeled).to_have_text("0", timeout=120000)
 
     for n in range(1, 6):
+        settled(page)  # the run the last answer started has ended: its card has left the grid, the keys are bound
         card = page.locator("[class*=st-key-card_]").first  # answered cards leave the grid
         name = re.search(r"(\S+\.jpg)", card.locator("[data-testid=stImageCaption]").inner_text()).group(1)
         if n < 5:
