@@ -38,15 +38,20 @@ os.environ.setdefault("TRANSFERLAB_CACHE", tempfile.mkdtemp(prefix="transferlab-
 
 # ---- the order the two workers take files in ---------------------------------------------------------------------
 
-# The longest test files, longest first (seconds each from `pytest -n 2 --dist loadfile --durations=0`, 2026-12-04).
-# xdist hands a worker its next file when the worker has two tests or fewer left, in the order of the collection:
-# a long file handed out last runs alone while the other worker idles (a run took 297 s, one worker 80 s longer
-# than the other). Handed out first, the short files fill the end. `make test` passes --no-loadscope-reorder:
-# xdist's own reordering puts files with many tests first, which here puts the long files (few tests each) last.
+# The longest test files, longest first (measured with `pytest -n 2 --dist loadfile --durations=0`, 2026-12-04: 79 s
+# down to 13 s). xdist hands a worker its next file when the worker has two tests or fewer left, in the order of the
+# collection: a long file handed out last runs alone while the other worker idles (a run took 297 s, one worker 80 s
+# longer than the other). Handed out first, the short files fill the end. xdist's own reordering puts files with
+# many tests first, which here puts the long files (few tests each) last: pytest_configure turns it off.
 LONGEST_FILES = ("tests/engine/test_train.py", "tests/engine/test_distributed.py", "tests/e2e/test_browser.py",
                  "tests/export/test_exports.py", "tests/models/test_batchnorm.py", "tests/plan/test_advisor.py",
                  "tests/models/test_backbones.py", "tests/e2e/test_inspect.py", "tests/e2e/test_label.py",
                  "tests/app/test_pages.py", "tests/engine/test_cuda_logic.py", "tests/models/test_init_from.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
