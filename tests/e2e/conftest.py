@@ -107,8 +107,10 @@ def page(browser, request, tmp_path):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     pg = ctx.new_page()
     yield pg
-    report = getattr(request.node, "report_call", None)
-    if report is not None and report.failed:
-        pg.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
-        print(f"the page when the test failed: {tmp_path / 'failed.png'}")
-    ctx.close()
+    try:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            pg.screenshot(path=str(tmp_path / "failed.png"), full_page=True, timeout=10000)
+            print(f"the page when the test failed: {tmp_path / 'failed.png'}")
+    finally:
+        ctx.close()

@@ -6,17 +6,9 @@ import re
 
 import pytest
 from playwright.sync_api import expect
-from test_browser import go, train_probe_on_mini_zip  # same folder: pytest puts it on sys.path
+from test_browser import go, settled, train_probe_on_mini_zip  # same folder: pytest puts it on sys.path
 
 pytestmark = pytest.mark.e2e
-
-
-def settled(page) -> None:
-    """The page's script run has ended: no element is left stale from the run before (Streamlit marks them
-    `data-stale` until the run re-sends or removes them). A key pressed while the first card is stale, or before
-    the new first card's buttons are drawn, reaches no button (seen once in `make test`: the fifth answer, by
-    keyboard, was lost and the count stayed at 4)."""
-    expect(page.locator("[data-testid=stElementContainer][data-stale=true]")).to_have_count(0, timeout=30000)
 
 
 def test_label_five_suggestions_and_train_again(app_url, page, hymenoptera, tmp_path):
