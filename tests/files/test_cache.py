@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from core.files.cache import FeatureCache, cache_root, evict_lru
 
@@ -23,7 +22,6 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "xdg" / "transferlab"
 
 
-@pytest.mark.slow  # several processes or real backbones: make test runs it, test-fast does not
 def test_two_processes_saving_at_once_lose_nothing(tmp_path):
     """Each process opens the cache before the other saves (each waits until both have opened it), adds its own
     200 entries, and saves: the file ends with all 400 (a plain last-writer-wins save would keep only one
