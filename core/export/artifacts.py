@@ -6,6 +6,7 @@ is refreshed so it lists the checks. The app runs this as a job (JobRegistry.sub
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from core.analysis.predictions import load_predictions
+from core.analysis.unknown import FILE as UNKNOWN_FILE
 from core.config import TrainConfig
 from core.data.task_view import open_run_dataset
 from core.errors import DatasetError
@@ -34,7 +36,8 @@ from core.export.parity import (
 )
 from core.export.record import refresh_card
 from core.export.torchscript import TorchScriptRunner, export_torchscript
-from core.files.digest import sha256_file
+from core.files.atomic import atomic_write_bytes
+from core.files.digest import bytes_digest, file_digest, sha256_file
 from core.runs import RunDir
 
 Progress = Callable[[str, int, int], None]
@@ -67,7 +70,7 @@ def export_run(run: RunDir, fmt: str, progress: Progress | None = None,
     progress(f"exporting {fmt}", 0, 1)
     path, reference, method = _make(fmt, loaded, out, images)
     runner = TorchScriptRunner(path) if fmt == "torchscript" else OnnxRunner(path)
-    agreement = _agreement(loaded, runner, images, progress, should_stop)
+    agreement = _agreement(run, loaded, runner, images, progress, should_stop)
     if agreement is None:
         shutil.rmtree(out, ignore_errors=True)
         return None
@@ -124,22 +127,63 @@ def _make(fmt: str, loaded: LoadedModel, out: Path, images: CheckImages) -> tupl
     return out / FILES[fmt], reference, method
 
 
-def _agreement(loaded: LoadedModel, runner, images: CheckImages, progress: Progress,
+REFERENCE = "reference.npz"  # exports/: the trained model's outputs on the check images, shared by every format
+
+
+def _agreement(run: RunDir, loaded: LoadedModel, runner, images: CheckImages, progress: Progress,
                should_stop: Callable[[], bool]) -> Agreement | None:
-    """Both models over the validation images in batches, one pass of each per batch; None when stopped."""
+    """The exported file over the validation images in batches, against the trained model's outputs on the same
+    inputs; None when stopped. The model's outputs are the same for every format: the first check computes them
+    (one pass of each per batch) and keeps them in exports/reference.npz, keyed by what they depend on, and later
+    checks of the same bundle read them instead of running the model again."""
     with_unknown = isinstance(runner, OnnxRunner) and runner.has_unknown  # then its decision is compared too
-    reference = (ProbabilitiesAndUnknown(loaded.model, loaded.temperature, loaded.unknown) if with_unknown
-                 else Probabilities(loaded.model, loaded.temperature)).eval()
+    kept = _read_reference(run, images)
+    model = None if kept is not None else (
+        ProbabilitiesAndUnknown(loaded.model, loaded.temperature, loaded.unknown) if loaded.unknown is not None
+        else Probabilities(loaded.model, loaded.temperature)).eval()
+    probs, flags = kept or ([], [])
     a = Agreement()
     for rows, x in check_batches(images.paths, loaded.inputs, progress, should_stop):
-        with torch.inference_mode():
-            expected = reference(torch.from_numpy(x))
+        if model is not None:
+            with torch.inference_mode():
+                out = model(torch.from_numpy(x))
+            probs.append(out[0].numpy() if loaded.unknown is not None else out.numpy())
+            if loaded.unknown is not None:
+                flags.append(out[2].numpy())
+        expected = probs[rows] if kept else probs[-1]
         if with_unknown:  # the unknown-input decision: the file's against the bundle's on the same input
             exported, _, flag = runner.with_unknown(x)
-            a.add_unknown(flag, expected[2].numpy())
-            expected = expected[0]
+            a.add_unknown(flag, flags[rows] if kept else flags[-1])
         else:
             exported = runner(x)
-        a.add(exported, expected.numpy(), images.run_top1[rows], images.labels[rows])
-    return None if should_stop() else a
+        a.add(exported, expected, images.run_top1[rows], images.labels[rows])
+    if should_stop():
+        return None
+    if kept is None:
+        _write_reference(run, images, np.concatenate(probs), np.concatenate(flags) if flags else None)
+    return a
 
+
+def _reference_key(run: RunDir, images: CheckImages) -> str:
+    """What the model's outputs depend on: the bundle's weights, config (preprocessing, temperature) and
+    unknown-input scorer, and the check images in their order."""
+    files = [run.bundle_dir / n for n in ("model.safetensors", "config.json", UNKNOWN_FILE)]
+    parts = [file_digest(f) for f in files if f.exists()] + [str(p) for p in images.paths]
+    return bytes_digest("\n".join(parts).encode())
+
+
+def _read_reference(run: RunDir, images: CheckImages) -> tuple[np.ndarray, np.ndarray | None] | None:
+    try:
+        with np.load(exports_dir(run) / REFERENCE) as z:
+            if str(z["key"]) != _reference_key(run, images):
+                return None  # another bundle (trained again) or other images: computed again
+            return z["probs"], (z["unknown"] if "unknown" in z.files else None)
+    except (OSError, KeyError, ValueError):  # none yet, or unreadable: computed again
+        return None
+
+
+def _write_reference(run: RunDir, images: CheckImages, probs: np.ndarray, flags: np.ndarray | None) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, key=np.array(_reference_key(run, images)), probs=probs,
+             **({"unknown": flags} if flags is not None else {}))
+    atomic_write_bytes(exports_dir(run) / REFERENCE, buf.getvalue())

@@ -70,6 +70,26 @@ def test_torchscript_export_agrees_and_carries_class_names(tiny_run):
                                atol=1e-5)
 
 
+def test_checks_share_the_models_outputs_until_the_bundle_changes(session_run, tmp_path, monkeypatch):
+    """The first export's check runs the trained model on the validation images; the next format's check reads
+    those outputs (exports/reference.npz) instead of running it again, and a changed bundle (here: another
+    calibration temperature) is checked against outputs computed afresh, not the stale ones."""
+    from core.export import artifacts
+    run = copy_run(session_run, tmp_path / "runs", tmp_path / "data")
+    models = []
+    for name in ("Probabilities", "ProbabilitiesAndUnknown"):
+        cls = getattr(artifacts, name)
+        monkeypatch.setattr(artifacts, name, lambda *a, cls=cls: models.append(cls) or cls(*a))
+
+    assert export_run(run, "onnx").passed and export_run(run, "torchscript").passed
+    assert len(models) == 1, "the second check ran the model again"
+    config = run.bundle_dir / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "temperature": 3.0}))
+    check = export_run(run, "torchscript")
+    assert check.passed and check.max_prob_diff < 1e-4, check.reason  # stale outputs would differ
+    assert len(models) == 2
+
+
 def test_int8_export_is_statically_quantized_and_reports_its_gains(tiny_run):
     check = export_run(tiny_run, "onnx-int8")
 
