@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from core.cli.console import show_progress
-from core.cli.reports import is_multitask, run_or_task
+from core.cli.reports import is_multitask, one_task, run_or_task
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -45,11 +45,7 @@ def _bundle_path(path: Path, task: str | None) -> Path:
     multi-task run folder."""
     if not task and ((path / "config.json").is_file() or not (path / "config.yaml").is_file()):
         return path  # a bundle (it holds config.json, timm's), a zip, or what load_bundle will refuse clearly
-    run = run_or_task(str(path), task)
-    if is_multitask(run):
-        raise ValueError(f"{path} is a multi-task run: give the task to predict with --task "
-                         f"({', '.join(v.task for v in run.task_views())}).")
-    return run.bundle_dir
+    return one_task(str(path), task, "predict with").bundle_dir
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -23,6 +23,15 @@ def is_multitask(run) -> bool:
     return not run.task and bool((s := run.read_summary()) and s.tasks)
 
 
+def one_task(run_dir: str, task: str | None, action: str):
+    """run_or_task, refusing a multi-task run as a whole: to `action` ("inspect", "predict", ...) takes one task."""
+    run = run_or_task(run_dir, task)
+    if is_multitask(run):
+        raise ValueError(f"Run {run.run_id} is a multi-task run: {action} one task at a time; give it with --task "
+                         f"({', '.join(v.task for v in run.task_views())}).")
+    return run
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from core.runs import list_runs
     for run in list_runs(args.out, task_views=True):
@@ -41,10 +50,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Write every report under <run>/inspect/ (JSON, and PNG for heat-maps and the reliability diagram)."""
     from core.analysis.inspect import inspect_run, read_report
-    run = run_or_task(args.run_dir, args.task)
-    if is_multitask(run):
-        raise ValueError(f"Run {run.run_id} is a multi-task run: inspect one task with --task "
-                         f"({', '.join(v.task for v in run.task_views())}).")
+    run = one_task(args.run_dir, args.task, "inspect")
     index = inspect_run(run, progress=show_progress,
                         saliency_images=args.saliency)
     sys.stderr.write("\n")
@@ -70,10 +76,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
     from core.analysis.suggest import DEFAULT_METHOD, suggest_for_run
     from core.data.dataset import extract_dir_for
-    run = run_or_task(args.run_dir, args.task)
-    if is_multitask(run):
-        raise ValueError(f"Run {run.run_id} is a multi-task run: suggest for one task with --task "
-                         f"({', '.join(v.task for v in run.task_views())}).")
+    run = one_task(args.run_dir, args.task, "suggest for")
     if args.k < 1:
         raise ValueError("--k must be at least 1.")
     rows = suggest_for_run(run.path, args.pool, args.k, args.method or DEFAULT_METHOD,
