@@ -14,8 +14,8 @@ XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 .PHONY: install run test test-fast bench browser screenshots lint clean
 
 # uv installs what pip would, from where pip is configured to look (.ci/uv_args.py translates pip's settings), but
-# unzips and compiles bytecode on every core: 35 s instead of about 115 s for pip here (docs/decisions.md). Where uv
-# cannot be installed, pip does the whole install.
+# unzips and compiles bytecode on every core: 35 s instead of 110 s for pip and compileall here (docs/decisions.md).
+# Where uv cannot be installed, pip does the whole install.
 UV_VERSION ?= 0.13.9
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
