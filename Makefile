@@ -15,15 +15,14 @@ XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 
 # uv installs what pip would, from where pip is configured to look (.ci/uv_args.py translates pip's settings), but
 # unzips and compiles bytecode on every core: 35 s instead of 110 s for pip and compileall here (docs/decisions.md).
-# Where uv cannot be installed, pip does the whole install.
+# Where uv cannot be installed or its install fails (a setting of pip's it has no flag for, say), pip does it.
 UV_VERSION ?= 0.13.9
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@if $(PY) -m pip install -q 'uv==$(UV_VERSION)'; then \
-	  flags=$$($(PY) .ci/uv_args.py) && \
-	  $(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode $$flags -e '.[dev]'; \
+	@if $(PY) -m pip install -q 'uv==$(UV_VERSION)' && flags=$$($(PY) .ci/uv_args.py) && \
+	  $(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode $$flags -e '.[dev]'; then :; \
 	else \
-	  echo "uv could not be installed: installing with pip (slower)"; $(PY) -m pip install -q -e '.[dev]'; \
+	  echo "the install with uv failed (above): installing with pip (slower)"; $(PY) -m pip install -q -e '.[dev]'; \
 	fi
 	@touch $(STAMP)
 

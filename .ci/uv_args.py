@@ -1,6 +1,6 @@
 """Print the uv flags that make `uv pip install` look where pip is configured to look.
 
-`make install` installs with uv (parallel unzip and bytecode compilation: about four times faster than pip here,
+`make install` installs with uv (parallel unzip and bytecode compilation: 35 s against 110 s for pip here,
 docs/decisions.md), but uv reads no pip.conf and no PIP_* variables. A machine whose pip is pointed at a local
 mirror or capped by a constraints file must get the same from uv, or uv would download other builds (several GB of
 CUDA wheels for torch). This script reads `pip config list` (environment, then [install], then [global], pip's own
@@ -11,7 +11,7 @@ precedence) and prints the matching flags, one per line, for the Makefile.
 
 from __future__ import annotations
 
-import shlex
+import ast
 import subprocess
 import sys
 
@@ -26,13 +26,14 @@ PRECEDENCE = (":env:", "install", "global")  # pip: environment variables over [
 
 
 def uv_args(config_lines: list[str]) -> list[str]:
-    """Translate `pip config list` output (lines of `section.key='value'`) into uv command-line flags."""
+    """Translate `pip config list` output (lines of `section.key='value'`, the value as Python's repr) into uv
+    command-line flags."""
     settings: dict[str, dict[str, str]] = {}
     for line in config_lines:
         name, sep, quoted = line.strip().partition("=")
         section, _, key = name.rpartition(".")
         if sep and section in PRECEDENCE:
-            settings.setdefault(key, {})[section] = " ".join(shlex.split(quoted))
+            settings.setdefault(key, {})[section] = ast.literal_eval(quoted)
     args: list[str] = []
     for key, values in settings.items():
         value = next(values[section] for section in PRECEDENCE if section in values)
